@@ -1,0 +1,19 @@
+# The two set-up commands in README.md are `make demo` and `make test`.
+.PHONY: demo test deps lint bench
+
+demo:
+	cargo run --release --quiet -- run -- sh -c 'echo "corral demo: see README"'
+
+deps:
+	bash scripts/install-test-deps.sh
+
+test: deps
+	cargo build --workspace --all-targets
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench:
+	cargo bench --workspace

@@ -1,0 +1,3 @@
+//! corral's LLM gateway.
+
+pub mod cli;

@@ -1,0 +1,3 @@
+//! corral's no-sudo installer.
+
+pub mod cli;

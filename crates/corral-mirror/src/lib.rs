@@ -1,0 +1,3 @@
+//! corral's release mirror.
+
+pub mod cli;

@@ -1,0 +1,3 @@
+//! corral's egress proxy.
+
+pub mod cli;

@@ -1,0 +1,3 @@
+//! `corral run`: the rootless sandbox and its connect broker.
+
+pub mod cli;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything corral's tests need on a fresh machine of this kind (Debian, root).
+# Idempotent: a second run only checks. Test clients land in /opt/corral-testdeps so that
+# the ordinary users the tests create can run them too.
+set -euo pipefail
+
+PREFIX=${CORRAL_TESTDEPS:-/opt/corral-testdeps}
+
+need_apt=()
+want_apt() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p"); done; }
+
+# --- shared: clients and tools the tests drive -------------------------------------
+want_apt curl wget git dash iproute2 util-linux passwd tmux python3 python3-venv ca-certificates
+# --- proxy: peer proxies for the benchmarks -----------------------------------------
+want_apt squid tinyproxy
+# --- sandbox: peer sandboxes for the benchmarks --------------------------------------
+want_apt bubblewrap
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# The peer proxies are started by the benchmarks themselves, never as system services.
+for svc in squid tinyproxy; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+  service "$svc" stop >/dev/null 2>&1 || true
+done
+
+mkdir -p "$PREFIX"
+# --- python clients (a venv of Debian's python, readable by every user) ---------------
+if [ ! -x "$PREFIX/venv/bin/python" ]; then
+  /usr/bin/python3 -m venv "$PREFIX/venv"
+fi
+"$PREFIX/venv/bin/python" - <<'PY' 2>/dev/null || "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check anthropic boto3 requests
+import anthropic, boto3, requests
+PY
+
+# --- node clients ----------------------------------------------------------------------
+if [ ! -e "$PREFIX/node/node_modules/@anthropic-ai/claude-code/package.json" ]; then
+  mkdir -p "$PREFIX/node"
+  (cd "$PREFIX/node" && npm install --silent --no-audit --no-fund --prefix "$PREFIX/node" @anthropic-ai/claude-code >/dev/null)
+fi
+
+chmod -R a+rX "$PREFIX"
+echo "test dependencies ready in $PREFIX"
