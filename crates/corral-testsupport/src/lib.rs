@@ -2,7 +2,19 @@
 //! ordinary users and network namespaces. Tests read as scenarios; the plumbing lives here
 //! so that no test file copies it.
 
-/// A test upstream speaking the Anthropic Messages API (SSE) and Bedrock's event-stream.
-pub mod llm_upstream;
+/// Files and directories readable by the ordinary users the tests create.
+pub mod fs;
 /// A git smart-HTTP server (`git http-backend`) behind a small TLS front.
 pub mod git_server;
+/// A test upstream speaking the Anthropic Messages API (SSE) and Bedrock's event-stream.
+pub mod llm_upstream;
+/// Network namespaces that keep negative tests on the machine.
+pub mod netns;
+/// Running `corral` and other real processes in the background.
+pub mod process;
+/// A private CA and leaf certificates, as PEM and as files.
+pub mod tls;
+/// Real HTTP/HTTPS servers on loopback driven by a closure.
+pub mod upstream;
+/// An ordinary (non-root) user.
+pub mod user;
