@@ -1,6 +1,36 @@
 //! corral's policy model.
 //!
 //! Data flows one way: policy file → validated model → compiled matcher → decision.
-//! (Filled in by the policy work; see issue "Workspace, policy engine".)
+//!
+//! * [`Policy::load`] / [`Policy::parse`] read YAML (a superset of OpenShell's
+//!   `version: 1` schema) into a validated [`Policy`], with every error and warning
+//!   located at `file:line:column` ([`Diagnostic`]).
+//! * [`Policy::compile`] builds a [`Matcher`]: hash indexes over hosts, then ports,
+//!   then binaries, so a lookup does not scan the whole policy.
+//! * [`Matcher::decide`] answers "may this [`Identity`] reach host:port (and make this
+//!   HTTP request)?" with a [`Decision`]: the policy that allowed it, or a typed
+//!   [`DenyReason`].
+//! * [`Report`] renders a decision as text or JSON; the proxy's 403 body, its log line
+//!   and `corral policy explain` all print it.
+//! * [`PolicyWatcher`] reloads a policy file when it changes (in-place writes, editor
+//!   renames, Kubernetes ConfigMap symlink swaps) and publishes only valid policies.
 
 pub mod cli;
+pub mod decision;
+pub mod diag;
+pub mod glob;
+pub mod host;
+pub mod identity;
+pub mod matcher;
+pub mod model;
+pub mod report;
+mod validate;
+pub mod watch;
+
+pub use decision::{Allow, Decision, Deny, DenyReason};
+pub use diag::{Diagnostic, PolicyError, Severity};
+pub use identity::Identity;
+pub use matcher::{HttpRequestInfo, Matcher};
+pub use model::{CompileOptions, Loaded, Policy};
+pub use report::Report;
+pub use watch::PolicyWatcher;

@@ -1,0 +1,102 @@
+//! The answer of the matcher: allow (with what matched) or deny (with a typed reason).
+
+/// The outcome of [`crate::Matcher::decide`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The connection (or request) may go ahead.
+    Allow(Allow),
+    /// It may not; the reason says why.
+    Deny(Deny),
+}
+
+impl Decision {
+    /// True for [`Decision::Allow`].
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+}
+
+/// What allowed a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allow {
+    /// The `network_policies` key that matched (e.g. `"github"`).
+    pub policy: String,
+    /// The endpoint host pattern that matched, as written in the policy.
+    pub endpoint_host: String,
+    /// The endpoint's `allowed_ips` (empty = only public addresses may be dialled).
+    pub allowed_ips: Vec<ipnet::IpNet>,
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deny {
+    /// The typed reason.
+    pub reason: DenyReason,
+    /// A policy group that already lists this binary (for any host), if there is one:
+    /// the report's suggestion then adds the endpoint to that group instead of creating
+    /// a new one. Filled by the matcher; `None` is always safe.
+    pub binary_policy: Option<String>,
+}
+
+impl Deny {
+    /// A denial with no suggestion target.
+    pub fn new(reason: DenyReason) -> Deny {
+        Deny {
+            reason,
+            binary_policy: None,
+        }
+    }
+}
+
+/// Why a connection was refused, most specific first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No endpoint in any policy matches the host. Code `no_endpoint`.
+    NoEndpoint,
+    /// The host is listed, but not on this port. Code `port_not_allowed`.
+    PortNotAllowed {
+        /// Every port listed for this host (sorted, deduplicated).
+        allowed_ports: Vec<u16>,
+        /// The policies that list the host.
+        policies: Vec<String>,
+    },
+    /// host:port is listed, but not for this binary. Code `binary_not_allowed`.
+    BinaryNotAllowed {
+        /// The policies that list host:port.
+        policies: Vec<String>,
+        /// The binary patterns those policies allow, as written.
+        binaries: Vec<String>,
+    },
+    /// The endpoint has L7 rules and none allows this request (or a deny rule matched).
+    /// Code `l7_rule_not_matched`.
+    L7RuleNotMatched {
+        /// The policy whose endpoint was checked.
+        policy: String,
+        /// The request method.
+        method: String,
+        /// The request path (with query).
+        path: String,
+    },
+    /// The binary is listed with a `sha256` pin that does not match. Code `binary_hash_mismatch`.
+    HashMismatch {
+        /// The policy with the pin.
+        policy: String,
+        /// The pinned hash.
+        expected: String,
+        /// The executable's actual hash (`"unknown"` when it could not be computed).
+        actual: String,
+    },
+}
+
+impl DenyReason {
+    /// Stable machine-readable code, used in the JSON report and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DenyReason::NoEndpoint => "no_endpoint",
+            DenyReason::PortNotAllowed { .. } => "port_not_allowed",
+            DenyReason::BinaryNotAllowed { .. } => "binary_not_allowed",
+            DenyReason::L7RuleNotMatched { .. } => "l7_rule_not_matched",
+            DenyReason::HashMismatch { .. } => "binary_hash_mismatch",
+        }
+    }
+}

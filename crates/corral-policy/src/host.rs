@@ -1,0 +1,189 @@
+//! Host patterns: `example.com`, `*.example.com` (one label), `**.example.com`
+//! (one or more labels), or an IP literal. Compared case-insensitively, trailing dot
+//! ignored, internationalised names in punycode.
+
+use std::net::IpAddr;
+
+/// A validated host pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPattern {
+    /// As written in the policy.
+    pub written: String,
+    /// The normalised form.
+    pub kind: HostKind,
+}
+
+/// The normalised shape of a [`HostPattern`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// One exact name (lowercase ASCII, no trailing dot).
+    Exact(String),
+    /// `*.SUFFIX`: exactly one label before the suffix.
+    OneLabel(String),
+    /// `**.SUFFIX`: one or more labels before the suffix.
+    AnyLabels(String),
+    /// An IP address literal.
+    Ip(IpAddr),
+}
+
+/// Why a host pattern was rejected: a message and what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostError {
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead.
+    pub help: String,
+}
+
+/// A name or IP as seen at runtime, normalised for lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NormalHost {
+    /// Lowercase ASCII name without trailing dot.
+    Name(String),
+    /// An IP literal.
+    Ip(IpAddr),
+}
+
+/// Normalise a runtime host (name in any case, trailing dot, IDN, or IP literal,
+/// optionally bracketed). `None` if it is not a valid host name.
+pub fn normalize_host(host: &str) -> Option<NormalHost> {
+    let h = host.trim();
+    let unbracketed = h
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(h);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Some(NormalHost::Ip(ip));
+    }
+    normalize_name(h).map(NormalHost::Name)
+}
+
+/// Lowercase, strip one trailing dot, convert IDN to punycode; `None` if invalid.
+pub fn normalize_name(name: &str) -> Option<String> {
+    let n = name.strip_suffix('.').unwrap_or(name);
+    if n.is_empty() || n.len() > 253 {
+        return None;
+    }
+    let ascii = if n.is_ascii() {
+        n.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(n).ok()?
+    };
+    if ascii.is_empty() || ascii.split('.').any(|l| !valid_label(l)) {
+        return None;
+    }
+    Some(ascii)
+}
+
+fn valid_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl HostPattern {
+    /// Validate a host pattern as written in a policy.
+    pub fn parse(written: &str) -> Result<HostPattern, HostError> {
+        let w = written.trim();
+        let err = |message: String, help: &str| HostError {
+            message,
+            help: help.to_string(),
+        };
+        if w.is_empty() {
+            return Err(err(
+                "host is empty".into(),
+                "write a host name such as `api.example.com`",
+            ));
+        }
+        if w == "*" || w == "**" {
+            return Err(err(
+                format!("host `{w}` would allow every host on the internet"),
+                "list the hosts you need, or a domain wildcard such as `*.example.com` (one label) or `**.example.com` (any depth)",
+            ));
+        }
+        let unbracketed = w
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(w);
+        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+            return Ok(HostPattern {
+                written: written.to_string(),
+                kind: HostKind::Ip(ip),
+            });
+        }
+        if w.contains("://") || w.contains('/') {
+            return Err(err(
+                format!("host `{w}` looks like a URL"),
+                "write only the host name (e.g. `api.example.com`); put the port in `port:`",
+            ));
+        }
+        if let Some((h, p)) = w.rsplit_once(':') {
+            if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() {
+                return Err(err(
+                    format!("host `{w}` includes a port"),
+                    &format!("write `host: {h}` and `port: {p}`"),
+                ));
+            }
+        }
+        let (kind_ctor, rest): (fn(String) -> HostKind, &str) =
+            if let Some(rest) = w.strip_prefix("**.") {
+                (HostKind::AnyLabels, rest)
+            } else if let Some(rest) = w.strip_prefix("*.") {
+                (HostKind::OneLabel, rest)
+            } else {
+                (HostKind::Exact, w)
+            };
+        if rest.contains('*') {
+            return Err(err(
+                format!("host `{w}` has a `*` that is not a whole leading label"),
+                "wildcards are only allowed as the first label: `*.example.com` (exactly one label) or `**.example.com` (one or more labels)",
+            ));
+        }
+        let Some(norm) = normalize_name(rest) else {
+            return Err(err(
+                format!("host `{w}` is not a valid host name"),
+                "write a DNS name made of letters, digits and `-` separated by dots, or an IP address",
+            ));
+        };
+        let is_wild = !matches!(kind_ctor(String::new()), HostKind::Exact(_));
+        if is_wild && !norm.contains('.') {
+            let star = if w.starts_with("**") { "**" } else { "*" };
+            return Err(err(
+                format!("host `{w}` is a wildcard over a whole top-level domain"),
+                &format!(
+                    "name the organisation's domain too, e.g. `{star}.example.{norm}`"
+                ),
+            ));
+        }
+        Ok(HostPattern {
+            written: written.to_string(),
+            kind: kind_ctor(norm),
+        })
+    }
+
+    /// True for `*.x` / `**.x` patterns.
+    pub fn is_wildcard(&self) -> bool {
+        matches!(self.kind, HostKind::OneLabel(_) | HostKind::AnyLabels(_))
+    }
+
+    /// Does this pattern match the normalised host?
+    pub fn matches(&self, host: &NormalHost) -> bool {
+        match (&self.kind, host) {
+            (HostKind::Ip(a), NormalHost::Ip(b)) => a == b,
+            (HostKind::Exact(a), NormalHost::Name(b)) => a == b,
+            (HostKind::OneLabel(s), NormalHost::Name(b)) => match strip_label_suffix(b, s) {
+                Some(prefix) => !prefix.contains('.'),
+                None => false,
+            },
+            (HostKind::AnyLabels(s), NormalHost::Name(b)) => strip_label_suffix(b, s).is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// If `name` is `PREFIX.suffix` with a non-empty PREFIX, return PREFIX.
+pub(crate) fn strip_label_suffix<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
+    let prefix = name.strip_suffix(suffix)?.strip_suffix('.')?;
+    (!prefix.is_empty()).then_some(prefix)
+}

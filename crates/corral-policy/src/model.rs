@@ -1,0 +1,192 @@
+//! The validated policy model.
+
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Diagnostic, PolicyError};
+use crate::host::HostPattern;
+use crate::matcher::Matcher;
+
+/// A validated policy (`version: 1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The file name it was loaded from (used in messages).
+    pub file: String,
+    /// Schema version; always 1.
+    pub version: u32,
+    /// `network_policies`, in file order.
+    pub network_policies: Vec<NetworkPolicy>,
+    /// `filesystem_policy` (defaults when absent: `include_workdir: true`, empty lists).
+    pub filesystem: FilesystemPolicy,
+    /// `landlock.compatibility` (default `best_effort`).
+    pub landlock_compatibility: LandlockCompatibility,
+    /// `process` (default: both unset).
+    pub process: ProcessPolicy,
+}
+
+/// A policy that loaded, and the warnings found while loading it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The validated policy.
+    pub policy: Policy,
+    /// Warnings (unsupported fields, risky grants). Never errors.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Options for [`Policy::compile`].
+#[derive(Default, Clone, Debug)]
+pub struct CompileOptions {
+    /// Expands `~/` and `$HOME/` at the start of binary paths. When `None`, such
+    /// binary entries match nothing.
+    pub home: Option<PathBuf>,
+}
+
+/// `filesystem_policy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilesystemPolicy {
+    /// Whether the working directory is writable in the sandbox (default true).
+    pub include_workdir: bool,
+    /// Paths readable (not writable).
+    pub read_only: Vec<PathBuf>,
+    /// Paths readable and writable.
+    pub read_write: Vec<PathBuf>,
+}
+
+impl Default for FilesystemPolicy {
+    fn default() -> Self {
+        FilesystemPolicy {
+            include_workdir: true,
+            read_only: Vec::new(),
+            read_write: Vec::new(),
+        }
+    }
+}
+
+/// `landlock.compatibility`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LandlockCompatibility {
+    /// Use what the kernel supports; run anyway if Landlock is missing (`best_effort`).
+    #[default]
+    BestEffort,
+    /// Refuse to run without full Landlock support (`hard_requirement`).
+    HardRequirement,
+}
+
+/// `process`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ProcessPolicy {
+    /// `run_as_user`, as written.
+    pub run_as_user: Option<String>,
+    /// `run_as_group`, as written.
+    pub run_as_group: Option<String>,
+}
+
+/// One entry of `network_policies`: a set of binaries allowed to reach a set of endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    /// The map key (e.g. `github`); this is the name decisions report.
+    pub key: String,
+    /// The optional display `name`.
+    pub name: Option<String>,
+    /// Endpoints in file order.
+    pub endpoints: Vec<Endpoint>,
+    /// Binaries in file order.
+    pub binaries: Vec<BinaryRule>,
+    /// Line of the key in the file.
+    pub line: usize,
+}
+
+/// One endpoint (`host` + ports, with optional L7 rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The host pattern.
+    pub host: HostPattern,
+    /// Allowed ports (`port` or `ports`), non-empty, sorted, deduplicated.
+    pub ports: Vec<u16>,
+    /// `protocol` as written (`rest`, `tcp`, …).
+    pub protocol: Option<String>,
+    /// `tls` as written (not enforced yet).
+    pub tls: Option<String>,
+    /// `enforcement` as written (not enforced yet).
+    pub enforcement: Option<String>,
+    /// `access` preset.
+    pub access: Option<Access>,
+    /// `rules`: request allow rules.
+    pub rules: Vec<L7Rule>,
+    /// `deny_rules`: request deny rules (win over allows).
+    pub deny_rules: Vec<L7Rule>,
+    /// `allowed_ips`: private/special addresses this host may resolve to.
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    /// Line of the endpoint in the file.
+    pub line: usize,
+}
+
+impl Endpoint {
+    /// True when requests to this endpoint are checked at L7 (rules or an access preset).
+    pub fn has_l7(&self) -> bool {
+        !self.rules.is_empty() || !self.deny_rules.is_empty() || self.access.is_some()
+    }
+}
+
+/// `access` presets for L7 endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// GET, HEAD, OPTIONS.
+    ReadOnly,
+    /// Every method but DELETE.
+    ReadWrite,
+    /// Every method.
+    Full,
+}
+
+/// One L7 rule: a method and a path glob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L7Rule {
+    /// Upper-case method or `*`.
+    pub method: String,
+    /// Path glob (`*` within a segment, `**` across `/`); query included.
+    pub path: String,
+}
+
+/// Whether a binary's descendants inherit its grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Children {
+    /// Only the binary itself (default).
+    #[default]
+    Deny,
+    /// Any process whose ancestor matches this entry also gets the grant (`children: inherit`).
+    Inherit,
+}
+
+/// One entry of `binaries`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinaryRule {
+    /// The path or glob, as written (before `~` expansion).
+    pub path: String,
+    /// Optional `sha256` pin (lowercase hex).
+    pub sha256: Option<String>,
+    /// `children: inherit` lets descendants use this grant.
+    pub children: Children,
+    /// Line in the file.
+    pub line: usize,
+}
+
+impl Policy {
+    /// Read + parse + validate. `Err` carries every error (file:line:col, what, what to write).
+    pub fn load(path: &Path) -> Result<Loaded, PolicyError> {
+        let source = std::fs::read_to_string(path).map_err(|e| PolicyError::Io {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Policy::parse(&source, &path.display().to_string())
+    }
+
+    /// Parse + validate a policy from text. Never panics, whatever the input.
+    pub fn parse(source: &str, file_name: &str) -> Result<Loaded, PolicyError> {
+        crate::validate::parse(source, file_name)
+    }
+
+    /// Compile into the matcher. `home` expands `~/` and `$HOME/` in binary paths.
+    pub fn compile(&self, opts: &CompileOptions) -> Matcher {
+        Matcher::compile(self, opts)
+    }
+}
