@@ -1,7 +1,18 @@
 //! `corral policy check | explain`.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use crate::decision::Decision;
+use crate::diag::PolicyError;
+use crate::identity::Identity;
+use crate::matcher::HttpRequestInfo;
+use crate::model::{CompileOptions, Policy};
+use crate::report::Report;
+
+/// Exit code of `corral policy explain` when the policy denies the request.
+pub const EXIT_DENY: u8 = 3;
 
 /// `corral policy check FILE…`
 #[derive(Debug, clap::Args)]
@@ -9,19 +20,224 @@ pub struct CheckArgs {
     /// Policy files to validate.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Treat warnings as errors (exit 1 if any file has warnings).
+    #[arg(long)]
+    pub deny_warnings: bool,
 }
 
 /// `corral policy explain FILE --binary B --dest HOST:PORT`
+///
+/// Exit status: 0 allowed, 3 denied, 1 the policy is invalid or the question is malformed.
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
     /// The policy file.
     pub file: PathBuf,
+    /// The executable asking (as the proxy sees it: `/proc/PID/exe`). Resolved through
+    /// symlinks when it exists on this host.
+    #[arg(long, value_name = "PATH")]
+    pub binary: PathBuf,
+    /// Destination `HOST:PORT` (`[::1]:443` for IPv6 literals).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dest: String,
+    /// HTTP method, for endpoints with request rules.
+    #[arg(long, requires = "path")]
+    pub method: Option<String>,
+    /// HTTP path with query, for endpoints with request rules.
+    #[arg(long, requires = "method")]
+    pub path: Option<String>,
+    /// An ancestor executable (parent first); repeat for each generation.
+    #[arg(long = "ancestor", value_name = "PATH")]
+    pub ancestors: Vec<PathBuf>,
+    /// The executable's SHA-256 (hex). Default: computed from `--binary` when a binary
+    /// in the policy is pinned and the file is readable.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Home directory for `~/` in binary paths (default: $HOME).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print the report as JSON (the same object the proxy logs and returns in a 403).
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn check(_args: CheckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral policy check is not implemented yet")
+fn print_error(e: &PolicyError) {
+    match e {
+        PolicyError::Io { .. } => eprintln!("error: {e}"),
+        PolicyError::Invalid { errors, warnings } => {
+            let mut all: Vec<_> = errors.iter().chain(warnings).collect();
+            all.sort_by_key(|d| (d.line, d.column));
+            for d in all {
+                eprintln!("{d}");
+            }
+        }
+    }
 }
 
-pub fn explain(_args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral policy explain is not implemented yet")
+/// Validate each file; print every diagnostic; exit 0 when all are valid.
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for f in &args.files {
+        match Policy::load(f) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("{w}");
+                }
+                let n = loaded.warnings.len();
+                let fail = args.deny_warnings && n > 0;
+                failed |= fail;
+                println!(
+                    "{}: {} ({} network polic{}, {n} warning{})",
+                    f.display(),
+                    if fail {
+                        "rejected (--deny-warnings)"
+                    } else {
+                        "ok"
+                    },
+                    loaded.policy.network_policies.len(),
+                    if loaded.policy.network_policies.len() == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    },
+                    if n == 1 { "" } else { "s" },
+                );
+            }
+            Err(e) => {
+                failed = true;
+                print_error(&e);
+                let n = e.errors().len();
+                match e {
+                    PolicyError::Io { .. } => println!("{}: unreadable", f.display()),
+                    _ => println!(
+                        "{}: invalid ({n} error{})",
+                        f.display(),
+                        if n == 1 { "" } else { "s" }
+                    ),
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Split `HOST:PORT` / `[V6]:PORT`.
+pub fn parse_dest(dest: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = dest.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("`{dest}`: write an IPv6 destination as `[::1]:443`"))?;
+        (h.to_string(), p)
+    } else {
+        let (h, p) = dest.rsplit_once(':').ok_or_else(|| {
+            format!("`{dest}` has no port: write HOST:PORT, e.g. `github.com:443`")
+        })?;
+        if h.contains(':') {
+            return Err(format!(
+                "`{dest}`: write an IPv6 destination as `[{h}]:{p}`"
+            ));
+        }
+        (h.to_string(), p)
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "`{dest}` has no host: write HOST:PORT, e.g. `github.com:443`"
+        ));
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{port}` is not a port (1-65535)"))?;
+    Ok((host, port))
+}
+
+fn sha256_file(path: &Path) -> Option<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(hex::encode(h.finalize()))
+}
+
+/// Decide one question against a policy and print the report.
+pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let loaded = match Policy::load(&args.file) {
+        Ok(l) => l,
+        Err(e) => {
+            print_error(&e);
+            eprintln!("error: {} is not a valid policy", args.file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (host, port) = match parse_dest(&args.dest) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: --dest {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let home = args
+        .home
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from));
+    let matcher = loaded.policy.compile(&CompileOptions { home });
+    // The proxy sees canonical executables (`/proc/PID/exe`): resolve like it would.
+    let exe = std::fs::canonicalize(&args.binary).unwrap_or_else(|_| args.binary.clone());
+    if exe != args.binary && !args.json {
+        eprintln!(
+            "note: {} resolves to {}; deciding for the resolved path, as the proxy would",
+            args.binary.display(),
+            exe.display()
+        );
+    }
+    let pinned = loaded
+        .policy
+        .network_policies
+        .iter()
+        .flat_map(|p| &p.binaries)
+        .any(|b| b.sha256.is_some());
+    let sha256 = match &args.sha256 {
+        Some(h) => Some(h.trim().to_ascii_lowercase()),
+        None if pinned => sha256_file(&exe),
+        None => None,
+    };
+    let who = Identity {
+        exe,
+        ancestors: args
+            .ancestors
+            .iter()
+            .map(|a| std::fs::canonicalize(a).unwrap_or_else(|_| a.clone()))
+            .collect(),
+        sha256,
+        pid: None,
+    };
+    let req = match (&args.method, &args.path) {
+        (Some(m), Some(p)) => Some(HttpRequestInfo { method: m, path: p }),
+        _ => None,
+    };
+    let decision = matcher.decide(&who, &host, port, req.as_ref());
+    let report = Report::new(&who, &host, port, req.as_ref(), &decision);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+        if req.is_none() && decision.is_allow() && matcher.needs_l7(&host, port) {
+            println!("  note: this endpoint has request rules; pass --method and --path to check a request");
+        }
+    }
+    Ok(match decision {
+        Decision::Allow(_) => ExitCode::SUCCESS,
+        Decision::Deny(_) => ExitCode::from(EXIT_DENY),
+    })
 }

@@ -140,12 +140,27 @@ mod tests {
 
     #[test]
     fn globstar_crosses_segments() {
-        assert!(m("/sandbox/.uv/python/**", "/sandbox/.uv/python/cpython-3.12/bin/python3"));
-        assert!(m("/sandbox/.uv/python/**/python3*", "/sandbox/.uv/python/a/b/python3.12"));
-        assert!(m("/sandbox/.uv/python/**/python3*", "/sandbox/.uv/python/python3"));
-        assert!(!m("/sandbox/.uv/python/**/python3*", "/sandbox/.uv/pythonx/python3"));
+        assert!(m(
+            "/sandbox/.uv/python/**",
+            "/sandbox/.uv/python/cpython-3.12/bin/python3"
+        ));
+        assert!(m(
+            "/sandbox/.uv/python/**/python3*",
+            "/sandbox/.uv/python/a/b/python3.12"
+        ));
+        assert!(m(
+            "/sandbox/.uv/python/**/python3*",
+            "/sandbox/.uv/python/python3"
+        ));
+        assert!(!m(
+            "/sandbox/.uv/python/**/python3*",
+            "/sandbox/.uv/pythonx/python3"
+        ));
         assert!(m("/**", "/anything/at/all"));
-        assert!(m("/**/info/refs*", "/org/repo.git/info/refs?service=git-upload-pack"));
+        assert!(m(
+            "/**/info/refs*",
+            "/org/repo.git/info/refs?service=git-upload-pack"
+        ));
         assert!(m("/**/info/refs*", "/info/refs"));
         assert!(m("/repos/**", "/repos/a/b"));
         assert!(!m("/repos/**", "/other/a"));

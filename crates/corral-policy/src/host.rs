@@ -22,6 +22,13 @@ pub enum HostKind {
     OneLabel(String),
     /// `**.SUFFIX`: one or more labels before the suffix.
     AnyLabels(String),
+    /// `PRE*POST.SUFFIX`: exactly one label, matching the glob `label`, before the suffix.
+    LabelGlob {
+        /// The first label's glob (`*` matches any run of characters in the label).
+        label: String,
+        /// The rest of the name.
+        suffix: String,
+    },
     /// An IP address literal.
     Ip(IpAddr),
 }
@@ -126,6 +133,39 @@ impl HostPattern {
                 ));
             }
         }
+        if let Some((first, rest)) = w.split_once('.') {
+            if first.contains('*')
+                && first != "*"
+                && first != "**"
+                && !first.contains("**")
+                && !rest.contains('*')
+            {
+                let label_ok = first
+                    .bytes()
+                    .all(|b| b == b'*' || b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                let Some(suffix) = normalize_name(rest).filter(|_| label_ok) else {
+                    return Err(err(
+                        format!("host `{w}` is not a valid host pattern"),
+                        "write a DNS name, optionally with a wildcard first label such as `*.example.com` or `*-api.example.com`",
+                    ));
+                };
+                if !suffix.contains('.') {
+                    return Err(err(
+                        format!("host `{w}` is a wildcard over a whole top-level domain"),
+                        &format!(
+                            "name the organisation's domain too, e.g. `{first}.example.{suffix}`"
+                        ),
+                    ));
+                }
+                return Ok(HostPattern {
+                    written: written.to_string(),
+                    kind: HostKind::LabelGlob {
+                        label: first.to_ascii_lowercase(),
+                        suffix,
+                    },
+                });
+            }
+        }
         let (kind_ctor, rest): (fn(String) -> HostKind, &str) =
             if let Some(rest) = w.strip_prefix("**.") {
                 (HostKind::AnyLabels, rest)
@@ -137,7 +177,7 @@ impl HostPattern {
         if rest.contains('*') {
             return Err(err(
                 format!("host `{w}` has a `*` that is not a whole leading label"),
-                "wildcards are only allowed as the first label: `*.example.com` (exactly one label) or `**.example.com` (one or more labels)",
+                "wildcards are only allowed in the first label: `*.example.com` (exactly one label), `*-api.example.com` (part of one label) or `**.example.com` (one or more labels)",
             ));
         }
         let Some(norm) = normalize_name(rest) else {
@@ -151,9 +191,7 @@ impl HostPattern {
             let star = if w.starts_with("**") { "**" } else { "*" };
             return Err(err(
                 format!("host `{w}` is a wildcard over a whole top-level domain"),
-                &format!(
-                    "name the organisation's domain too, e.g. `{star}.example.{norm}`"
-                ),
+                &format!("name the organisation's domain too, e.g. `{star}.example.{norm}`"),
             ));
         }
         Ok(HostPattern {
@@ -164,7 +202,7 @@ impl HostPattern {
 
     /// True for `*.x` / `**.x` patterns.
     pub fn is_wildcard(&self) -> bool {
-        matches!(self.kind, HostKind::OneLabel(_) | HostKind::AnyLabels(_))
+        !matches!(self.kind, HostKind::Exact(_) | HostKind::Ip(_))
     }
 
     /// Does this pattern match the normalised host?
@@ -177,6 +215,14 @@ impl HostPattern {
                 None => false,
             },
             (HostKind::AnyLabels(s), NormalHost::Name(b)) => strip_label_suffix(b, s).is_some(),
+            (HostKind::LabelGlob { label, suffix }, NormalHost::Name(b)) => {
+                match strip_label_suffix(b, suffix) {
+                    Some(prefix) => {
+                        !prefix.contains('.') && crate::glob::Glob::new(label).matches(prefix)
+                    }
+                    None => false,
+                }
+            }
             _ => false,
         }
     }

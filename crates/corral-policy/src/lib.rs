@@ -26,6 +26,7 @@ pub mod model;
 pub mod report;
 mod validate;
 pub mod watch;
+mod yaml;
 
 pub use decision::{Allow, Decision, Deny, DenyReason};
 pub use diag::{Diagnostic, PolicyError, Severity};

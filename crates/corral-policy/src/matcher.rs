@@ -35,6 +35,8 @@ pub struct Matcher {
     ips: HashMap<IpAddr, Vec<u32>>,
     one_label: HashMap<String, Vec<u32>>,
     any_labels: HashMap<String, Vec<u32>>,
+    /// `pre*post.suffix` patterns, by suffix, with their compiled label glob.
+    label_globs: HashMap<String, Vec<(Glob, u32)>>,
     /// Exact binary path → policies listing it (for suggestions).
     binary_exact: HashMap<String, Vec<u32>>,
     /// (glob, policy) for suggestions.
@@ -166,6 +168,7 @@ impl Matcher {
             ips: HashMap::new(),
             one_label: HashMap::new(),
             any_labels: HashMap::new(),
+            label_globs: HashMap::new(),
             binary_exact: HashMap::new(),
             binary_globs: Vec::new(),
         };
@@ -230,6 +233,11 @@ impl Matcher {
                     HostKind::Ip(ip) => m.ips.entry(*ip).or_default().push(id),
                     HostKind::OneLabel(s) => m.one_label.entry(s.clone()).or_default().push(id),
                     HostKind::AnyLabels(s) => m.any_labels.entry(s.clone()).or_default().push(id),
+                    HostKind::LabelGlob { label, suffix } => m
+                        .label_globs
+                        .entry(suffix.clone())
+                        .or_default()
+                        .push((Glob::new(label), id)),
                 }
             }
         }
@@ -249,11 +257,16 @@ impl Matcher {
                 if let Some(v) = self.exact.get(name.as_str()) {
                     out.extend_from_slice(v);
                 }
-                if !self.one_label.is_empty() {
-                    if let Some((_, rest)) = name.split_once('.') {
-                        if let Some(v) = self.one_label.get(rest) {
-                            out.extend_from_slice(v);
-                        }
+                if let Some((first, rest)) = name.split_once('.') {
+                    if let Some(v) = self.one_label.get(rest) {
+                        out.extend_from_slice(v);
+                    }
+                    if let Some(v) = self.label_globs.get(rest) {
+                        out.extend(
+                            v.iter()
+                                .filter(|(g, _)| g.matches(first))
+                                .map(|(_, id)| *id),
+                        );
                     }
                 }
                 if !self.any_labels.is_empty() {
@@ -372,9 +385,8 @@ impl Matcher {
 
     fn deny(&self, who: &Identity, reason: DenyReason) -> Decision {
         let binary_policy = match &reason {
-            DenyReason::L7RuleNotMatched { policy, .. } | DenyReason::HashMismatch { policy, .. } => {
-                Some(policy.clone())
-            }
+            DenyReason::L7RuleNotMatched { policy, .. }
+            | DenyReason::HashMismatch { policy, .. } => Some(policy.clone()),
             _ => self.policy_listing_binary(&who.exe.to_string_lossy()),
         };
         Decision::Deny(Deny {

@@ -46,7 +46,9 @@ fn yaml_scalar(s: &str) -> String {
             b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b'@' | b'~')
         })
         && !s.starts_with(['-', '~'])
-        || s.starts_with("~/") && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+@~".contains(&b));
+        || s.starts_with("~/")
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-+@~".contains(&b));
     if plain {
         s.to_string()
     } else {
@@ -71,7 +73,10 @@ fn group_name(binary: &str, host: &str) -> String {
 
 fn host_for_yaml(host: &str) -> String {
     let h = host.trim_end_matches('.');
-    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
     let lower = h.to_ascii_lowercase();
     if lower.parse::<std::net::IpAddr>().is_ok() {
         return yaml_scalar(&lower);

@@ -1,0 +1,46 @@
+//! Every OpenShell policy in shared/compat/openshell loads; unsupported fields warn.
+
+use std::path::PathBuf;
+
+use corral_policy::Policy;
+
+fn corpus_dir() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // crates/corral-policy → repo root → ../shared (the workspace sits beside shared/).
+    for cand in [
+        here.join("../../../shared/compat/openshell"),
+        here.join("../../shared/compat/openshell"),
+    ] {
+        if cand.is_dir() {
+            return cand;
+        }
+    }
+    panic!("shared/compat/openshell not found next to the repository");
+}
+
+#[test]
+fn every_openshell_policy_loads() {
+    let mut n = 0;
+    let mut failures = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(corpus_dir())
+        .expect("read corpus dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        n += 1;
+        match Policy::load(&path) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("{w}");
+                }
+                // Compiles too.
+                let _ = loaded.policy.compile(&Default::default());
+            }
+            Err(e) => failures.push(format!("{}:\n{e}", path.display())),
+        }
+    }
+    assert!(n >= 10, "expected the corpus, found {n} files");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
