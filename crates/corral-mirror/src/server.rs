@@ -1,0 +1,613 @@
+//! `corral mirror serve`: the mirror listener and, in redirect mode, the storage listener.
+//!
+//! Accept loop → per-connection task (TLS if configured) → [`respond`] → access-log line.
+//! Both listeners serve the same directory; the mirror listener answers binary downloads with
+//! a `302` to a signed storage link when redirect mode is on, and the storage listener serves
+//! only requests carrying a valid, unexpired signature.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use anyhow::Context;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncSeekExt;
+
+use crate::body::MirrorBody;
+use crate::script::ScriptSettings;
+use crate::sign::{now_unix, SigningKey};
+
+/// Everything `serve` needs.
+pub struct ServeConfig {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The URL clients use to reach the mirror (baked into install.sh). Derived from each
+    /// request's Host header when absent.
+    pub public_url: Option<String>,
+    pub redirect: Option<RedirectConfig>,
+    pub script: ScriptSettings,
+    /// Where access-log lines go; stdout when absent.
+    pub access_log: Option<PathBuf>,
+}
+
+/// Redirect mode: binaries are fetched from a storage endpoint through signed links.
+pub struct RedirectConfig {
+    pub storage_listen: SocketAddr,
+    /// Base URL of the storage endpoint as clients see it (e.g. `https://storage.test:9443`).
+    pub storage_url: String,
+    pub key: SigningKey,
+    pub ttl: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Mirror,
+    Storage,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Mirror => "mirror",
+            Role::Storage => "storage",
+        }
+    }
+}
+
+struct Shared {
+    root: PathBuf,
+    tls: bool,
+    public_url: Option<String>,
+    redirect: Option<RedirectConfig>,
+    script: ScriptSettings,
+    log: Mutex<Box<dyn Write + Send>>,
+}
+
+/// Binds the listeners (failing fast with the address on error), then serves until SIGINT or
+/// SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let root = config.root.canonicalize().with_context(|| {
+        format!(
+            "mirror directory {} does not exist (create it with `corral mirror add`)",
+            config.root.display()
+        )
+    })?;
+    let log: Box<dyn Write + Send> = match &config.access_log {
+        Some(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open access log {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let mirror = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let storage = match &config.redirect {
+        Some(r) => Some(
+            tokio::net::TcpListener::bind(r.storage_listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (storage)", r.storage_listen))?,
+        ),
+        None => None,
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(
+        "corral mirror: serving {} on {scheme}://{}",
+        root.display(),
+        mirror.local_addr()?
+    );
+    if let (Some(listener), Some(r)) = (&storage, &config.redirect) {
+        tracing::info!(
+            "corral mirror: storage endpoint on {scheme}://{} (links signed for {}, valid {}s)",
+            listener.local_addr()?,
+            r.storage_url,
+            r.ttl.as_secs()
+        );
+    }
+    let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let shared = Arc::new(Shared {
+        root,
+        tls: config.tls.is_some(),
+        public_url: config
+            .public_url
+            .map(|u| u.trim_end_matches('/').to_string()),
+        redirect: config.redirect,
+        script: config.script,
+        log: Mutex::new(log),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(accept_loop(
+        mirror,
+        acceptor.clone(),
+        shared.clone(),
+        Role::Mirror,
+    ));
+    if let Some(listener) = storage {
+        tasks.spawn(accept_loop(listener, acceptor, shared, Role::Storage));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install a SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = tasks.join_next() => {}
+    }
+    tracing::info!("corral mirror: shutting down");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    role: Role,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept on {} listener failed: {e}", role.name());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move {
+                    let started = Instant::now();
+                    let (response, note) = respond(&shared, role, &req).await;
+                    shared.log_line(role, peer, &req, &response, note, started);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let builder = hyper::server::conn::http1::Builder::new();
+            let result = match acceptor {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => builder.serve_connection(TokioIo::new(tls), service).await,
+                    Err(e) => {
+                        tracing::debug!("TLS handshake with {peer} failed: {e}");
+                        return;
+                    }
+                },
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+impl Shared {
+    fn log_line(
+        &self,
+        role: Role,
+        peer: SocketAddr,
+        req: &Request<Incoming>,
+        response: &Response<MirrorBody>,
+        note: Option<String>,
+        started: Instant,
+    ) {
+        let header = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| req.method() != Method::HEAD)
+            .unwrap_or(0);
+        // The query string is left out: on the storage listener it is a credential.
+        let line = serde_json::json!({
+            "ts": crate::store::rfc3339_now(),
+            "listener": role.name(),
+            "remote": peer.to_string(),
+            "method": req.method().as_str(),
+            "path": req.uri().path(),
+            "status": response.status().as_u16(),
+            "bytes": bytes,
+            "range": header(header::RANGE),
+            "user_agent": header(header::USER_AGENT),
+            "note": note,
+            "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+        });
+        if let Ok(mut log) = self.log.lock() {
+            let _ = writeln!(log, "{line}");
+            let _ = log.flush();
+        }
+    }
+
+    fn base_url(&self, req: &Request<Incoming>) -> String {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}")
+    }
+}
+
+/// The whole decision for one request: a response, and an optional note for the access log.
+async fn respond(
+    shared: &Shared,
+    role: Role,
+    req: &Request<Incoming>,
+) -> (Response<MirrorBody>, Option<String>) {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return (resp, None);
+    }
+    let path = req.uri().path();
+    if role == Role::Storage {
+        let key = &shared
+            .redirect
+            .as_ref()
+            .expect("storage implies redirect")
+            .key;
+        if let Err(e) = key.check(path, req.uri().query(), now_unix()) {
+            return (
+                text(StatusCode::FORBIDDEN, &format!("{e}\n")),
+                Some(e.to_string()),
+            );
+        }
+    }
+    if role == Role::Mirror && path == "/install.sh" {
+        let script = shared.script.render(&shared.base_url(req));
+        let mut resp = text(StatusCode::OK, &script);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/x-shellscript; charset=utf-8"),
+        );
+        return (head_strip(req, resp), None);
+    }
+    let Some(file_path) = resolve(&shared.root, path) else {
+        return (
+            text(StatusCode::NOT_FOUND, &format!("{path}: not found\n")),
+            None,
+        );
+    };
+    let meta = match tokio::fs::metadata(&file_path).await {
+        Ok(meta) if meta.is_file() => meta,
+        _ => {
+            return (
+                text(StatusCode::NOT_FOUND, &format!("{path}: not found\n")),
+                None,
+            )
+        }
+    };
+    if role == Role::Mirror {
+        if let Some(redirect) = shared.redirect.as_ref().filter(|_| is_binary(path)) {
+            let expires = now_unix() + redirect.ttl.as_secs();
+            let location = format!(
+                "{}{path}?{}",
+                redirect.storage_url.trim_end_matches('/'),
+                redirect.key.query(path, expires)
+            );
+            let mut resp = text(StatusCode::FOUND, "redirecting to storage\n");
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, value);
+            }
+            return (head_strip(req, resp), Some("redirect".into()));
+        }
+    }
+    serve_file(req, &file_path, &meta).await
+}
+
+async fn serve_file(
+    req: &Request<Incoming>,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> (Response<MirrorBody>, Option<String>) {
+    let len = meta.len();
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{len:x}-{mtime:x}\"");
+    let base = |status| {
+        let mut resp = Response::new(MirrorBody::empty());
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(path)),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(
+            header::ETAG,
+            HeaderValue::from_str(&etag).expect("etag is ascii"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control(path)),
+        );
+        resp
+    };
+    if let Some(inm) = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if inm.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        }) {
+            return (base(StatusCode::NOT_MODIFIED), None);
+        }
+    }
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, len));
+    let (status, start, count) = match range {
+        None | Some(RangeSpec::Ignore) => (StatusCode::OK, 0, len),
+        Some(RangeSpec::Unsatisfiable) => {
+            let mut resp = base(StatusCode::RANGE_NOT_SATISFIABLE);
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            return (resp, None);
+        }
+        Some(RangeSpec::Bytes(start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+    };
+    let mut resp = base(status);
+    resp.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from_str(&count.to_string()).expect("ascii"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1))
+                .expect("ascii"),
+        );
+    }
+    if req.method() == Method::HEAD {
+        return (resp, None);
+    }
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                text(StatusCode::INTERNAL_SERVER_ERROR, "cannot open file\n"),
+                Some(format!("open {}: {e}", path.display())),
+            )
+        }
+    };
+    if start > 0 {
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+            return (
+                text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read file\n"),
+                Some(format!("seek {}: {e}", path.display())),
+            );
+        }
+    }
+    *resp.body_mut() = MirrorBody::file(file, count);
+    (resp, None)
+}
+
+/// A single byte range, or why not.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// Inclusive bounds, already clamped to the file.
+    Bytes(u64, u64),
+    Unsatisfiable,
+    /// Syntax we do not serve as a range (multiple ranges, other units): send the whole file.
+    Ignore,
+}
+
+fn parse_range(value: &str, len: u64) -> RangeSpec {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Ignore;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // Suffix range: the last N bytes.
+        return match b.parse::<u64>() {
+            Ok(0) => RangeSpec::Unsatisfiable,
+            Ok(_) if len == 0 => RangeSpec::Unsatisfiable,
+            Ok(n) => RangeSpec::Bytes(len.saturating_sub(n), len - 1),
+            Err(_) => RangeSpec::Ignore,
+        };
+    }
+    let Ok(start) = a.parse::<u64>() else {
+        return RangeSpec::Ignore;
+    };
+    let end = if b.is_empty() {
+        len.saturating_sub(1)
+    } else {
+        match b.parse::<u64>() {
+            Ok(end) if end >= start => end.min(len.saturating_sub(1)),
+            _ => return RangeSpec::Ignore,
+        }
+    };
+    if start >= len {
+        RangeSpec::Unsatisfiable
+    } else {
+        RangeSpec::Bytes(start, end)
+    }
+}
+
+/// Maps a URL path to a file under `root`: plain components only, none hidden.
+fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = path.strip_prefix('/')?;
+    if rel.is_empty() || rel.contains('%') || rel.contains('\\') {
+        return None;
+    }
+    let mut out = root.to_path_buf();
+    for part in rel.split('/') {
+        if part.is_empty() || part.starts_with('.') {
+            return None;
+        }
+        let mut components = Path::new(part).components();
+        match (components.next(), components.next()) {
+            (Some(Component::Normal(c)), None) => out.push(c),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Binary downloads (the ones redirect mode sends to storage): anything but the small
+/// metadata files.
+fn is_binary(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    let depth = path.trim_start_matches('/').split('/').count();
+    depth >= 3 && name != "manifest.json" && !name.ends_with(".sha256")
+}
+
+fn content_type(path: &Path) -> &'static str {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    match name {
+        "latest" | "stable" => "text/plain; charset=utf-8",
+        _ if name.ends_with(".json") => "application/json",
+        _ if name.ends_with(".sha256") || name.ends_with(".txt") => "text/plain; charset=utf-8",
+        _ if name.ends_with(".sh") => "text/x-shellscript; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Channel pointers move; versioned files never change once published.
+fn cache_control(path: &Path) -> &'static str {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some("latest" | "stable") => "no-cache",
+        _ => "public, max-age=300",
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<MirrorBody> {
+    let mut resp = Response::new(MirrorBody::bytes(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from_str(&body.len().to_string()).expect("ascii"),
+    );
+    resp
+}
+
+fn head_strip(req: &Request<Incoming>, mut resp: Response<MirrorBody>) -> Response<MirrorBody> {
+    if req.method() == Method::HEAD {
+        *resp.body_mut() = MirrorBody::empty();
+    }
+    resp
+}
+
+/// Loads a certificate chain and private key (PEM files) into a server config with the ring
+/// provider, ALPN `http/1.1`.
+pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read certificate chain {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no PEM certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read private key {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("certificate and key do not form a usable pair")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeSpec::Bytes(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), RangeSpec::Bytes(90, 99));
+        assert_eq!(parse_range("bytes=90-1000", 100), RangeSpec::Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), RangeSpec::Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-1000", 100), RangeSpec::Bytes(0, 99));
+        assert_eq!(parse_range("bytes=100-", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeSpec::Ignore);
+        assert_eq!(parse_range("bytes=5-1", 100), RangeSpec::Ignore);
+        assert_eq!(parse_range("items=0-1", 100), RangeSpec::Ignore);
+    }
+
+    #[test]
+    fn paths_stay_inside_the_root() {
+        let root = Path::new("/srv/m");
+        assert_eq!(
+            resolve(root, "/1.0/linux-x64/claude"),
+            Some(PathBuf::from("/srv/m/1.0/linux-x64/claude"))
+        );
+        for bad in [
+            "/",
+            "/../etc/passwd",
+            "/a/../b",
+            "/.corral-mirror.lock",
+            "/a//b",
+            "/%2e%2e/x",
+            "/1.0/.claude.tmp-1",
+        ] {
+            assert_eq!(resolve(root, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn binaries_are_what_redirect_mode_redirects() {
+        assert!(is_binary("/2.1.0/linux-x64/claude"));
+        assert!(is_binary("/corral/0.1.0/linux-x64/corral"));
+        assert!(!is_binary("/corral/0.1.0/linux-x64/corral.sha256"));
+        assert!(!is_binary("/2.1.0/manifest.json"));
+        assert!(!is_binary("/stable"));
+        assert!(!is_binary("/corral/latest"));
+    }
+}
