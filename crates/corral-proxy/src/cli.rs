@@ -1,19 +1,291 @@
 //! `corral proxy` and `corral policy suggest`.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use corral_policy::{CompileOptions, Policy, PolicyWatcher};
+
+use crate::{
+    suggest, Attribution, DecisionLog, FixedIdentity, Limits, Overrides, PolicyHandle,
+    ProcResolver, ProxyConfig, UpstreamProxy,
+};
 
 /// `corral proxy`
 #[derive(Debug, clap::Args)]
-pub struct ProxyArgs {}
+pub struct ProxyArgs {
+    /// The policy file (watched: valid changes apply to new connections within a second).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Address to listen on for proxy clients.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3128")]
+    pub listen: SocketAddr,
+    /// Address for `GET /metrics` (Prometheus) and `/healthz`; off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Append one JSON line per decision to FILE (see docs/logs.md).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Also write decision lines to stderr (default when --log is not given).
+    #[arg(long)]
+    pub log_stderr: bool,
+    /// Map HOST:PORT to fixed addresses instead of DNS, like curl's --resolve
+    /// (`HOST:PORT:ADDR[,ADDR…]`, PORT may be `*`). Repeatable. Addresses are still
+    /// classified: a private or loopback address needs `allowed_ips` in the policy.
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+    /// Chain allowed connections through this corporate proxy (`http://[user:pass@]host:port`).
+    #[arg(long, value_name = "URL")]
+    pub upstream_proxy: Option<String>,
+    /// Attribute every connection to this executable instead of looking the client up in
+    /// /proc (for tests, and for a proxy dedicated to one program).
+    #[arg(long, value_name = "PATH")]
+    pub identity_exe: Option<PathBuf>,
+    /// Seconds a client may take to send a request head (then 408).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Largest request head accepted, in bytes (then 431).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Seconds a tunnel or response may stay silent both ways before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub idle_timeout: u64,
+    /// Client connections served at once; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+}
 
 /// `corral policy suggest --from LOG`
 #[derive(Debug, clap::Args)]
-pub struct SuggestArgs {}
-
-pub fn serve(_args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral proxy is not implemented yet")
+pub struct SuggestArgs {
+    /// A decision log written by `corral proxy --log` or `corral run`.
+    #[arg(long, value_name = "LOG")]
+    pub from: PathBuf,
+    /// The policy in force: endpoints are merged into groups that already list the binary.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Write the change into the --policy file (appending lines; comments and order kept).
+    #[arg(long, requires = "policy")]
+    pub apply: bool,
 }
 
-pub fn suggest(_args: SuggestArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral policy suggest is not implemented yet")
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let mut overrides = Overrides::default();
+    for entry in &args.resolve {
+        overrides.parse_entry(entry).map_err(anyhow::Error::msg)?;
+    }
+    let upstream_proxy = args
+        .upstream_proxy
+        .as_deref()
+        .map(UpstreamProxy::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let log = match &args.log {
+        Some(path) => DecisionLog::to_file(path)
+            .with_context(|| format!("cannot open the decision log {}", path.display()))?
+            .with_stderr(args.log_stderr),
+        None => DecisionLog::stderr(),
+    };
+    let config = Arc::new(ProxyConfig {
+        overrides,
+        upstream_proxy,
+        limits: Limits {
+            header_read_timeout: Duration::from_secs(args.header_timeout.max(1)),
+            max_header_bytes: args.max_header_bytes.max(1024),
+            idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+            max_connections: args.max_connections.max(1),
+            ..Limits::default()
+        },
+        log,
+        metrics: Default::default(),
+    });
+    let attribution: Arc<dyn Attribution> = match &args.identity_exe {
+        Some(exe) => Arc::new(FixedIdentity::exe(exe.clone())),
+        None => Arc::new(ProcResolver::new()),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        // The handle is filled by the watcher's first load; reloads swap it.
+        let slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
+        let on_change = {
+            let slot = slot.clone();
+            let metrics = config.metrics.clone();
+            let path = args.policy.clone();
+            move |matcher, warnings: &[corral_policy::Diagnostic]| {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                if let Some(handle) = slot.get() {
+                    let generation = handle.replace(matcher);
+                    metrics.reloads_total.fetch_add(1, Relaxed);
+                    metrics.policy_generation.store(generation, Relaxed);
+                    tracing::info!(
+                        "policy {} reloaded (generation {generation})",
+                        path.display()
+                    );
+                }
+            }
+        };
+        let on_error = {
+            let metrics = config.metrics.clone();
+            let path = args.policy.clone();
+            move |err: &corral_policy::PolicyError| {
+                metrics.reload_errors_total.fetch_add(1, Relaxed);
+                tracing::error!(
+                    "policy {} is invalid; keeping the last good policy in force:\n{err}",
+                    path.display()
+                );
+            }
+        };
+        let (matcher, _watcher): (_, PolicyWatcher) = PolicyWatcher::spawn(
+            args.policy.clone(),
+            CompileOptions { home: home() },
+            on_change,
+            on_error,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot load the policy {}", args.policy.display()))?;
+        let policy = PolicyHandle::new(matcher);
+        let _ = slot.set(policy.clone());
+
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let local = listener.local_addr()?;
+        if let Some(admin) = args.admin {
+            let admin_listener = tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on the admin address {admin}"))?;
+            tracing::info!("metrics on http://{}/metrics", admin_listener.local_addr()?);
+            tokio::spawn(crate::serve_admin(
+                admin_listener,
+                config.metrics.clone(),
+                policy.clone(),
+                std::future::pending::<()>(),
+            ));
+        }
+        tracing::info!(
+            "corral proxy listening on {local} (policy {}, attribution: {})",
+            args.policy.display(),
+            if args.identity_exe.is_some() {
+                "fixed identity"
+            } else {
+                "/proc"
+            }
+        );
+        crate::serve(listener, config, policy, attribution, shutdown_signal()).await?;
+        tracing::info!("corral proxy stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.from)
+        .with_context(|| format!("cannot read the decision log {}", args.from.display()))?;
+    let harvest = suggest::harvest(&text);
+    for (code, n) in &harvest.other {
+        eprintln!(
+            "note: {n} refusal(s) with reason `{code}` cannot be fixed by adding endpoints (see docs/logs.md)"
+        );
+    }
+    if harvest.refused.is_empty() {
+        println!(
+            "# no refusals in {} that a policy change would fix",
+            args.from.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (policy_text, policy) = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the policy {}", path.display()))?;
+            let loaded = Policy::parse(&text, &path.display().to_string())
+                .map_err(|e| anyhow::anyhow!("the policy does not validate:\n{e}"))?;
+            (Some(text), Some(loaded.policy))
+        }
+        None => (None, None),
+    };
+    let home = home();
+    // Refusals the current policy would already allow (it was edited since) are dropped.
+    let pending: Vec<suggest::Refused> = match &policy {
+        Some(p) => {
+            let matcher = p.compile(&CompileOptions { home: home.clone() });
+            harvest
+                .refused
+                .iter()
+                .filter(|r| {
+                    !matcher
+                        .decide(
+                            &corral_policy::Identity::new(&r.binary),
+                            &r.host,
+                            r.port,
+                            None,
+                        )
+                        .is_allow()
+                })
+                .cloned()
+                .collect()
+        }
+        None => harvest.refused.clone(),
+    };
+    if pending.is_empty() {
+        println!("# every refusal in the log is already allowed by the policy");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let change = suggest::plan(&pending, policy.as_ref(), home.as_deref());
+    let rendered = suggest::render(&change);
+    if !args.apply {
+        print!("{rendered}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(path), Some(text)) = (&args.policy, policy_text) else {
+        anyhow::bail!("--apply needs --policy");
+    };
+    let edited = match suggest::apply_to_text(&text, &change) {
+        Ok(t) => t,
+        Err(e) => {
+            print!("{rendered}");
+            anyhow::bail!("not applied: {e:#}");
+        }
+    };
+    if let Err(e) = suggest::verify(&edited, &path.display().to_string(), &pending, home) {
+        print!("{rendered}");
+        anyhow::bail!("not applied, the file is unchanged: {e:#}");
+    }
+    suggest::write_atomically(path, &edited)?;
+    print!("{rendered}");
+    eprintln!(
+        "applied to {}: {} refusal(s) now allowed",
+        path.display(),
+        pending.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,3 +1,42 @@
 //! corral's egress proxy.
+//!
+//! An HTTP/1.1 forward proxy that lets an *executable* reach a *host:port* only when the
+//! policy says so. The model, in the order a connection meets it:
+//!
+//! 1. **Attribution** ([`Attribution`]): the accepted connection is mapped to the
+//!    [`Identity`](corral_policy::Identity) of the process behind it — exactly, by
+//!    `corral run`'s connect-time table, or by [`ProcResolver`] for the standalone
+//!    `corral proxy`. Unattributed connections are refused.
+//! 2. **Request head** ([`head`]): `CONNECT host:port` or an absolute-form `http://` request,
+//!    parsed with `httparse`; anything malformed gets 400/408/431.
+//! 3. **Decision**: one snapshot of the policy in force ([`PolicyHandle`]) decides, *before*
+//!    any DNS lookup. A refusal is `403` + `X-Corral-Error` + the policy crate's `Report` as
+//!    JSON. Plain HTTP keep-alive connections get a fresh decision per request.
+//! 4. **Dialling** ([`dial`]): an allowed name is resolved once (override table, else DNS),
+//!    every address is classified ([`addr`]) and refused unless public or covered by the
+//!    endpoint's `allowed_ips`, and exactly the checked addresses are dialled — or the
+//!    connection is chained through a corporate upstream proxy.
+//! 5. **Relay** ([`relay`]) and **log** ([`DecisionLog`]): bytes flow both ways with an idle
+//!    timeout; when the connection or request ends one JSON line records the decision.
 
+pub mod addr;
+mod attribution;
 pub mod cli;
+mod config;
+mod conn;
+pub mod dial;
+pub mod head;
+mod io;
+mod log;
+mod metrics;
+mod policy_handle;
+pub mod relay;
+mod server;
+pub mod suggest;
+
+pub use attribution::{Attribution, FixedIdentity, ProcResolver, Unattributed};
+pub use config::{Limits, Overrides, ProxyConfig, UpstreamProxy};
+pub use log::{now_rfc3339, DecisionLog, LogRecord};
+pub use metrics::Metrics;
+pub use policy_handle::PolicyHandle;
+pub use server::{serve, serve_admin};

@@ -1,0 +1,724 @@
+//! One client connection: read a request head, decide, then tunnel (CONNECT) or forward
+//! (plain HTTP, keep-alive, a fresh decision per request).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral_policy::{Decision, HttpRequestInfo, Identity, Report};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::attribution::{Attribution, Unattributed};
+use crate::config::ProxyConfig;
+use crate::dial::{self, DialError, Dialled};
+use crate::head::{self, BodyFraming, HeadError, Parsed, RequestHead, Target};
+use crate::io::Buffered;
+use crate::log::{now_rfc3339, LogRecord};
+use crate::policy_handle::PolicyHandle;
+use crate::relay;
+
+/// State shared by every connection of one `serve`.
+pub(crate) struct Shared {
+    pub config: Arc<ProxyConfig>,
+    pub policy: PolicyHandle,
+    pub attribution: Arc<dyn Attribution>,
+    pub next_conn: std::sync::atomic::AtomicU64,
+}
+
+/// Why reading a request head ended without a head.
+enum HeadFail {
+    /// Clean end (EOF or keep-alive timeout before any byte): just close.
+    Closed,
+    Timeout,
+    Bad(HeadError),
+}
+
+/// What the connection knows about itself, apart from the socket.
+struct Ctx {
+    shared: Arc<Shared>,
+    id: u64,
+    peer: SocketAddr,
+    who: Result<Identity, Unattributed>,
+}
+
+struct Conn {
+    ctx: Ctx,
+    client: Buffered<TcpStream>,
+}
+
+/// What happens after one request.
+enum Step {
+    Continue,
+    Close,
+    Tunnel(Box<Dialled>, Box<Report>, u64, Instant),
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let id = shared.next_conn.fetch_add(1, Relaxed);
+    let _ = stream.set_nodelay(true);
+    let attribution = shared.attribution.clone();
+    let who = if attribution.may_block() {
+        tokio::task::spawn_blocking(move || attribution.identify(peer, local))
+            .await
+            .unwrap_or_else(|_| Err(Unattributed::new("the attribution task failed")))
+    } else {
+        attribution.identify(peer, local)
+    };
+    let idle = shared.config.limits.idle_timeout;
+    let conn = Conn {
+        ctx: Ctx {
+            shared,
+            id,
+            peer,
+            who,
+        },
+        client: Buffered::new(stream, idle),
+    };
+    conn.run().await;
+}
+
+impl Ctx {
+    fn config(&self) -> &ProxyConfig {
+        &self.shared.config
+    }
+
+    fn binary(&self) -> (String, Vec<String>) {
+        match &self.who {
+            Ok(w) => (
+                w.exe.display().to_string(),
+                w.ancestors
+                    .iter()
+                    .map(|a| a.display().to_string())
+                    .collect(),
+            ),
+            Err(_) => (String::new(), Vec::new()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        kind: &str,
+        report: Report,
+        generation: u64,
+        status: u16,
+        addresses: Vec<String>,
+        bytes: relay::Relayed,
+        started: Instant,
+    ) {
+        let metrics = &self.config().metrics;
+        metrics.decision(&report.decision, report.error.as_deref().unwrap_or(""));
+        metrics.bytes_up_total.fetch_add(bytes.up, Relaxed);
+        metrics.bytes_down_total.fetch_add(bytes.down, Relaxed);
+        let (sha256, pid) = match &self.who {
+            Ok(w) => (w.sha256.clone(), w.pid),
+            Err(_) => (None, None),
+        };
+        let rec = LogRecord {
+            time: now_rfc3339(),
+            kind: kind.to_string(),
+            conn: self.id,
+            report,
+            sha256,
+            pid,
+            peer: Some(self.peer.to_string()),
+            policy_generation: generation,
+            status,
+            addresses,
+            bytes_up: bytes.up,
+            bytes_down: bytes.down,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        self.config().log.record(&rec);
+    }
+
+    /// Decides for `host:port` (and the request, for plain HTTP) with one policy snapshot,
+    /// then dials. On refusal returns (status, report, generation, addresses).
+    async fn decide_and_dial(
+        &self,
+        who: &Identity,
+        head: &RequestHead,
+        tunnel: bool,
+    ) -> Result<(Dialled, Report, u64), Refusal> {
+        let host = head.target.host();
+        let port = head.target.port();
+        let (method, path) = request_parts(head);
+        let info = match (&method, &path) {
+            (Some(m), Some(p)) => Some(HttpRequestInfo { method: m, path: p }),
+            _ => None,
+        };
+        let decide_start = Instant::now();
+        let (matcher, generation) = self.shared.policy.current();
+        let decision = matcher.decide(who, host, port, info.as_ref());
+        drop(matcher);
+        let mut report = Report::new(who, host, port, info.as_ref(), &decision);
+        let metrics = &self.config().metrics;
+        let allow = match decision {
+            Decision::Deny(_) => {
+                metrics.setup_seconds.observe(decide_start.elapsed());
+                return Err(Refusal {
+                    status: 403,
+                    report,
+                    generation,
+                    addresses: Vec::new(),
+                });
+            }
+            Decision::Allow(allow) => allow,
+        };
+        let config = self.config();
+        let dialled = match &config.upstream_proxy {
+            Some(up) => {
+                dial::dial_upstream_proxy(config, up, host, port, &allow.allowed_ips, tunnel).await
+            }
+            None => dial::dial_direct(config, host, port, &allow.allowed_ips).await,
+        };
+        metrics.setup_seconds.observe(decide_start.elapsed());
+        match dialled {
+            Ok(d) => Ok((d, report, generation)),
+            Err(e) => {
+                let (status, code) = e.status_code();
+                let addresses = match &e {
+                    DialError::AddressClass(r) => r.iter().map(|r| r.addr.to_string()).collect(),
+                    DialError::Refused(a) | DialError::Timeout(a) => {
+                        a.iter().map(ToString::to_string).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                report.decision = "deny".into();
+                report.error = Some(code.into());
+                report.reason = e.reason(host, port);
+                report.suggestion = match &e {
+                    DialError::AddressClass(refused) => Some(allowed_ips_suggestion(
+                        &allow.policy,
+                        &allow.endpoint_host,
+                        port,
+                        refused,
+                    )),
+                    _ => None,
+                };
+                Err(Refusal {
+                    status,
+                    report,
+                    generation,
+                    addresses,
+                })
+            }
+        }
+    }
+}
+
+/// A refused request: what to answer and log.
+struct Refusal {
+    status: u16,
+    report: Report,
+    generation: u64,
+    addresses: Vec<String>,
+}
+
+impl Conn {
+    fn config(&self) -> &ProxyConfig {
+        self.ctx.config()
+    }
+
+    async fn run(mut self) {
+        let mut first = true;
+        loop {
+            let head = match self.read_head(first).await {
+                Ok(h) => h,
+                Err(HeadFail::Closed) => return,
+                Err(HeadFail::Timeout) => {
+                    self.refuse_request(
+                        408,
+                        "header_timeout",
+                        "the request head did not arrive in time",
+                    )
+                    .await;
+                    return;
+                }
+                Err(HeadFail::Bad(e)) => {
+                    self.refuse_request(e.status(), e.code(), &e.to_string())
+                        .await;
+                    return;
+                }
+            };
+            first = false;
+            let started = Instant::now();
+            let who = match &self.ctx.who {
+                Ok(who) => who.clone(),
+                Err(u) => {
+                    let reason =
+                        format!("the connection could not be attributed to a process: {u}");
+                    self.refuse_unattributed(&head, &reason, started).await;
+                    return;
+                }
+            };
+            let step = match &head.target {
+                Target::Connect { .. } => self.connect(&who, &head, started).await,
+                Target::Forward { .. } => self.forward(&who, &head, started).await,
+            };
+            match step {
+                Step::Continue => {}
+                Step::Close => return,
+                Step::Tunnel(dialled, report, generation, started) => {
+                    self.tunnel(*dialled, *report, generation, started).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn read_head(&mut self, first: bool) -> Result<RequestHead, HeadFail> {
+        let limits = self.config().limits.clone();
+        // The first request's clock starts at accept; a kept-alive one's at its first byte.
+        let mut deadline = first.then(|| tokio::time::Instant::now() + limits.header_read_timeout);
+        loop {
+            if !self.client.buf.is_empty() {
+                match head::parse_request(&self.client.buf, limits.max_header_bytes) {
+                    Ok(Parsed::Complete(h, len)) => {
+                        self.client.buf.drain(..len);
+                        return Ok(h);
+                    }
+                    Ok(Parsed::Partial) => {}
+                    Err(e) => return Err(HeadFail::Bad(e)),
+                }
+                if deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + limits.header_read_timeout);
+                }
+            }
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
+                None => limits.keepalive_timeout,
+            };
+            let had = self.client.buf.len();
+            self.client.idle = wait;
+            let res = self.client.fill().await;
+            self.client.idle = limits.idle_timeout;
+            match res {
+                Ok(0) => return Err(HeadFail::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(if had == 0 && !first {
+                        HeadFail::Closed
+                    } else {
+                        HeadFail::Timeout
+                    });
+                }
+                Err(_) => return Err(HeadFail::Closed),
+            }
+        }
+    }
+
+    /// A malformed or timed-out request: no policy decision was possible.
+    async fn refuse_request(&mut self, status: u16, code: &str, reason: &str) {
+        let (binary, ancestors) = self.ctx.binary();
+        let report = Report {
+            decision: "deny".into(),
+            error: Some(code.into()),
+            binary,
+            ancestors,
+            host: String::new(),
+            port: 0,
+            method: None,
+            path: None,
+            policy: None,
+            reason: reason.into(),
+            suggestion: None,
+        };
+        let (_, generation) = self.ctx.shared.policy.current();
+        self.send_report(status, &report, true).await;
+        self.ctx.record(
+            "request",
+            report,
+            generation,
+            status,
+            Vec::new(),
+            Default::default(),
+            Instant::now(),
+        );
+    }
+
+    async fn refuse_unattributed(&mut self, head: &RequestHead, reason: &str, started: Instant) {
+        let (method, path) = request_parts(head);
+        let report = Report {
+            decision: "deny".into(),
+            error: Some("unattributed".into()),
+            binary: String::new(),
+            ancestors: Vec::new(),
+            host: head.target.host().to_string(),
+            port: head.target.port(),
+            method,
+            path,
+            policy: None,
+            reason: reason.into(),
+            suggestion: None,
+        };
+        let (_, generation) = self.ctx.shared.policy.current();
+        self.send_report(403, &report, true).await;
+        self.ctx.record(
+            kind_of(head),
+            report,
+            generation,
+            403,
+            Vec::new(),
+            Default::default(),
+            started,
+        );
+    }
+
+    /// Writes an error answer: status, `X-Corral-Error`, the report as JSON.
+    async fn send_report(&mut self, status: u16, report: &Report, close: bool) {
+        let mut body = serde_json::to_vec_pretty(report).unwrap_or_default();
+        body.push(b'\n');
+        let code = report.error.as_deref().unwrap_or("error");
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\nX-Corral-Error: {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n",
+            reason_phrase(status),
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&body);
+        let _ = self.client.inner.write_all(&out).await;
+        if close {
+            let _ = self.client.inner.shutdown().await;
+        }
+    }
+
+    async fn connect(&mut self, who: &Identity, head: &RequestHead, started: Instant) -> Step {
+        match self.ctx.decide_and_dial(who, head, true).await {
+            Err(r) => {
+                self.send_report(r.status, &r.report, false).await;
+                self.ctx.record(
+                    "connect",
+                    r.report,
+                    r.generation,
+                    r.status,
+                    r.addresses,
+                    Default::default(),
+                    started,
+                );
+                Step::Continue
+            }
+            Ok((dialled, report, generation)) => {
+                Step::Tunnel(Box::new(dialled), Box::new(report), generation, started)
+            }
+        }
+    }
+
+    async fn tunnel(self, mut dialled: Dialled, report: Report, generation: u64, started: Instant) {
+        let Conn { ctx, mut client } = self;
+        let ok = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+        let metrics = ctx.config().metrics.clone();
+        let mut bytes = relay::Relayed::default();
+        // Bytes the client pipelined after the CONNECT head (e.g. a TLS ClientHello).
+        let early = std::mem::take(&mut client.buf);
+        bytes.up += early.len() as u64;
+        if client.inner.write_all(ok).await.is_ok()
+            && (early.is_empty() || dialled.stream.write_all(&early).await.is_ok())
+        {
+            metrics.tunnels_active.fetch_add(1, Relaxed);
+            let r = relay::relay(
+                client.inner,
+                dialled.stream,
+                ctx.config().limits.idle_timeout,
+            )
+            .await;
+            metrics.tunnels_active.fetch_sub(1, Relaxed);
+            bytes.up += r.up;
+            bytes.down += r.down;
+        }
+        ctx.record(
+            "connect",
+            report,
+            generation,
+            200,
+            vec![dialled.addr.to_string()],
+            bytes,
+            started,
+        );
+    }
+
+    /// Absolute-form plain HTTP.
+    async fn forward(&mut self, who: &Identity, head: &RequestHead, started: Instant) -> Step {
+        let framing = head::body_framing(&head.headers).unwrap_or(BodyFraming::None);
+        let client_close = head::wants_close(head);
+        let (dialled, report, generation) = match self.ctx.decide_and_dial(who, head, false).await {
+            Ok(d) => d,
+            Err(r) => {
+                // An unread body would be taken for the next request: close unless bodiless.
+                let close = client_close || framing != BodyFraming::None;
+                self.send_report(r.status, &r.report, close).await;
+                self.ctx.record(
+                    "http",
+                    r.report,
+                    r.generation,
+                    r.status,
+                    r.addresses,
+                    Default::default(),
+                    started,
+                );
+                return if close { Step::Close } else { Step::Continue };
+            }
+        };
+        let addr = dialled.addr.to_string();
+        let (bytes, status, keep) = match self
+            .exchange(dialled.stream, head, framing, client_close)
+            .await
+        {
+            Ok(x) => x,
+            Err((bytes, started_response)) => {
+                if !started_response {
+                    let _ = self
+                        .client
+                        .inner
+                        .write_all(
+                            b"HTTP/1.1 502 Bad Gateway\r\nX-Corral-Error: upstream_failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                }
+                (bytes, 502, false)
+            }
+        };
+        self.ctx.record(
+            "http",
+            report,
+            generation,
+            status,
+            vec![addr],
+            bytes,
+            started,
+        );
+        if keep {
+            Step::Continue
+        } else {
+            Step::Close
+        }
+    }
+
+    /// Sends the request upstream and the response back: Ok((bytes, status, keep-alive)),
+    /// or Err((bytes, whether the response had already started)).
+    async fn exchange(
+        &mut self,
+        upstream: TcpStream,
+        head: &RequestHead,
+        framing: BodyFraming,
+        client_close: bool,
+    ) -> Result<(relay::Relayed, u16, bool), (relay::Relayed, bool)> {
+        let idle = self.config().limits.idle_timeout;
+        let max = self.config().limits.max_header_bytes;
+        let mut bytes = relay::Relayed::default();
+        let mut up = Buffered::new(upstream, idle);
+        let proxy_auth = self
+            .config()
+            .upstream_proxy
+            .as_ref()
+            .map(|p| p.authorization.clone());
+        let mut request = head::upstream_request(head, proxy_auth.is_some());
+        if let Some(Some(auth)) = proxy_auth {
+            let at = request.len() - 2;
+            request.splice(
+                at..at,
+                format!("Proxy-Authorization: {auth}\r\n").into_bytes(),
+            );
+        }
+        if up.inner.write_all(&request).await.is_err() {
+            return Err((bytes, false));
+        }
+        let sent = match framing {
+            BodyFraming::None => Ok(0),
+            BodyFraming::Length(n) => self.client.copy_exact(n, &mut up.inner).await,
+            BodyFraming::Chunked => self.client.copy_chunked(&mut up.inner).await,
+        };
+        match sent {
+            Ok(n) => bytes.up = n,
+            Err(_) => return Err((bytes, false)),
+        }
+        let mut started_response = false;
+        loop {
+            // Response head; interim 1xx answers are passed on and the loop reads the next.
+            let (status, resp_head, len, resp_framing) = loop {
+                let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut headers);
+                match resp.parse(&up.buf) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        let status = resp.code.unwrap_or(502);
+                        let framing = response_framing(&head.method, status, resp.headers);
+                        let close = client_close || framing == ResponseFraming::UntilClose;
+                        break (status, rewrite_response(&resp, close), len, framing);
+                    }
+                    Ok(httparse::Status::Partial) if up.buf.len() < max => {}
+                    _ => return Err((bytes, started_response)),
+                }
+                match up.fill().await {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err((bytes, started_response)),
+                }
+            };
+            up.buf.drain(..len);
+            if self.client.inner.write_all(&resp_head).await.is_err() {
+                return Err((bytes, true));
+            }
+            started_response = true;
+            if (100..200).contains(&status) && status != 101 {
+                continue;
+            }
+            let copied = match resp_framing {
+                ResponseFraming::None => Ok(0),
+                ResponseFraming::Length(n) => up.copy_exact(n, &mut self.client.inner).await,
+                ResponseFraming::Chunked => up.copy_chunked(&mut self.client.inner).await,
+                ResponseFraming::UntilClose => up.copy_to_end(&mut self.client.inner).await,
+            };
+            return match copied {
+                Ok(n) => {
+                    bytes.down = n;
+                    let keep = !client_close && resp_framing != ResponseFraming::UntilClose;
+                    if !keep {
+                        let _ = self.client.inner.shutdown().await;
+                    }
+                    Ok((bytes, status, keep))
+                }
+                Err(_) => Err((bytes, true)),
+            };
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResponseFraming {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+fn response_framing(
+    method: &str,
+    status: u16,
+    headers: &[httparse::Header<'_>],
+) -> ResponseFraming {
+    if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
+        return ResponseFraming::None;
+    }
+    let mut length = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.split(',').next_back().map(str::trim) == Some("chunked") {
+                return ResponseFraming::Chunked;
+            }
+            return ResponseFraming::UntilClose;
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if length.is_none() {
+                return ResponseFraming::UntilClose;
+            }
+        }
+    }
+    match length {
+        Some(n) => ResponseFraming::Length(n),
+        None => ResponseFraming::UntilClose,
+    }
+}
+
+/// The response head for the client: hop-by-hop headers dropped, our own `Connection`.
+fn rewrite_response(resp: &httparse::Response<'_, '_>, close: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        resp.code.unwrap_or(502),
+        resp.reason.unwrap_or("")
+    )
+    .into_bytes();
+    let mut dropped: Vec<String> = vec![
+        "connection".into(),
+        "keep-alive".into(),
+        "proxy-connection".into(),
+    ];
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for t in String::from_utf8_lossy(h.value).split(',') {
+                dropped.push(t.trim().to_ascii_lowercase());
+            }
+        }
+    }
+    for h in resp.headers.iter() {
+        let lower = h.name.to_ascii_lowercase();
+        if dropped.contains(&lower) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if (100..200).contains(&resp.code.unwrap_or(0)) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(if close {
+            b"Connection: close\r\n\r\n"
+        } else {
+            b"Connection: keep-alive\r\n\r\n"
+        });
+    }
+    out
+}
+
+fn request_parts(head: &RequestHead) -> (Option<String>, Option<String>) {
+    match &head.target {
+        Target::Forward { path, .. } => (Some(head.method.clone()), Some(path.clone())),
+        Target::Connect { .. } => (None, None),
+    }
+}
+
+fn kind_of(head: &RequestHead) -> &'static str {
+    match head.target {
+        Target::Connect { .. } => "connect",
+        Target::Forward { .. } => "http",
+    }
+}
+
+/// The YAML that would let the endpoint reach the refused addresses.
+fn allowed_ips_suggestion(
+    policy: &str,
+    endpoint: &str,
+    port: u16,
+    refused: &[crate::addr::RefusedAddr],
+) -> String {
+    let mut nets: Vec<String> = Vec::new();
+    for r in refused {
+        let net = match r.addr {
+            std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+            std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+        };
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    format!(
+        "network_policies:\n  {policy}:\n    endpoints:\n      - host: {endpoint}\n        port: {port}\n        allowed_ips: [{}]\n",
+        nets.join(", ")
+    )
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}

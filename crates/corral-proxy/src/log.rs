@@ -1,0 +1,160 @@
+//! The decision log: one JSON object per line for every decision, allow and deny.
+//! The format is documented in `docs/logs.md`; `corral policy suggest` reads it back.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use corral_policy::Report;
+use serde::{Deserialize, Serialize};
+
+/// One decision. The [`Report`] fields (`decision`, `error`, `binary`, `ancestors`, `host`,
+/// `port`, `method`, `path`, `policy`, `reason`, `suggestion`) appear at the top level.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// RFC 3339 UTC time of the decision, millisecond precision.
+    pub time: String,
+    /// Where the record comes from: `connect` (a CONNECT tunnel), `http` (a forwarded plain
+    /// HTTP request), `request` (a malformed or unattributed request), or `direct` (a
+    /// connection the sandbox refused before it reached the proxy).
+    pub kind: String,
+    /// Per-process connection number; several `http` records can share one.
+    pub conn: u64,
+    #[serde(flatten)]
+    pub report: Report,
+    /// Executable's SHA-256 and PID, when the attribution knew them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Which policy version decided: 1 for the file loaded at start, +1 per reload.
+    pub policy_generation: u64,
+    /// HTTP status the proxy answered (200 for an established tunnel).
+    pub status: u16,
+    /// The upstream address dialled (or refused), when there was one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// Bytes client → upstream and upstream → client (bodies and tunnel payload).
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// From the request head to the end of the tunnel/response (or to the refusal).
+    pub duration_ms: f64,
+}
+
+/// Where decision records go: a file (appended) and/or stderr. Cheap to share.
+pub struct DecisionLog {
+    file: Option<Mutex<File>>,
+    stderr: bool,
+}
+
+impl DecisionLog {
+    /// No decision log (metrics still count).
+    pub fn disabled() -> DecisionLog {
+        DecisionLog {
+            file: None,
+            stderr: false,
+        }
+    }
+
+    /// JSON lines on stderr.
+    pub fn stderr() -> DecisionLog {
+        DecisionLog {
+            file: None,
+            stderr: true,
+        }
+    }
+
+    /// Appends JSON lines to `path` (created with mode 0600 if missing).
+    pub fn to_file(path: &Path) -> std::io::Result<DecisionLog> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(DecisionLog {
+            file: Some(Mutex::new(file)),
+            stderr: false,
+        })
+    }
+
+    /// Also write to stderr.
+    pub fn with_stderr(mut self, on: bool) -> DecisionLog {
+        self.stderr = on;
+        self
+    }
+
+    /// Writes one record as one line. Each line is a single `write` on an `O_APPEND` file, so
+    /// concurrent writers (the sandbox and the proxy) never interleave within a line.
+    pub fn record(&self, record: &LogRecord) {
+        if self.file.is_none() && !self.stderr {
+            return;
+        }
+        let mut line = match serde_json::to_vec(record) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot serialise a decision record: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if let Some(file) = &self.file {
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = f.write_all(&line) {
+                tracing::error!("cannot write the decision log: {e}");
+            }
+        }
+        if self.stderr {
+            let _ = std::io::stderr().lock().write_all(&line);
+        }
+    }
+}
+
+/// Current time as RFC 3339 UTC with milliseconds (`2026-11-27T03:45:14.123Z`).
+pub fn now_rfc3339() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format_rfc3339(now.as_secs(), now.subsec_millis())
+}
+
+fn format_rfc3339(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(
+            format_rfc3339(1_795_751_114, 123),
+            "2026-11-27T03:45:14.123Z"
+        );
+    }
+}
