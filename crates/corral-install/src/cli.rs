@@ -1,19 +1,128 @@
 //! `corral install` and `corral uninstall`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::install::{self, Plan};
+use crate::layout::Layout;
+
+/// The agents corral knows how to install.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Agent {
+    /// Claude Code.
+    Claude,
+}
 
 /// `corral install claude --mirror URL --gateway URL …`
 #[derive(Debug, clap::Args)]
-pub struct InstallArgs {}
+pub struct InstallArgs {
+    /// What to install.
+    pub agent: Agent,
+    /// Base URL of the release mirror (`corral mirror serve`).
+    #[arg(long, required_unless_present = "rollback")]
+    pub mirror: Option<String>,
+    /// URL of the LLM gateway Claude Code should talk to.
+    #[arg(long, required_unless_present = "rollback")]
+    pub gateway: Option<String>,
+    /// AWS region (Bedrock mode).
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Model to pin (also pins the opus/sonnet/haiku defaults, so the client does not probe).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// `stable`, `latest`, or an exact version.
+    #[arg(long, default_value = "stable")]
+    pub channel: String,
+    /// Extra CA certificate(s) to trust for the mirror (PEM). SSL_CERT_FILE is honoured too.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// The gateway speaks the Anthropic API: set ANTHROPIC_BASE_URL instead of Bedrock mode.
+    #[arg(long)]
+    pub first_party: bool,
+    /// Install this platform's build instead of the detected one.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Do not add ~/.local/bin to PATH in a shell rc file.
+    #[arg(long)]
+    pub no_modify_path: bool,
+    /// Switch back to the previously installed version.
+    #[arg(long, conflicts_with_all = ["mirror", "gateway", "model", "channel", "first_party", "platform"])]
+    pub rollback: bool,
+}
 
 /// `corral uninstall claude`
 #[derive(Debug, clap::Args)]
-pub struct UninstallArgs {}
-
-pub fn install(_args: InstallArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral install is not implemented yet")
+pub struct UninstallArgs {
+    /// What to remove.
+    pub agent: Agent,
 }
 
-pub fn uninstall(_args: UninstallArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral uninstall is not implemented yet")
+pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    refuse_sudo()?;
+    let layout = Layout::from_env()?;
+    let changes = if args.rollback {
+        install::rollback(&layout)?
+    } else {
+        let plan = Plan {
+            mirror: args.mirror.expect("clap requires --mirror"),
+            gateway: args.gateway.expect("clap requires --gateway"),
+            region: args.region,
+            model: args.model,
+            channel: args.channel,
+            ca_file: args.ca_file,
+            first_party: args.first_party,
+            platform: args.platform,
+            modify_path: !args.no_modify_path,
+        };
+        if !(plan.gateway.starts_with("https://") || plan.gateway.starts_with("http://")) {
+            bail!(
+                "--gateway must be an http:// or https:// URL, not {:?}",
+                plan.gateway
+            );
+        }
+        install::install(&layout, &plan)?
+    };
+    report(
+        &changes,
+        "Claude Code is installed and configured; nothing changed",
+    );
+    let key_set = std::env::var_os("CORRAL_GATEWAY_KEY").is_some_and(|k| !k.is_empty());
+    if !args.rollback && !key_set && !layout.key_file.exists() {
+        eprintln!(
+            "next: put your gateway key in {} (chmod 600), or set CORRAL_GATEWAY_KEY",
+            layout.key_file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
+    let Agent::Claude = args.agent;
+    refuse_sudo()?;
+    let layout = Layout::from_env()?;
+    let changes = install::uninstall(&layout)?;
+    report(
+        &changes,
+        "corral has not installed Claude Code for this user; nothing to remove",
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(changes: &[String], none: &str) {
+    if changes.is_empty() {
+        println!("{none}");
+    }
+    for change in changes {
+        println!("{change}");
+    }
+}
+
+/// The whole point is a per-user install: under sudo it would land in root's home.
+fn refuse_sudo() -> anyhow::Result<()> {
+    if crate::fsx::effective_uid() == Some(0) && std::env::var_os("SUDO_USER").is_some() {
+        bail!("corral install needs no sudo and must not run under it (it would install into root's home); run it as yourself");
+    }
+    Ok(())
 }
