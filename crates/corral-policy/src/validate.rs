@@ -237,9 +237,10 @@ impl<'f> Ctx<'f> {
         }
     }
 
-    fn enum_value<T: Copy>(&mut self, node: &Node, what: &str, values: &[(&str, T)]) -> Option<T> {
+    /// A string that must be one of `values`; `key` is the bare key name.
+    fn enum_value<T: Copy>(&mut self, node: &Node, key: &str, values: &[(&str, T)]) -> Option<T> {
         let names: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
-        let s = self.string(node, what, &format!("{what}: {}", names[0]))?;
+        let s = self.string(node, &format!("`{key}`"), &format!("{key}: {}", names[0]))?;
         if let Some((_, v)) = values.iter().find(|(n, _)| *n == s) {
             return Some(*v);
         }
@@ -249,7 +250,7 @@ impl<'f> Ctx<'f> {
             Some(m) => format!("did you mean `{m}`? (one of: {})", names.join(", ")),
             None => format!("write one of: {}", names.join(", ")),
         };
-        self.error(node.pos, format!("{what} `{s}` is not a known value"), help);
+        self.error(node.pos, format!("`{key}: {s}` is not a known value"), help);
         None
     }
 }
@@ -298,11 +299,16 @@ pub(crate) fn parse(source: &str, file_name: &str) -> Result<Loaded, PolicyError
             return Err(ctx.into_error());
         }
         Err(e) => {
-            ctx.error(
-                e.pos,
-                e.message,
-                "check the indentation and brackets around this line; quote values that contain `: ` or start with `*`, `&`, `!` or `{`",
-            );
+            let help = match unclosed_bracket(source, e.pos) {
+                Some((c, p)) => format!(
+                    "the `{c}` at line {}, column {} is not closed; add `{}` at the end of that entry",
+                    p.line,
+                    p.col,
+                    if c == '{' { '}' } else { ']' }
+                ),
+                None => "check the indentation and brackets around this line; quote values that contain `: ` or start with `*`, `&`, `!`, `{` or `[`".to_string(),
+            };
+            ctx.error(e.pos, e.message, help);
             return Err(ctx.into_error());
         }
     };
@@ -370,7 +376,7 @@ impl Ctx<'_> {
                         for le in ents {
                             if let Some(c) = self.enum_value(
                                 le.value,
-                                "landlock.compatibility",
+                                "compatibility",
                                 &[
                                     ("best_effort", LandlockCompatibility::BestEffort),
                                     ("hard_requirement", LandlockCompatibility::HardRequirement),
@@ -409,7 +415,7 @@ impl Ctx<'_> {
         }
         if !saw_version {
             self.error(
-                root.pos,
+                Pos { line: 1, col: 1 },
                 "the policy has no `version`",
                 "add `version: 1` as the first line",
             );
@@ -573,7 +579,9 @@ impl Ctx<'_> {
 
     fn endpoint(&mut self, node: &Node, group: &str) -> Option<Endpoint> {
         let what = format!("an endpoint of {group}");
+        let errors_before = self.errors.len();
         let ents = self.mapping(node, &what, ENDPOINT_KEYS, ENDPOINT_EXAMPLE)?;
+        let mut ok = self.errors.len() == errors_before;
         let mut host: Option<HostPattern> = None;
         let mut ports: Vec<u16> = Vec::new();
         let mut port_key: Option<(&str, Pos)> = None;
@@ -594,7 +602,6 @@ impl Ctx<'_> {
         };
         let mut access_pos = None;
         let mut rules_pos = None;
-        let mut ok = true;
         for e in &ents {
             match e.key {
                 "host" => {
@@ -692,7 +699,7 @@ impl Ctx<'_> {
                     access_pos = Some(e.key_pos);
                     ep.access = self.enum_value(
                         e.value,
-                        "`access`",
+                        "access",
                         &[
                             ("read-only", Access::ReadOnly),
                             ("read-write", Access::ReadWrite),
@@ -958,7 +965,7 @@ impl Ctx<'_> {
                 _ => {
                     match self.enum_value(
                         e.value,
-                        "`children`",
+                        "children",
                         &[("inherit", Children::Inherit), ("deny", Children::Deny)],
                     ) {
                         Some(c) => children = c,
@@ -1094,4 +1101,41 @@ impl Ctx<'_> {
             );
         }
     }
+}
+
+/// The innermost `{`/`[` opened before `at` and not closed by then (outside quotes
+/// and comments), for a better hint on flow-collection syntax errors.
+fn unclosed_bracket(source: &str, at: Pos) -> Option<(char, Pos)> {
+    let mut stack: Vec<(char, Pos)> = Vec::new();
+    for (li, line) in source.lines().enumerate() {
+        let lno = li + 1;
+        if lno > at.line {
+            break;
+        }
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for (ci, c) in line.chars().enumerate() {
+            if lno == at.line && ci + 1 >= at.col {
+                break;
+            }
+            match quote {
+                Some(q) => {
+                    if c == q {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    '#' if prev == ' ' || prev == '\t' || ci == 0 => break,
+                    '"' | '\'' if matches!(prev, ' ' | '{' | '[' | ',' | ':') || ci == 0 => quote = Some(c),
+                    '{' | '[' => stack.push((c, Pos { line: lno, col: ci + 1 })),
+                    '}' | ']' => {
+                        stack.pop();
+                    }
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    stack.pop()
 }

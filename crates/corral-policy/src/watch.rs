@@ -1,30 +1,164 @@
 //! Reload primitive: watch a policy file and publish each new valid matcher.
+//!
+//! The watch is on the file's *directory*, not the file: editors save by writing a
+//! temporary file and renaming it over the original, and Kubernetes updates a mounted
+//! ConfigMap by swapping the `..data` symlink; both replace the inode a file watch
+//! would be attached to. When the policy path is a symlink into another directory,
+//! that directory is watched too. Bursts of events are debounced, the file is re-read
+//! through any symlinks, and only a changed, valid policy is compiled and published.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::diag::{Diagnostic, PolicyError};
 use crate::matcher::Matcher;
 use crate::model::{CompileOptions, Policy};
 
-/// Watches a policy file; dropping it stops watching.
+/// How long a burst of file events must be quiet before the file is re-read.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Watches a policy file; dropping it stops watching (and waits for the watcher
+/// thread, so no callback runs after the drop returns).
 pub struct PolicyWatcher {
-    _private: (),
+    watcher: Option<RecommendedWatcher>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PolicyWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyWatcher").finish_non_exhaustive()
+    }
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Directories whose changes can change what `path` reads as.
+fn watch_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![parent_of(path)];
+    if let Ok(real) = std::fs::canonicalize(path) {
+        let d = parent_of(&real);
+        if !dirs.contains(&d) && d != std::fs::canonicalize(&dirs[0]).unwrap_or_default() {
+            dirs.push(d);
+        }
+    }
+    dirs
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Io {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl PolicyWatcher {
     /// Loads now (error if invalid), then watches. `on_change` receives each new valid
-    /// `Arc<Matcher>`; invalid files are reported via `on_error` and the last good
-    /// matcher stays in force.
+    /// `Arc<Matcher>` (with that policy's warnings); invalid files are reported via
+    /// `on_error` (diagnostics carry file:line:column) and the last good matcher stays
+    /// in force. Each distinct file content is reported once.
     pub fn spawn(
         path: PathBuf,
         opts: CompileOptions,
         on_change: impl Fn(Arc<Matcher>, &[Diagnostic]) + Send + 'static,
         on_error: impl Fn(&PolicyError) + Send + 'static,
     ) -> Result<(Arc<Matcher>, PolicyWatcher), PolicyError> {
-        let _ = (&on_change, &on_error);
-        let loaded = Policy::load(&path)?;
-        let m = Arc::new(loaded.policy.compile(&opts));
-        Ok((m, PolicyWatcher { _private: () }))
+        let source = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+        let loaded = Policy::parse(&source, &path.display().to_string())?;
+        let first = Arc::new(loaded.policy.compile(&opts));
+
+        let (tx, rx) = mpsc::channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| io_error(&path, format!("cannot watch for changes: {e}")))?;
+        for d in &watch_dirs(&path) {
+            watcher
+                .watch(d, RecursiveMode::NonRecursive)
+                .map_err(|e| io_error(d, format!("cannot watch for changes: {e}")))?;
+        }
+        let worker_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("corral-policy-watch".into())
+            .spawn(move || {
+                let mut last = source;
+                run(&worker_path, &opts, &rx, &mut last, on_change, on_error);
+            })
+            .map_err(|e| io_error(&path, format!("cannot start the watcher thread: {e}")))?;
+        Ok((
+            first,
+            PolicyWatcher {
+                watcher: Some(watcher),
+                thread: Some(thread),
+            },
+        ))
+    }
+}
+
+fn run(
+    path: &Path,
+    opts: &CompileOptions,
+    rx: &Receiver<()>,
+    last: &mut String,
+    on_change: impl Fn(Arc<Matcher>, &[Diagnostic]),
+    on_error: impl Fn(&PolicyError),
+) {
+    let name = path.display().to_string();
+    while rx.recv().is_ok() {
+        // Debounce: wait until the directory has been quiet for DEBOUNCE.
+        loop {
+            match rx.recv_timeout(DEBOUNCE) {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let source = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(_) => {
+                // A replace may be half done (unlinked, not yet renamed): look again.
+                std::thread::sleep(DEBOUNCE);
+                match std::fs::read_to_string(path) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let marker = format!("\0io:{e}");
+                        if *last != marker {
+                            on_error(&io_error(path, e));
+                            *last = marker;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        if source == *last {
+            continue;
+        }
+        *last = source;
+        match Policy::parse(last, &name) {
+            Ok(loaded) => on_change(Arc::new(loaded.policy.compile(opts)), &loaded.warnings),
+            Err(e) => on_error(&e),
+        }
+    }
+}
+
+impl Drop for PolicyWatcher {
+    fn drop(&mut self) {
+        // Dropping the notify watcher drops the event sender, which ends the worker.
+        drop(self.watcher.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

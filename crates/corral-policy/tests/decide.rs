@@ -1,0 +1,218 @@
+//! Scenarios for the compiled matcher: who may reach what, and why not.
+
+use std::path::PathBuf;
+
+use corral_policy::{
+    CompileOptions, Decision, DenyReason, HttpRequestInfo, Identity, Matcher, Policy, Report,
+};
+
+const POLICY: &str = r#"
+version: 1
+network_policies:
+  github:
+    endpoints:
+      - { host: github.com, port: 443 }
+      - { host: "*.githubusercontent.com", ports: [443, 8443] }
+    binaries:
+      - { path: /usr/bin/git }
+      - { path: "/usr/lib/git-core/**" }
+  corp:
+    endpoints:
+      - { host: "**.corp.example", port: 443 }
+      - { host: 10.1.2.3, port: 5432 }
+      - { host: "bücher.example", port: 443 }
+    binaries:
+      - { path: ~/.local/bin/claude }
+      - { path: /opt/tools/launcher, children: inherit }
+  pinned:
+    endpoints:
+      - { host: pinned.example, port: 443 }
+    binaries:
+      - { path: /usr/bin/curl, sha256: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" }
+  api:
+    endpoints:
+      - host: api.example
+        port: 80
+        protocol: rest
+        rules:
+          - allow: { method: GET, path: "/repos/**" }
+          - allow: { method: post, path: "/**/git-upload-pack" }
+        deny_rules:
+          - { method: "*", path: "/repos/secret/**" }
+      - host: ro.example
+        port: 80
+        protocol: rest
+        access: read-only
+    binaries:
+      - { path: /usr/bin/curl }
+"#;
+
+fn matcher() -> Matcher {
+    Policy::parse(POLICY, "test.yaml")
+        .expect("valid")
+        .policy
+        .compile(&CompileOptions {
+            home: Some(PathBuf::from("/home/alice")),
+        })
+}
+
+fn who(exe: &str) -> Identity {
+    Identity::new(exe)
+}
+
+fn deny_reason(d: Decision) -> DenyReason {
+    match d {
+        Decision::Deny(d) => d.reason,
+        Decision::Allow(a) => panic!("expected deny, got allow by {}", a.policy),
+    }
+}
+
+#[test]
+fn git_may_reach_github_and_is_attributed_to_the_group() {
+    match matcher().decide(&who("/usr/bin/git"), "GitHub.com.", 443, None) {
+        Decision::Allow(a) => {
+            assert_eq!(a.policy, "github");
+            assert_eq!(a.endpoint_host, "github.com");
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn globbed_binary_and_one_label_wildcard() {
+    let m = matcher();
+    let helper = who("/usr/lib/git-core/git-remote-https");
+    assert!(m.decide(&helper, "raw.githubusercontent.com", 8443, None).is_allow());
+    // `*.` is exactly one label.
+    assert_eq!(
+        deny_reason(m.decide(&helper, "a.b.githubusercontent.com", 443, None)),
+        DenyReason::NoEndpoint
+    );
+    assert_eq!(
+        deny_reason(m.decide(&helper, "githubusercontent.com", 443, None)),
+        DenyReason::NoEndpoint
+    );
+}
+
+#[test]
+fn home_expansion_any_depth_wildcard_ip_and_idn() {
+    let m = matcher();
+    let claude = who("/home/alice/.local/bin/claude");
+    assert!(m.decide(&claude, "llm.corp.example", 443, None).is_allow());
+    assert!(m.decide(&claude, "a.b.c.corp.example", 443, None).is_allow());
+    assert!(m.decide(&claude, "10.1.2.3", 5432, None).is_allow());
+    assert!(m.decide(&claude, "xn--bcher-kva.example", 443, None).is_allow());
+    assert!(m.decide(&claude, "BÜCHER.example", 443, None).is_allow());
+    assert_eq!(
+        deny_reason(m.decide(&claude, "corp.example", 443, None)),
+        DenyReason::NoEndpoint
+    );
+}
+
+#[test]
+fn wrong_port_lists_the_allowed_ports() {
+    assert_eq!(
+        deny_reason(matcher().decide(&who("/usr/bin/git"), "github.com", 22, None)),
+        DenyReason::PortNotAllowed {
+            allowed_ports: vec![443],
+            policies: vec!["github".into()]
+        }
+    );
+}
+
+#[test]
+fn unlisted_binary_lists_the_binaries_that_are_allowed() {
+    let d = matcher().decide(&who("/usr/bin/python3"), "github.com", 443, None);
+    let Decision::Deny(deny) = &d else { panic!() };
+    assert_eq!(
+        deny.reason,
+        DenyReason::BinaryNotAllowed {
+            policies: vec!["github".into()],
+            binaries: vec!["/usr/bin/git".into(), "/usr/lib/git-core/**".into()]
+        }
+    );
+    let r = Report::new(&who("/usr/bin/python3"), "github.com", 443, None, &d);
+    assert_eq!(r.error.as_deref(), Some("binary_not_allowed"));
+    assert_eq!(
+        r.suggestion.as_deref(),
+        Some("network_policies:\n  allow_python3_github_com:\n    endpoints:\n      - { host: github.com, port: 443 }\n    binaries:\n      - { path: /usr/bin/python3 }\n")
+    );
+}
+
+#[test]
+fn suggestion_adds_the_endpoint_to_the_group_that_already_lists_the_binary() {
+    let d = matcher().decide(&who("/usr/bin/git"), "gitlab.example", 443, None);
+    let r = Report::new(&who("/usr/bin/git"), "gitlab.example", 443, None, &d);
+    assert_eq!(r.error.as_deref(), Some("no_endpoint"));
+    let s = r.suggestion.unwrap();
+    assert!(s.contains("network_policies:\n  github:\n    endpoints:\n      - { host: gitlab.example, port: 443 }\n"), "{s}");
+    // The suggestion is itself a valid policy fragment.
+    let doc = format!("version: 1\n{}", s.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"));
+    Policy::parse(&doc, "suggestion.yaml").unwrap();
+}
+
+#[test]
+fn children_do_not_inherit_unless_the_entry_says_so() {
+    let m = matcher();
+    let mut child = who("/usr/bin/python3");
+    child.ancestors = vec![PathBuf::from("/home/alice/.local/bin/claude")];
+    assert!(!m.decide(&child, "llm.corp.example", 443, None).is_allow());
+    child.ancestors.push(PathBuf::from("/opt/tools/launcher"));
+    assert!(m.decide(&child, "llm.corp.example", 443, None).is_allow());
+}
+
+#[test]
+fn sha256_pin_is_checked() {
+    let m = matcher();
+    let mut curl = who("/usr/bin/curl");
+    assert_eq!(
+        deny_reason(m.decide(&curl, "pinned.example", 443, None)),
+        DenyReason::HashMismatch {
+            policy: "pinned".into(),
+            expected: "a".repeat(64),
+            actual: "unknown".into()
+        }
+    );
+    curl.sha256 = Some("b".repeat(64));
+    assert_eq!(deny_reason(m.decide(&curl, "pinned.example", 443, None)).code(), "binary_hash_mismatch");
+    curl.sha256 = Some("A".repeat(64));
+    assert!(m.decide(&curl, "pinned.example", 443, None).is_allow());
+}
+
+#[test]
+fn l7_rules_allow_deny_and_presets() {
+    let m = matcher();
+    let curl = who("/usr/bin/curl");
+    let req = |method, path| HttpRequestInfo { method, path };
+    assert!(m.needs_l7("api.example", 80));
+    assert!(!m.needs_l7("github.com", 443));
+    // Connection-level check passes; requests are checked one by one.
+    assert!(m.decide(&curl, "api.example", 80, None).is_allow());
+    assert!(m.decide(&curl, "api.example", 80, Some(&req("get", "/repos/a/b?x=1"))).is_allow());
+    assert!(m.decide(&curl, "api.example", 80, Some(&req("POST", "/o/r.git/git-upload-pack"))).is_allow());
+    assert_eq!(
+        deny_reason(m.decide(&curl, "api.example", 80, Some(&req("DELETE", "/repos/a")))),
+        DenyReason::L7RuleNotMatched { policy: "api".into(), method: "DELETE".into(), path: "/repos/a".into() }
+    );
+    assert_eq!(
+        deny_reason(m.decide(&curl, "api.example", 80, Some(&req("GET", "/repos/secret/x")))).code(),
+        "l7_rule_not_matched"
+    );
+    assert!(m.decide(&curl, "ro.example", 80, Some(&req("HEAD", "/x"))).is_allow());
+    assert!(!m.decide(&curl, "ro.example", 80, Some(&req("POST", "/x"))).is_allow());
+}
+
+#[test]
+fn report_json_has_the_documented_fields() {
+    let d = matcher().decide(&who("/usr/bin/git"), "github.com", 22, None);
+    let r = Report::new(&who("/usr/bin/git"), "github.com", 22, None, &d);
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["error"], "port_not_allowed");
+    assert_eq!(v["binary"], "/usr/bin/git");
+    assert_eq!(v["port"], 22);
+    assert_eq!(v["policy"], "github");
+    assert_eq!(v["reason"], "github.com is listed by policy `github` but only on port 443, not 22");
+    let back: Report = serde_json::from_value(v).unwrap();
+    assert_eq!(back, r);
+}

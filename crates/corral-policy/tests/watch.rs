@@ -1,0 +1,122 @@
+//! PolicyWatcher notices in-place writes, editor-style rename-over, and Kubernetes
+//! ConfigMap `..data` symlink swaps; invalid edits are reported and not published.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use corral_policy::{CompileOptions, Identity, PolicyError, PolicyWatcher};
+
+fn policy(host: &str) -> String {
+    format!(
+        "version: 1\nnetwork_policies:\n  g:\n    endpoints:\n      - {{ host: {host}, port: 443 }}\n    binaries:\n      - {{ path: /usr/bin/curl }}\n"
+    )
+}
+
+enum Ev {
+    Changed(std::sync::Arc<corral_policy::Matcher>),
+    Error(String),
+}
+
+fn start(path: &Path) -> (PolicyWatcher, mpsc::Receiver<Ev>) {
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let (_first, w) = PolicyWatcher::spawn(
+        path.to_path_buf(),
+        CompileOptions::default(),
+        move |m, _warnings| {
+            let _ = tx.send(Ev::Changed(m));
+        },
+        move |e: &PolicyError| {
+            let _ = tx2.send(Ev::Error(e.to_string()));
+        },
+    )
+    .expect("initial policy is valid");
+    (w, rx)
+}
+
+fn curl() -> Identity {
+    Identity::new("/usr/bin/curl")
+}
+
+/// Wait (bounded) for the next published matcher and check it allows `host`.
+fn expect_allows(rx: &mpsc::Receiver<Ev>, host: &str) {
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ev::Changed(m)) => assert!(
+            m.decide(&curl(), host, 443, None).is_allow(),
+            "new matcher should allow {host}"
+        ),
+        Ok(Ev::Error(e)) => panic!("unexpected error: {e}"),
+        Err(_) => panic!("no reload seen for {host}"),
+    }
+}
+
+#[test]
+fn in_place_write_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(&p, policy("a.example")).unwrap();
+    let (_w, rx) = start(&p);
+    std::fs::write(&p, policy("b.example")).unwrap();
+    expect_allows(&rx, "b.example");
+}
+
+#[test]
+fn editor_rename_over_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(&p, policy("a.example")).unwrap();
+    let (_w, rx) = start(&p);
+    let tmp = dir.path().join(".policy.yaml.swp");
+    std::fs::write(&tmp, policy("c.example")).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    expect_allows(&rx, "c.example");
+}
+
+#[test]
+fn configmap_symlink_swap_is_reloaded() {
+    // Layout of a mounted ConfigMap:
+    //   policy.yaml -> ..data/policy.yaml ; ..data -> ..2024_01 ; ..2024_01/policy.yaml
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("..2024_01")).unwrap();
+    std::fs::write(d.join("..2024_01/policy.yaml"), policy("a.example")).unwrap();
+    std::os::unix::fs::symlink("..2024_01", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/policy.yaml", d.join("policy.yaml")).unwrap();
+    let (_w, rx) = start(&d.join("policy.yaml"));
+
+    std::fs::create_dir(d.join("..2024_02")).unwrap();
+    std::fs::write(d.join("..2024_02/policy.yaml"), policy("d.example")).unwrap();
+    std::os::unix::fs::symlink("..2024_02", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    expect_allows(&rx, "d.example");
+}
+
+#[test]
+fn invalid_edit_is_reported_with_line_and_column_and_not_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(&p, policy("a.example")).unwrap();
+    let (_w, rx) = start(&p);
+    std::fs::write(&p, policy("a.example").replace("port: 443", "port: 99999")).unwrap();
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ev::Error(e)) => assert!(
+            e.contains("policy.yaml:5:34: error: `port` 99999 is out of range"),
+            "{e}"
+        ),
+        Ok(Ev::Changed(_)) => panic!("an invalid policy must not be published"),
+        Err(_) => panic!("no error reported"),
+    }
+    // A later valid edit is published again.
+    std::fs::write(&p, policy("e.example")).unwrap();
+    expect_allows(&rx, "e.example");
+}
+
+#[test]
+fn spawn_fails_on_an_invalid_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(&p, "version: 2\n").unwrap();
+    let err = PolicyWatcher::spawn(p, CompileOptions::default(), |_, _| {}, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("unsupported policy version `2`"), "{err}");
+}
