@@ -1,11 +1,53 @@
 //! `corral run` and `corral doctor`.
 
 use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-/// `corral run --policy P -- CMD ARGS…`
+use anyhow::{anyhow, bail, Context};
+use corral_policy::{CompileOptions, Policy, PolicyWatcher};
+use corral_proxy::{DecisionLog, LogRecord, Overrides, PolicyHandle, ProxyConfig};
+
+use crate::attribution::AttributionTable;
+use crate::broker::{Broker, ProxyAddresses, Refusal};
+use crate::identity::IdentityResolver;
+use crate::landlock_rules::{self, FsSpec};
+use crate::launch::{self, Launch, Mode, ModeRequest, Started, PROXY_PORT};
+use crate::sys;
+
+/// `corral run --policy P [--] CMD ARGS…`
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// The policy file (reloaded when it changes).
+    #[arg(long, short = 'p', value_name = "FILE", env = "CORRAL_POLICY")]
+    pub policy: PathBuf,
+
+    /// Refuse to run unless the sandbox gets its own network namespace.
+    #[arg(long)]
+    pub require_netns: bool,
+
+    /// Isolation mode: `auto` (namespaces when the host allows them), `namespaces`, or
+    /// `seccomp-only`.
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "CORRAL_SANDBOX_MODE",
+        default_value = "auto"
+    )]
+    pub mode: String,
+
+    /// Append decision records (JSON lines) to FILE
+    /// [default: $XDG_STATE_HOME/corral/decisions.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Resolve HOST:PORT to ADDR in the proxy instead of DNS (like curl's --resolve);
+    /// repeatable. PORT may be `*`.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+
     /// The command to run in the sandbox, with its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<OsString>,
@@ -15,10 +57,333 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {}
 
-pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral run is not implemented yet")
+/// The proxy address programs in the sandbox use.
+pub const PROXY_URL: &str = "http://127.0.0.1:3128";
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let request = match (args.mode.as_str(), args.require_netns) {
+        ("seccomp-only", true) => bail!("--require-netns contradicts --mode seccomp-only"),
+        ("auto", false) => ModeRequest::Auto,
+        ("auto" | "namespaces", true) | ("namespaces", false) => ModeRequest::RequireNamespaces,
+        ("seccomp-only", false) => ModeRequest::SeccompOnly,
+        (other, _) => bail!("unknown sandbox mode `{other}`: use auto, namespaces or seccomp-only"),
+    };
+    let loaded = Policy::load(&args.policy).map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("corral: warning: {w}");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let fs = &loaded.policy.filesystem;
+    let workdir = if fs.include_workdir {
+        Some(std::env::current_dir().context("reading the working directory")?)
+    } else {
+        None
+    };
+    let prepared = landlock_rules::prepare(&FsSpec {
+        read_only: fs.read_only.clone(),
+        read_write: fs.read_write.clone(),
+        workdir,
+        hard_requirement: loaded.policy.landlock_compatibility
+            == corral_policy::model::LandlockCompatibility::HardRequirement,
+        deny_tcp_connect: true,
+    })?;
+    for w in &prepared.warnings {
+        eprintln!("corral: warning: {w}");
+    }
+    let mut overrides = Overrides::default();
+    for r in &args.resolve {
+        overrides
+            .parse_entry(r)
+            .map_err(|e| anyhow!("--resolve {r}: {e}"))?;
+    }
+    let log_path = match &args.log {
+        Some(p) => p.clone(),
+        None => default_log_path()?,
+    };
+    let log = || {
+        DecisionLog::to_file(&log_path)
+            .with_context(|| format!("opening the decision log {}", log_path.display()))
+    };
+
+    // Before any thread exists: signals the supervisor handles are blocked in every thread
+    // (the main thread waits for them), and orphans of the sandbox are re-parented to us.
+    let supervised = sys::SigSet::of(sys::SUPERVISED_SIGNALS);
+    supervised.block().context("blocking signals")?;
+    sys::set_child_subreaper().context("becoming a child subreaper")?;
+
+    let landlock = prepared.ruleset;
+    let launch_in = |mode: Mode| Launch {
+        command: args.command.clone(),
+        env: sandbox_env(mode),
+        landlock: landlock.as_ref().and_then(|f| f.try_clone().ok()),
+    };
+    let (started, downgrade) = start_sandbox(request, &launch_in)?;
+    let listener = match started.inner_listener.as_ref() {
+        Some(fd) => std::net::TcpListener::from(fd.try_clone().context("proxy listener")?),
+        None => std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .context("listening on host loopback for the proxy")?,
+    };
+    listener.set_nonblocking(true)?;
+    let actual = listener.local_addr()?;
+    let mode_detail = match (started.mode, &downgrade) {
+        (Mode::Namespaces, _) => "own network namespace with loopback only".to_string(),
+        (Mode::SeccompOnly, Some(why)) => format!("downgraded: {why}; run `corral doctor`"),
+        (Mode::SeccompOnly, None) => "forced".to_string(),
+    };
+    eprintln!(
+        "corral: sandbox mode {} ({mode_detail}); proxy {PROXY_URL}; {}; decisions logged to {}",
+        started.mode,
+        prepared.summary,
+        log_path.display()
+    );
+    for w in &started.warnings {
+        eprintln!("corral: warning: {w}");
+    }
+
+    let table = Arc::new(AttributionTable::new());
+    let identities = Arc::new(IdentityResolver::new(vec![sys::getpid(), started.pid]));
+    let refusal_log = Arc::new(log()?);
+    let sink_log = refusal_log.clone();
+    let broker = Broker::new(
+        started.notifier.try_clone()?,
+        table.clone(),
+        identities,
+        ProxyAddresses {
+            advertised: SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_PORT)),
+            actual,
+        },
+        Arc::new(move |r: &Refusal| sink_log.record(&refusal_record(r))),
+    );
+    broker.spawn(4).context("starting the connect broker")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("corral-proxy")
+        .enable_all()
+        .build()
+        .context("starting the proxy runtime")?;
+    let opts = CompileOptions { home };
+    let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
+    let slot = handle_slot.clone();
+    let policy_path = args.policy.clone();
+    let (matcher, watcher) = PolicyWatcher::spawn(
+        args.policy.clone(),
+        opts,
+        move |m, warnings| {
+            if let Some(h) = slot.get() {
+                let generation = h.replace(m);
+                tracing::info!(
+                    "policy reloaded (generation {generation}, {} warnings)",
+                    warnings.len()
+                );
+            }
+        },
+        move |e| {
+            tracing::warn!(
+                "policy {} not reloaded, the last good one stays: {e}",
+                policy_path.display()
+            )
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let policy = PolicyHandle::new(matcher);
+    let _ = handle_slot.set(policy.clone());
+    let mut config = ProxyConfig::new(log()?);
+    config.overrides = overrides;
+    let config = Arc::new(config);
+    let attribution: Arc<dyn corral_proxy::Attribution> = table;
+    let serving = runtime.block_on(async { tokio::net::TcpListener::from_std(listener) })?;
+    runtime.spawn(async move {
+        if let Err(e) = corral_proxy::serve(
+            serving,
+            config,
+            policy,
+            attribution,
+            std::future::pending::<()>(),
+        )
+        .await
+        {
+            tracing::error!("the proxy stopped: {e:#}");
+        }
+    });
+
+    let code = match started.wait_for_exec() {
+        Ok(()) => supervise(&started, &supervised),
+        Err(e) => {
+            eprintln!(
+                "corral: cannot run {}: {e}",
+                args.command[0].to_string_lossy()
+            );
+            let _ = sys::wait_for(started.pid);
+            127
+        }
+    };
+    if started.mode == Mode::SeccompOnly {
+        kill_leftovers();
+    }
+    drop(watcher);
+    runtime.shutdown_background();
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-pub fn doctor(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("corral doctor is not implemented yet")
+/// Starts the sandbox in the requested mode, downgrading only in `Auto` (and saying why).
+fn start_sandbox(
+    request: ModeRequest,
+    launch_in: &dyn Fn(Mode) -> Launch,
+) -> anyhow::Result<(Started, Option<String>)> {
+    match request {
+        ModeRequest::SeccompOnly => Ok((launch::start(&launch_in(Mode::SeccompOnly), Mode::SeccompOnly).map_err(|e| anyhow!("{e}"))?, None)),
+        ModeRequest::RequireNamespaces => launch::start(&launch_in(Mode::Namespaces), Mode::Namespaces)
+            .map(|s| (s, None))
+            .map_err(|e| {
+                if e.namespace_setup {
+                    anyhow!("{e}; --require-netns refuses to run without a network namespace (run `corral doctor` to see what this host allows)")
+                } else {
+                    anyhow!("{e}")
+                }
+            }),
+        ModeRequest::Auto => match launch::start(&launch_in(Mode::Namespaces), Mode::Namespaces) {
+            Ok(s) => Ok((s, None)),
+            Err(e) if e.namespace_setup => {
+                let s = launch::start(&launch_in(Mode::SeccompOnly), Mode::SeccompOnly)
+                    .map_err(|e2| anyhow!("{e2} (namespace mode failed first: {e})"))?;
+                Ok((s, Some(e.message)))
+            }
+            Err(e) => Err(anyhow!("{e}")),
+        },
+    }
+}
+
+/// Waits for the command (or the sandbox's init) to end, forwarding signals sent to us and
+/// reaping orphans. Returns the shell-style exit code.
+fn supervise(started: &Started, supervised: &sys::SigSet) -> i32 {
+    loop {
+        let info = match supervised.wait() {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!("waiting for signals: {e}");
+                return sys::wait_for(started.pid)
+                    .map(|s| s.shell_code())
+                    .unwrap_or(1);
+            }
+        };
+        if info.signal == libc::SIGCHLD {
+            while let Ok(Some((pid, status))) = sys::reap_any() {
+                if pid == started.pid {
+                    return status.shell_code();
+                }
+            }
+        } else if !info.from_kernel {
+            // A terminal's signals reach the whole foreground process group, the command
+            // included; anything else (kill, a service manager) is forwarded.
+            let _ = sys::kill(started.pid, info.signal);
+        }
+    }
+}
+
+/// In seccomp-only mode, orphans of the command were re-parented to us: end them with it.
+fn kill_leftovers() {
+    for _ in 0..50 {
+        let children = sys::children_of_self();
+        if children.is_empty() {
+            return;
+        }
+        for pid in children {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+        while let Ok(Some(_)) = sys::reap_any() {}
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The environment of the sandboxed command: ours, plus the proxy settings.
+fn sandbox_env(mode: Mode) -> Vec<(OsString, OsString)> {
+    let set: [(&str, &str); 11] = [
+        ("HTTP_PROXY", PROXY_URL),
+        ("HTTPS_PROXY", PROXY_URL),
+        ("ALL_PROXY", PROXY_URL),
+        ("http_proxy", PROXY_URL),
+        ("https_proxy", PROXY_URL),
+        ("all_proxy", PROXY_URL),
+        ("NO_PROXY", "localhost,127.0.0.1,::1"),
+        ("no_proxy", "localhost,127.0.0.1,::1"),
+        ("NODE_USE_ENV_PROXY", "1"),
+        (
+            "CORRAL_SANDBOX",
+            if mode == Mode::Namespaces {
+                "namespaces"
+            } else {
+                "seccomp-only"
+            },
+        ),
+        ("CORRAL_PROXY", PROXY_URL),
+    ];
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !set.iter().any(|(s, _)| k == s) && k != "CORRAL_SANDBOX_MODE")
+        .collect();
+    env.extend(
+        set.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
+    env
+}
+
+fn default_log_path() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(
+            std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set; pass --log FILE"))?,
+        )
+        .join(".local/state"),
+    };
+    let dir = base.join("corral");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join("decisions.jsonl"))
+}
+
+/// A broker refusal as a decision-log record (`kind: direct`).
+fn refusal_record(r: &Refusal) -> LogRecord {
+    let (host, port) = match r.destination {
+        Some(a) => (a.ip().to_string(), a.port()),
+        None => (String::new(), 0),
+    };
+    LogRecord {
+        time: corral_proxy::now_rfc3339(),
+        kind: "direct".into(),
+        conn: 0,
+        report: corral_policy::Report {
+            decision: "deny".into(),
+            error: Some(r.code.to_string()),
+            binary: r
+                .binary
+                .as_ref()
+                .map(|b| b.display().to_string())
+                .unwrap_or_else(|| "(unknown)".into()),
+            ancestors: r
+                .ancestors
+                .iter()
+                .map(|a| a.display().to_string())
+                .collect(),
+            host,
+            port,
+            method: None,
+            path: None,
+            policy: None,
+            reason: r.reason.clone(),
+            suggestion: None,
+        },
+        sha256: None,
+        pid: Some(r.pid),
+        peer: None,
+        policy_generation: 0,
+        status: 0,
+        addresses: Vec::new(),
+        bytes_up: 0,
+        bytes_down: 0,
+        duration_ms: 0.0,
+    }
+}
+
+pub fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    crate::doctor::run(args)
 }

@@ -1,0 +1,449 @@
+//! The connect broker: the supervisor's side of the seccomp user notifications.
+//!
+//! One thread receives notifications and hands each to a small pool of workers, so a
+//! blocking connect never stalls other callers (broker notes, gotcha 4). Per trapped call,
+//! while the caller is stopped:
+//!
+//! 1. `pidfd_open` the caller (a thread id is retried with `PIDFD_THREAD`), check the
+//!    notification is still valid, duplicate its socket with `pidfd_getfd`;
+//! 2. unix and netlink sockets: the kernel performs the call (`CONTINUE`) — their
+//!    destinations cannot leave the machine, and a socket's family cannot change;
+//! 3. `connect` of a TCP socket to the proxy's documented address: resolve the caller's
+//!    [`Identity`](corral_policy::Identity), bind the duplicate to an ephemeral loopback
+//!    port, record `port → identity` in the [`AttributionTable`], then connect the
+//!    duplicate to the real proxy listener and answer with the result. The address the
+//!    supervisor connects to is its own, so rewriting the caller's buffer changes nothing;
+//! 4. any other inet destination, and every datagram with a destination, is refused and
+//!    reported as a [`Refusal`].
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use crate::attribution::AttributionTable;
+use crate::identity::{IdentityError, IdentityResolver};
+use crate::sys;
+use crate::sys::net::{RawDestination, SocketKind};
+use crate::sys::seccomp::{Notification, Verdict};
+
+/// Where callers must connect (inside the sandbox) and where the supervisor really
+/// connects their sockets.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyAddresses {
+    /// The documented address, e.g. `127.0.0.1:3128`.
+    pub advertised: SocketAddr,
+    /// The listener the duplicates are connected to (`advertised` itself in namespace mode,
+    /// where the listener lives in the sandbox's network namespace).
+    pub actual: SocketAddr,
+}
+
+/// A refused direct connection or datagram, for the decision log.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub pid: u32,
+    /// The caller's executable, when it could be read.
+    pub binary: Option<PathBuf>,
+    pub ancestors: Vec<PathBuf>,
+    pub syscall: &'static str,
+    /// The destination the caller named, when it had one.
+    pub destination: Option<SocketAddr>,
+    /// Short code: `direct_connect`, `datagram`, `unsupported_socket`, or an identity code.
+    pub code: &'static str,
+    /// One sentence for humans.
+    pub reason: String,
+}
+
+/// Receives refusals (the CLI logs them through the proxy's decision log).
+pub type RefusalSink = Arc<dyn Fn(&Refusal) + Send + Sync>;
+
+/// How long the supervisor waits for a brokered connect to the proxy to complete.
+const CONNECT_WAIT_MS: i32 = 10_000;
+/// Longest socket address read from a caller.
+const MAX_SOCKADDR: usize = 128;
+
+pub struct Broker {
+    listener: OwnedFd,
+    table: Arc<AttributionTable>,
+    identities: Arc<IdentityResolver>,
+    proxy: ProxyAddresses,
+    refusals: RefusalSink,
+}
+
+impl Broker {
+    pub fn new(
+        listener: OwnedFd,
+        table: Arc<AttributionTable>,
+        identities: Arc<IdentityResolver>,
+        proxy: ProxyAddresses,
+        refusals: RefusalSink,
+    ) -> Broker {
+        Broker {
+            listener,
+            table,
+            identities,
+            proxy,
+            refusals,
+        }
+    }
+
+    /// Starts the receiving thread and `workers` worker threads. They run until the process
+    /// exits (or every sandboxed process is gone and the listener reports an error).
+    pub fn spawn(self, workers: usize) -> io::Result<()> {
+        let _ = sys::seccomp::set_sync_wake_up(self.listener.as_fd());
+        let broker = Arc::new(self);
+        let (tx, rx) = mpsc::channel::<Notification>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers.max(1) {
+            let rx = rx.clone();
+            let b = broker.clone();
+            std::thread::Builder::new()
+                .name(format!("corral-broker-{i}"))
+                .spawn(move || loop {
+                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    match next {
+                        Ok(n) => b.handle(&n),
+                        Err(_) => return,
+                    }
+                })?;
+        }
+        std::thread::Builder::new()
+            .name("corral-broker".into())
+            .spawn(move || loop {
+                match sys::seccomp::receive(broker.listener.as_fd()) {
+                    Ok(n) => {
+                        if tx.send(n).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("seccomp listener closed: {e}");
+                        return;
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    fn handle(&self, n: &Notification) {
+        let Some(verdict) = self.decide(n) else {
+            return;
+        };
+        if let Err(e) = sys::seccomp::respond(self.listener.as_fd(), n.id, verdict) {
+            tracing::warn!("answering a trapped call of pid {}: {e}", n.pid);
+        }
+    }
+
+    fn valid(&self, n: &Notification) -> bool {
+        sys::seccomp::id_valid(self.listener.as_fd(), n.id)
+    }
+
+    /// The answer for one notification, or `None` when the caller is already gone.
+    fn decide(&self, n: &Notification) -> Option<Verdict> {
+        let nr = i64::from(n.data.nr);
+        let pidfd = match sys::pidfd_open(n.pid) {
+            Ok(fd) => fd,
+            Err(_) => return None,
+        };
+        if !self.valid(n) {
+            return None;
+        }
+        let target = n.data.args[0] as RawFd;
+        let sock = match sys::pidfd_getfd(pidfd.as_fd(), target) {
+            Ok(s) => s,
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+                return Some(Verdict::Fail(libc::EBADF))
+            }
+            Err(e) => {
+                tracing::warn!("cannot duplicate descriptor {target} of pid {}: {e}", n.pid);
+                return Some(Verdict::Fail(libc::EACCES));
+            }
+        };
+        let kind = match sys::net::socket_kind(sock.as_fd()) {
+            Ok(k) => k,
+            Err(e) => return Some(Verdict::Fail(e.raw_os_error().unwrap_or(libc::ENOTSOCK))),
+        };
+        match kind.domain {
+            libc::AF_UNIX | libc::AF_NETLINK => return Some(Verdict::Continue),
+            libc::AF_INET | libc::AF_INET6 => {}
+            _ => {
+                self.refuse(
+                    n,
+                    syscall_name(nr),
+                    None,
+                    "unsupported_socket",
+                    format!(
+                        "sockets of address family {} cannot be used in the sandbox",
+                        kind.domain
+                    ),
+                );
+                return Some(Verdict::Fail(libc::EACCES));
+            }
+        }
+        let verdict = if nr == libc::SYS_connect {
+            self.connect(n, sock.as_fd(), kind)
+        } else {
+            self.send(n, nr, kind)
+        };
+        Some(verdict)
+    }
+
+    fn read_sockaddr(&self, n: &Notification, addr: u64, len: u64) -> Result<RawDestination, i32> {
+        let len = (len as usize).min(MAX_SOCKADDR);
+        let bytes = sys::read_process_memory(n.pid, addr, len).map_err(|_| libc::EFAULT)?;
+        if !self.valid(n) {
+            return Err(libc::ESRCH);
+        }
+        Ok(sys::net::parse_sockaddr(&bytes))
+    }
+
+    fn connect(&self, n: &Notification, sock: BorrowedFd<'_>, kind: SocketKind) -> Verdict {
+        let dest = match self.read_sockaddr(n, n.data.args[1], n.data.args[2]) {
+            Ok(d) => d,
+            Err(e) => return Verdict::Fail(e),
+        };
+        let addr = match dest {
+            RawDestination::Unspecified => {
+                // Dissolving an association: perform it on the shared file description.
+                return match sys::net::connect_unspecified(sock) {
+                    Ok(()) => Verdict::Return(0),
+                    Err(e) => Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
+                };
+            }
+            RawDestination::Invalid { family: None } => return Verdict::Fail(libc::EINVAL),
+            RawDestination::Invalid { family: Some(_) } => {
+                return Verdict::Fail(libc::EAFNOSUPPORT)
+            }
+            RawDestination::Inet(a) => a,
+        };
+        if !is_tcp(kind) {
+            self.refuse(n, "connect", Some(addr), "datagram", format!(
+                "connect of a non-TCP socket to {addr} refused: the sandbox reaches the network only through the proxy at {}",
+                self.proxy.advertised
+            ));
+            return Verdict::Fail(libc::EACCES);
+        }
+        if !self.is_proxy(addr) {
+            self.refuse(n, "connect", Some(addr), "direct_connect", format!(
+                "direct connection to {addr} refused: the sandbox reaches the network only through the proxy at {} (HTTP_PROXY/HTTPS_PROXY are set)",
+                self.proxy.advertised
+            ));
+            return Verdict::Fail(libc::ECONNREFUSED);
+        }
+        let identity = match self.identities.resolve(n.pid) {
+            Ok(i) => i,
+            Err(IdentityError::Gone) => return Verdict::Fail(libc::ESRCH),
+            Err(e) => {
+                self.refuse(n, "connect", Some(addr), e.code(), e.to_string());
+                return Verdict::Fail(libc::EACCES);
+            }
+        };
+        if !self.valid(n) {
+            return Verdict::Fail(libc::ESRCH);
+        }
+        self.connect_to_proxy(sock, kind, identity, addr)
+    }
+
+    fn connect_to_proxy(
+        &self,
+        sock: BorrowedFd<'_>,
+        kind: SocketKind,
+        identity: corral_policy::Identity,
+        requested: SocketAddr,
+    ) -> Verdict {
+        let v6 = kind.domain == libc::AF_INET6;
+        if v6 && sys::net::is_v6only(sock).unwrap_or(false) {
+            // The proxy listens on IPv4; a v6-only socket cannot reach it (gotcha 6).
+            return Verdict::Fail(libc::ENETUNREACH);
+        }
+        let (bind_to, target) = if v6 {
+            let mapped = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            };
+            (
+                SocketAddr::new(mapped(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0),
+                SocketAddr::new(mapped(self.proxy.actual.ip()), self.proxy.actual.port()),
+            )
+        } else {
+            (
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                self.proxy.actual,
+            )
+        };
+        match sys::net::bind(sock, &bind_to) {
+            Ok(()) => {}
+            // Already bound by the caller: its port is known already.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EADDRNOTAVAIL)),
+        }
+        let port = match sys::net::local_addr(sock) {
+            Ok(a) if a.port() != 0 => a.port(),
+            Ok(_) => return Verdict::Fail(libc::EINVAL),
+            Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
+        };
+        // Recorded before the connect: the proxy can never accept it unattributed.
+        self.table.record(port, identity, requested);
+        let result = match sys::net::connect(sock, &target) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINPROGRESS) => self.finish_pending(sock),
+                Some(libc::EISCONN) => {
+                    if sys::net::peer_addr(sock)
+                        .map(|p| same_endpoint(p, target))
+                        .unwrap_or(false)
+                    {
+                        Ok(())
+                    } else {
+                        Err(libc::EISCONN)
+                    }
+                }
+                other => Err(other.unwrap_or(libc::ECONNREFUSED)),
+            },
+        };
+        match result {
+            Ok(()) => Verdict::Return(0),
+            Err(libc::EINPROGRESS) => Verdict::Fail(libc::EINPROGRESS),
+            Err(e) => {
+                if e != libc::EALREADY {
+                    self.table.forget(port);
+                }
+                Verdict::Fail(e)
+            }
+        }
+    }
+
+    /// A non-blocking connect in progress (gotcha 3): wait for it here, on a worker.
+    fn finish_pending(&self, sock: BorrowedFd<'_>) -> Result<(), i32> {
+        match sys::net::wait_writable(sock, CONNECT_WAIT_MS) {
+            Ok(true) => match sys::net::take_error(sock) {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) => Err(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
+                Err(e) => Err(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
+            },
+            Ok(false) => {
+                if sys::net::is_nonblocking(sock).unwrap_or(false) {
+                    Err(libc::EINPROGRESS)
+                } else {
+                    Err(libc::ETIMEDOUT)
+                }
+            }
+            Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+
+    /// `sendto`/`sendmsg`/`sendmmsg` on an inet socket.
+    fn send(&self, n: &Notification, nr: i64, kind: SocketKind) -> Verdict {
+        if is_tcp(kind) {
+            // A TCP socket ignores a send's address unless MSG_FASTOPEN is set, which the
+            // filter refuses before we are asked; so the kernel may perform it.
+            return Verdict::Continue;
+        }
+        let dest = match nr {
+            n_ if n_ == libc::SYS_sendto => {
+                self.read_sockaddr(n, n.data.args[4], n.data.args[5]).ok()
+            }
+            _ => self.msghdr_destination(n).ok().flatten(),
+        };
+        let dest = match dest {
+            Some(RawDestination::Inet(a)) => Some(a),
+            _ => None,
+        };
+        let name = syscall_name(nr);
+        match dest {
+            Some(a) => self.refuse(n, name, Some(a), "datagram", format!(
+                "datagram to {a} refused: the sandbox reaches the network only through the proxy at {} (names are resolved by the proxy)",
+                self.proxy.advertised
+            )),
+            None => self.refuse(n, name, None, "datagram", "datagram refused: the sandbox reaches the network only through the proxy".to_string()),
+        }
+        Verdict::Fail(libc::EACCES)
+    }
+
+    /// The destination of the first message of a `sendmsg`/`sendmmsg` call.
+    fn msghdr_destination(&self, n: &Notification) -> Result<Option<RawDestination>, i32> {
+        // struct msghdr starts with { void *msg_name; socklen_t msg_namelen; … }, and so does
+        // the first struct mmsghdr.
+        let head = sys::read_process_memory(n.pid, n.data.args[1], 12).map_err(|_| libc::EFAULT)?;
+        if head.len() < 12 {
+            return Err(libc::EFAULT);
+        }
+        let name = u64::from_ne_bytes(head[0..8].try_into().unwrap_or_default());
+        let len = u32::from_ne_bytes(head[8..12].try_into().unwrap_or_default());
+        if name == 0 || len == 0 {
+            return Ok(None);
+        }
+        self.read_sockaddr(n, name, u64::from(len)).map(Some)
+    }
+
+    fn is_proxy(&self, addr: SocketAddr) -> bool {
+        if addr.port() != self.proxy.advertised.port() {
+            return false;
+        }
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        ip == self.proxy.advertised.ip()
+            || ip.is_loopback() && self.proxy.advertised.ip().is_loopback()
+    }
+
+    fn refuse(
+        &self,
+        n: &Notification,
+        syscall: &'static str,
+        destination: Option<SocketAddr>,
+        code: &'static str,
+        reason: String,
+    ) {
+        let binary = self
+            .identities
+            .executable(n.pid)
+            .ok()
+            .or_else(|| std::fs::read_link(format!("/proc/{}/exe", n.pid)).ok());
+        let refusal = Refusal {
+            pid: n.pid,
+            binary,
+            ancestors: Vec::new(),
+            syscall,
+            destination,
+            code,
+            reason,
+        };
+        (self.refusals)(&refusal);
+    }
+}
+
+fn is_tcp(kind: SocketKind) -> bool {
+    const IPPROTO_MPTCP: i32 = 262;
+    kind.ty == libc::SOCK_STREAM
+        && (kind.protocol == libc::IPPROTO_TCP || kind.protocol == IPPROTO_MPTCP)
+}
+
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    let norm = |s: SocketAddr| match s.ip() {
+        IpAddr::V6(v6) => (
+            v6.to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            s.port(),
+        ),
+        v4 => (v4, s.port()),
+    };
+    norm(a) == norm(b)
+}
+
+fn syscall_name(nr: i64) -> &'static str {
+    match nr {
+        libc::SYS_connect => "connect",
+        libc::SYS_sendto => "sendto",
+        libc::SYS_sendmsg => "sendmsg",
+        libc::SYS_sendmmsg => "sendmmsg",
+        _ => "syscall",
+    }
+}

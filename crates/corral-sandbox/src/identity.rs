@@ -1,0 +1,308 @@
+//! Who a trapped caller is: its executable, ancestors and the executable's SHA-256.
+//!
+//! The executable is read through `/proc/PID/exe` while the caller is stopped in its
+//! syscall. The link's target is the kernel's canonical path (symlinks resolved); the file
+//! is opened through the link, so the bytes hashed are the bytes the process runs, even if
+//! the path has since been replaced.
+//!
+//! Integrity: the first SHA-256 seen for a path during a session is remembered; a later
+//! process whose executable at that path hashes differently is refused ("binary changed
+//! since first use"), whatever the policy says. Hashes are cached by
+//! (device, inode, size, mtime, ctime), so an unchanged file is hashed once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use corral_policy::Identity;
+use sha2::{Digest, Sha256};
+
+/// Why a caller cannot be given an identity (its connect is refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the process runs an anonymous in-memory executable ({0}); corral only lets files on disk make connections")]
+    Memfd(String),
+    #[error("the process runs an executable that was deleted from disk ({0})")]
+    Deleted(String),
+    #[error(
+        "the process is the dynamic loader run directly ({0}); run the program itself instead"
+    )]
+    Loader(String),
+    #[error("{path} changed since it was first used in this session (sha256 {first} then {now}); restart corral run if the change is legitimate")]
+    Changed {
+        path: String,
+        first: String,
+        now: String,
+    },
+    #[error("the process is gone")]
+    Gone,
+    #[error("cannot read the process's executable: {0}")]
+    Unreadable(String),
+}
+
+impl IdentityError {
+    /// A short code for logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdentityError::Memfd(_) => "memfd_executable",
+            IdentityError::Deleted(_) => "deleted_executable",
+            IdentityError::Loader(_) => "loader_as_executable",
+            IdentityError::Changed { .. } => "binary_changed",
+            IdentityError::Gone => "process_gone",
+            IdentityError::Unreadable(_) => "executable_unreadable",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(m: &std::fs::Metadata) -> FileKey {
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Hashes {
+    by_file: HashMap<FileKey, String>,
+    first_by_path: HashMap<PathBuf, String>,
+}
+
+/// Resolves callers to identities; shared by the broker's workers.
+pub struct IdentityResolver {
+    /// The ancestor walk stops at this pid (the sandbox's root, outside the command tree).
+    stop_at: Vec<u32>,
+    hashes: Mutex<Hashes>,
+}
+
+/// How deep the ancestor walk goes.
+const MAX_ANCESTORS: usize = 32;
+
+impl IdentityResolver {
+    /// `stop_at`: pids (in our namespace) at which the ancestor walk ends, exclusive —
+    /// the supervisor and the sandbox's init.
+    pub fn new(stop_at: Vec<u32>) -> IdentityResolver {
+        IdentityResolver {
+            stop_at,
+            hashes: Mutex::new(Hashes::default()),
+        }
+    }
+
+    /// The identity of process (or thread) `pid`.
+    pub fn resolve(&self, pid: u32) -> Result<Identity, IdentityError> {
+        let exe = executable_path(pid)?;
+        let sha = self.hash_of(pid, &exe)?;
+        Ok(Identity {
+            exe,
+            ancestors: self.ancestors(pid),
+            sha256: Some(sha),
+            pid: Some(pid),
+        })
+    }
+
+    /// The executable path of `pid`, checked as an identity (for refusal logs even when the
+    /// hash cannot be taken).
+    pub fn executable(&self, pid: u32) -> Result<PathBuf, IdentityError> {
+        executable_path(pid)
+    }
+
+    fn hash_of(&self, pid: u32, exe: &Path) -> Result<String, IdentityError> {
+        let mut file = match File::open(format!("/proc/{pid}/exe")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IdentityError::Gone),
+            Err(e) => return Err(IdentityError::Unreadable(e.to_string())),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+        let key = FileKey::of(&meta);
+        let cached = self.lock().by_file.get(&key).cloned();
+        let sha = match cached {
+            Some(s) => s,
+            None => {
+                let s =
+                    sha256_of(&mut file).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+                self.lock().by_file.insert(key, s.clone());
+                s
+            }
+        };
+        let mut h = self.lock();
+        let first = h
+            .first_by_path
+            .entry(exe.to_path_buf())
+            .or_insert_with(|| sha.clone());
+        if *first != sha {
+            return Err(IdentityError::Changed {
+                path: exe.display().to_string(),
+                first: first.clone(),
+                now: sha,
+            });
+        }
+        Ok(sha)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hashes> {
+        self.hashes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parent's executable first, then the grandparent's…, stopping before the sandbox root.
+    /// Best effort: a parent that exits meanwhile ends the walk.
+    fn ancestors(&self, pid: u32) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut cur = pid;
+        while out.len() < MAX_ANCESTORS {
+            let Some(ppid) = parent_of(cur) else { break };
+            if ppid <= 1 || self.stop_at.contains(&ppid) {
+                break;
+            }
+            match std::fs::read_link(format!("/proc/{ppid}/exe")) {
+                Ok(p) => out.push(p),
+                Err(_) => break,
+            }
+            cur = ppid;
+        }
+        out
+    }
+}
+
+fn executable_path(pid: u32) -> Result<PathBuf, IdentityError> {
+    let link = match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IdentityError::Gone),
+        Err(e) => return Err(IdentityError::Unreadable(e.to_string())),
+    };
+    check_executable(&link)?;
+    Ok(link)
+}
+
+/// Refuses executables that cannot carry an identity.
+pub fn check_executable(link: &Path) -> Result<(), IdentityError> {
+    let text = link.to_string_lossy();
+    if text.starts_with("/memfd:") || text.starts_with("memfd:") {
+        return Err(IdentityError::Memfd(text.into_owned()));
+    }
+    if text.ends_with(" (deleted)") {
+        return Err(IdentityError::Deleted(text.into_owned()));
+    }
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if name.starts_with("ld-linux")
+        || name.starts_with("ld64.so")
+        || (name.starts_with("ld-") && name.contains(".so"))
+    {
+        return Err(IdentityError::Loader(text.into_owned()));
+    }
+    Ok(())
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn sha256_of(file: &mut File) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_executables_without_an_identity() {
+        assert!(matches!(
+            check_executable(Path::new("/memfd:payload (deleted)")),
+            Err(IdentityError::Memfd(_))
+        ));
+        assert!(matches!(
+            check_executable(Path::new("/tmp/tool (deleted)")),
+            Err(IdentityError::Deleted(_))
+        ));
+        assert!(matches!(
+            check_executable(Path::new("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")),
+            Err(IdentityError::Loader(_))
+        ));
+        assert!(check_executable(Path::new("/usr/bin/curl")).is_ok());
+        assert!(check_executable(Path::new("/usr/bin/ld")).is_ok());
+    }
+
+    #[test]
+    fn resolves_this_process_with_a_stable_hash() {
+        let r = IdentityResolver::new(vec![]);
+        let me = std::process::id();
+        let a = r.resolve(me).unwrap();
+        assert_eq!(a.exe, std::env::current_exe().unwrap());
+        assert_eq!(a.sha256.as_ref().unwrap().len(), 64);
+        let b = r.resolve(me).unwrap();
+        assert_eq!(a.sha256, b.sha256);
+        assert!(!a.ancestors.is_empty(), "the test runner has a parent");
+    }
+
+    #[test]
+    fn a_changed_file_at_a_known_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("tool");
+        std::fs::copy("/usr/bin/sleep", &tool).unwrap();
+        let r = IdentityResolver::new(vec![]);
+        let run = |r: &IdentityResolver| {
+            let mut child = std::process::Command::new(&tool).arg("30").spawn().unwrap();
+            // Wait until the child has exec'd the tool.
+            let exe = loop {
+                if let Ok(p) = std::fs::read_link(format!("/proc/{}/exe", child.id())) {
+                    if p == tool {
+                        break p;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            };
+            let got = r.resolve(child.id());
+            child.kill().unwrap();
+            child.wait().unwrap();
+            (exe, got)
+        };
+        let (exe, first) = run(&r);
+        assert_eq!(first.unwrap().exe, exe);
+        // Same behaviour, different bytes: an appended byte leaves an ELF runnable.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&tool)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"x").unwrap();
+        drop(f);
+        let (_, second) = run(&r);
+        assert!(
+            matches!(second, Err(IdentityError::Changed { .. })),
+            "{second:?}"
+        );
+    }
+}

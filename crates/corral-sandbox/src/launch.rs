@@ -1,0 +1,298 @@
+//! Starting the sandboxed command: choosing the isolation mode, preparing the child's plan,
+//! and reading what the child reports until it has executed the command.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+use crate::sys::spawn::{ChildPlan, Spawned};
+
+/// How the sandbox is isolated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// User + network + mount + PID namespaces (only loopback), seccomp broker, Landlock.
+    Namespaces,
+    /// seccomp broker and Landlock in the host's namespaces.
+    SeccompOnly,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Namespaces => "namespaces",
+            Mode::SeccompOnly => "seccomp-only",
+        })
+    }
+}
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeRequest {
+    /// Namespaces when the host allows them, else seccomp-only (said at start).
+    Auto,
+    /// Namespaces or refuse to run (`--require-netns`).
+    RequireNamespaces,
+    /// seccomp-only even where namespaces work (`--mode seccomp-only`, tests).
+    SeccompOnly,
+}
+
+/// The documented proxy address inside the sandbox.
+pub const PROXY_PORT: u16 = 3128;
+
+/// Everything needed to start the command.
+pub struct Launch {
+    pub command: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub landlock: Option<OwnedFd>,
+}
+
+/// A started sandbox whose command may not have executed yet.
+pub struct Started {
+    pub mode: Mode,
+    /// The child in our PID namespace: the command itself (seccomp-only) or the
+    /// sandbox's init (namespaces).
+    pub pid: u32,
+    pub notifier: OwnedFd,
+    /// The proxy listener created inside the sandbox (namespace mode).
+    pub inner_listener: Option<OwnedFd>,
+    /// Whether the filter has `WAIT_KILLABLE_RECV`.
+    pub killable: bool,
+    pub warnings: Vec<String>,
+    report: OwnedFd,
+}
+
+/// Why the sandbox could not start.
+#[derive(Debug)]
+pub struct StartError {
+    pub message: String,
+    /// The failure was in setting up namespaces (another mode may work).
+    pub namespace_setup: bool,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Finds `cmd` on `path` like a shell does (a name with a slash is used as is).
+pub fn find_executable(cmd: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if cmd.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(cmd));
+    }
+    let path = path.unwrap_or_else(|| OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    std::env::split_paths(path)
+        .map(|d| d.join(cmd))
+        .find(|p| is_exec(p))
+}
+
+fn cstring(s: &OsStr) -> Result<CString, StartError> {
+    CString::new(s.as_bytes()).map_err(|_| StartError {
+        message: format!("{} contains a NUL byte", s.to_string_lossy()),
+        namespace_setup: false,
+    })
+}
+
+/// Starts the command in one mode. In namespace mode the proxy listener is created inside;
+/// in seccomp-only mode the caller provides its own on host loopback.
+pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
+    let path_var = launch
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let cmd = launch.command.first().ok_or_else(|| StartError {
+        message: "no command given".into(),
+        namespace_setup: false,
+    })?;
+    let exe = find_executable(cmd, path_var).ok_or_else(|| StartError {
+        message: format!("{}: command not found on PATH", cmd.to_string_lossy()),
+        namespace_setup: false,
+    })?;
+    let argv = launch
+        .command
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut envp = Vec::with_capacity(launch.env.len());
+    for (k, v) in &launch.env {
+        let mut kv = k.clone();
+        kv.push("=");
+        kv.push(v);
+        envp.push(cstring(&kv)?);
+    }
+    let landlock = match &launch.landlock {
+        Some(fd) => Some(fd.try_clone().map_err(|e| StartError {
+            message: format!("duplicating the Landlock ruleset: {e}"),
+            namespace_setup: false,
+        })?),
+        None => None,
+    };
+    let plan = ChildPlan::new(
+        mode == Mode::Namespaces,
+        cstring(exe.as_os_str())?,
+        argv,
+        envp,
+        sys::bpf::sandbox_program(),
+        landlock,
+        PROXY_PORT,
+    );
+    let Spawned { pid, report } = sys::spawn::spawn(&plan).map_err(|e| StartError {
+        message: match (mode, e.raw_os_error()) {
+            (Mode::Namespaces, Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS)) => {
+                format!(
+                    "this host does not let {} create user namespaces ({e})",
+                    whoami()
+                )
+            }
+            _ => format!("starting the sandbox: {e}"),
+        },
+        namespace_setup: mode == Mode::Namespaces,
+    })?;
+    let mut warnings = Vec::new();
+    loop {
+        let msg = match sys::recv_with_fds(report.as_fd()) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                sys::wait_for(pid);
+                return Err(StartError {
+                    message: "the sandbox child exited during set-up".into(),
+                    namespace_setup: mode == Mode::Namespaces,
+                });
+            }
+            Err(e) => {
+                sys::wait_for(pid);
+                return Err(StartError {
+                    message: format!("reading the sandbox child's report: {e}"),
+                    namespace_setup: false,
+                });
+            }
+        };
+        let (data, mut fds) = msg;
+        match data.first() {
+            Some(b'W') => warnings.push(decode(&data[1..])),
+            Some(b'E') => {
+                sys::wait_for(pid);
+                let what = decode(&data[1..]);
+                return Err(StartError {
+                    namespace_setup: mode == Mode::Namespaces
+                        && !what.contains("seccomp")
+                        && !what.contains("Landlock"),
+                    message: what,
+                });
+            }
+            Some(b'R') if !fds.is_empty() => {
+                let killable = data.get(1) == Some(&1);
+                let notifier = fds.remove(0);
+                let inner_listener = if fds.is_empty() {
+                    None
+                } else {
+                    Some(fds.remove(0))
+                };
+                return Ok(Started {
+                    mode,
+                    pid,
+                    notifier,
+                    inner_listener,
+                    killable,
+                    warnings,
+                    report,
+                });
+            }
+            _ => {
+                sys::wait_for(pid);
+                return Err(StartError {
+                    message: "the sandbox child sent an unexpected report".into(),
+                    namespace_setup: false,
+                });
+            }
+        }
+    }
+}
+
+impl Started {
+    /// Waits until the command has been executed. `Err` carries the reason it could not
+    /// be (not found, permission, Landlock hiding it…).
+    pub fn wait_for_exec(&self) -> Result<(), String> {
+        loop {
+            match sys::recv_with_fds(self.report.as_fd()) {
+                Ok(None) => return Ok(()),
+                Ok(Some((data, _))) if data.first() == Some(&b'E') => {
+                    return Err(decode(&data[1..]))
+                }
+                Ok(Some(_)) => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(format!("reading the sandbox child's report: {e}")),
+            }
+        }
+    }
+}
+
+/// `what\0errno` → "what: strerror".
+fn decode(b: &[u8]) -> String {
+    let nul = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    let what = String::from_utf8_lossy(&b[..nul]);
+    let errno = b
+        .get(nul + 1..nul + 5)
+        .and_then(|e| e.try_into().ok())
+        .map(i32::from_le_bytes)
+        .unwrap_or(0);
+    if errno == 0 {
+        what.into_owned()
+    } else {
+        format!("{what}: {}", io::Error::from_raw_os_error(errno))
+    }
+}
+
+fn whoami() -> String {
+    let (uid, _) = sys::ids();
+    if uid == 0 {
+        "root".into()
+    } else {
+        format!("uid {uid}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_commands_like_a_shell() {
+        assert_eq!(
+            find_executable(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin"))),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(
+            find_executable(OsStr::new("no-such-tool-corral"), None),
+            None
+        );
+        assert_eq!(
+            find_executable(OsStr::new("./x"), None),
+            Some(PathBuf::from("./x"))
+        );
+    }
+
+    #[test]
+    fn decodes_child_reports() {
+        let mut m = b"writing /proc/self/uid_map\0".to_vec();
+        m.extend(libc::EPERM.to_le_bytes());
+        assert_eq!(
+            decode(&m),
+            format!(
+                "writing /proc/self/uid_map: {}",
+                io::Error::from_raw_os_error(libc::EPERM)
+            )
+        );
+    }
+}

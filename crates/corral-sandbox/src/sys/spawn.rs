@@ -1,0 +1,462 @@
+//! The code that runs in the sandbox child between `clone` and `exec`.
+//!
+//! The supervisor may already be multi-threaded when it forks (the test harness is), so the
+//! child must not allocate or take locks: everything it needs is prepared by the parent in a
+//! [`ChildPlan`], and it reports back over a `SOCK_SEQPACKET` socket with fixed messages:
+//!
+//! - `W<what>\0<errno:4>`: a warning, the child continues;
+//! - `E<what>\0<errno:4>`: a fatal error, the child exits 127;
+//! - `R<killable:1>` with the notification listener (and, in namespace mode, the proxy
+//!   listener created inside the sandbox's network namespace) attached;
+//! - end of stream: the command was executed (the socket is close-on-exec).
+//!
+//! In namespace mode the child is PID 1 of a new PID namespace ("init"): it forks the
+//! command, forwards the signals the supervisor sends it, reaps orphans and exits with the
+//! command's status, which tears the namespace down.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::bpf::Insn;
+use super::{seccomp, send_with_fds, SUPERVISED_SIGNALS};
+
+/// Everything the child needs, prepared (and allocated) by the parent.
+pub struct ChildPlan {
+    /// New user, network, mount and PID namespaces (else: seccomp and Landlock only).
+    pub namespaces: bool,
+    exe: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    uid_map: Vec<u8>,
+    gid_map: Vec<u8>,
+    filter: Vec<Insn>,
+    landlock: Option<OwnedFd>,
+    /// Port of the proxy listener created inside the namespace.
+    proxy_port: u16,
+    /// In seccomp-only mode, the supervisor's pid (to detect its death before PDEATHSIG).
+    supervisor_pid: libc::pid_t,
+}
+
+// SAFETY: the raw pointers point into the CStrings owned by the same plan; they are only
+// dereferenced by execve in the child.
+unsafe impl Send for ChildPlan {}
+
+impl ChildPlan {
+    /// `exe` must be the absolute path to execute (PATH already searched).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        namespaces: bool,
+        exe: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        filter: Vec<Insn>,
+        landlock: Option<OwnedFd>,
+        proxy_port: u16,
+    ) -> ChildPlan {
+        let (uid, gid) = super::ids();
+        let mut plan = ChildPlan {
+            namespaces,
+            exe,
+            argv,
+            envp,
+            argv_ptrs: Vec::new(),
+            envp_ptrs: Vec::new(),
+            uid_map: format!("{uid} {uid} 1\n").into_bytes(),
+            gid_map: format!("{gid} {gid} 1\n").into_bytes(),
+            filter,
+            landlock,
+            proxy_port,
+            supervisor_pid: std::process::id() as libc::pid_t,
+        };
+        plan.argv_ptrs = plan.argv.iter().map(|s| s.as_ptr()).collect();
+        plan.argv_ptrs.push(std::ptr::null());
+        plan.envp_ptrs = plan.envp.iter().map(|s| s.as_ptr()).collect();
+        plan.envp_ptrs.push(std::ptr::null());
+        plan
+    }
+}
+
+/// The started child: its pid (in our namespace) and our end of the report socket.
+pub struct Spawned {
+    pub pid: u32,
+    pub report: OwnedFd,
+}
+
+/// Starts the sandbox child. In namespace mode EPERM/EINVAL/ENOSPC/EUSERS from `clone`
+/// mean the host does not let this user create namespaces.
+pub fn spawn(plan: &ChildPlan) -> io::Result<Spawned> {
+    let (parent_end, child_end) = super::seqpacket_pair()?;
+    let flags = if plan.namespaces {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::CLONE_NEWPID
+    } else {
+        0
+    } | libc::SIGCHLD;
+    // SAFETY: a fork-like clone (no CLONE_VM, null stack: the child runs on a copy of our
+    // stack). The child only runs `child_main`, which makes raw syscalls on memory the plan
+    // prepared and never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        child_main(plan, child_end.as_raw_fd());
+    }
+    drop(child_end);
+    Ok(Spawned {
+        pid: pid as u32,
+        report: parent_end,
+    })
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Sends `kind what \0 errno` without allocating.
+fn report(fd: RawFd, kind: u8, what: &[u8], err: i32) {
+    let mut buf = [0u8; 256];
+    let n = what.len().min(240);
+    buf[0] = kind;
+    buf[1..1 + n].copy_from_slice(&what[..n]);
+    buf[1 + n] = 0;
+    buf[2 + n..6 + n].copy_from_slice(&err.to_le_bytes());
+    let _ = send_with_fds(fd, &buf[..6 + n], &[]);
+}
+
+fn fail(fd: RawFd, what: &[u8], err: i32) -> ! {
+    report(fd, b'E', what, err);
+    // SAFETY: _exit never returns and runs no atexit handlers (which could allocate).
+    unsafe { libc::_exit(127) }
+}
+
+fn write_file(path: &CStr, data: &[u8]) -> Result<(), i32> {
+    // SAFETY: open/write/close on a NUL-terminated path and a buffer we own.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let r = libc::write(fd, data.as_ptr().cast(), data.len());
+        let e = errno();
+        libc::close(fd);
+        if r < 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+fn loopback_up() -> Result<(), i32> {
+    // SAFETY: a datagram socket for interface ioctls, and SIOC[GS]IFFLAGS on a zeroed
+    // struct ifreq (40 bytes, name + flags) we own.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(errno());
+        }
+        let mut ifr: IfreqFlags = std::mem::zeroed();
+        ifr.name[..2].copy_from_slice(b"lo");
+        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr as *mut IfreqFlags);
+        if r == 0 {
+            ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(s, libc::SIOCSIFFLAGS, &mut ifr as *mut IfreqFlags);
+        }
+        let e = errno();
+        libc::close(s);
+        if r != 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn listen_loopback(port: u16) -> Result<RawFd, i32> {
+    // SAFETY: socket/setsockopt/bind/listen with a sockaddr_in we build on the stack.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(errno());
+        }
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            s,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(
+            s,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+            || libc::listen(s, 4096) != 0
+        {
+            let e = errno();
+            libc::close(s);
+            return Err(e);
+        }
+        Ok(s)
+    }
+}
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset on a sigset_t we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
+    let supervised = sigset(SUPERVISED_SIGNALS);
+    // SAFETY: prctl and sigprocmask with integer/owned arguments.
+    unsafe {
+        libc::sigprocmask(libc::SIG_BLOCK, &supervised, std::ptr::null_mut());
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            fail(rep, b"setting the parent-death signal", errno());
+        }
+        if !plan.namespaces && libc::getppid() != plan.supervisor_pid {
+            libc::_exit(127);
+        }
+    }
+    let mut proxy_listener: Option<RawFd> = None;
+    if plan.namespaces {
+        if let Err(e) = write_file(c"/proc/self/setgroups", b"deny") {
+            if e != libc::ENOENT {
+                fail(rep, b"writing /proc/self/setgroups", e);
+            }
+        }
+        if let Err(e) = write_file(c"/proc/self/uid_map", &plan.uid_map) {
+            fail(rep, b"writing /proc/self/uid_map", e);
+        }
+        if let Err(e) = write_file(c"/proc/self/gid_map", &plan.gid_map) {
+            fail(rep, b"writing /proc/self/gid_map", e);
+        }
+        // SAFETY: mount with NUL-terminated literals; affects only our new mount namespace.
+        unsafe {
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                fail(rep, b"making the mount namespace private", errno());
+            }
+            if libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) != 0
+            {
+                report(
+                    rep,
+                    b'W',
+                    b"mounting a /proc for the sandbox's PID namespace (the host's /proc stays visible)",
+                    errno(),
+                );
+            }
+        }
+        if let Err(e) = loopback_up() {
+            fail(rep, b"bringing up the loopback interface", e);
+        }
+        // TCP Fast Open connects without a connect(2) call (broker notes, gotcha 5).
+        if let Err(e) = write_file(c"/proc/sys/net/ipv4/tcp_fastopen", b"0") {
+            report(rep, b'W', b"disabling TCP Fast Open in the sandbox (MSG_FASTOPEN is refused by seccomp anyway)", e);
+        }
+        match listen_loopback(plan.proxy_port) {
+            Ok(fd) => proxy_listener = Some(fd),
+            Err(e) => fail(rep, b"listening on the proxy address inside the sandbox", e),
+        }
+    }
+    if let Some(ruleset) = &plan.landlock {
+        // SAFETY: prctl and landlock_restrict_self with a ruleset descriptor we hold.
+        unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                fail(rep, b"setting no_new_privs", errno());
+            }
+            if libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0) != 0 {
+                fail(rep, b"enforcing the Landlock ruleset", errno());
+            }
+            libc::close(ruleset.as_raw_fd());
+        }
+    }
+    let (notifier, killable) = match seccomp::install_filter(&plan.filter) {
+        Ok(v) => v,
+        Err(e) => fail(
+            rep,
+            b"installing the seccomp filter",
+            e.raw_os_error().unwrap_or(0),
+        ),
+    };
+    let mut fds = [notifier.as_raw_fd(), -1];
+    let n = match proxy_listener {
+        Some(l) => {
+            fds[1] = l;
+            2
+        }
+        None => 1,
+    };
+    if send_with_fds(rep, &[b'R', u8::from(killable)], &fds[..n]).is_err() {
+        // The supervisor is gone: nothing may run unsupervised.
+        // SAFETY: _exit never returns.
+        unsafe { libc::_exit(127) }
+    }
+    // The sandbox must not keep a copy of the notifier: if the supervisor dies, trapped
+    // calls then fail with ENOSYS instead of hanging (gotcha 8).
+    drop(notifier);
+    if let Some(l) = proxy_listener {
+        // SAFETY: we created this descriptor and nothing else refers to it.
+        drop(unsafe { OwnedFd::from_raw_fd(l) });
+    }
+    if !plan.namespaces {
+        exec_command(plan, rep);
+    }
+    // SAFETY: a fork-like clone; the child only runs exec_command, which never returns.
+    let cmd = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if cmd < 0 {
+        fail(rep, b"starting the command", errno());
+    }
+    if cmd == 0 {
+        exec_command(plan, rep);
+    }
+    // SAFETY: closing our copy of the report socket; the command's copy closes on exec.
+    unsafe { libc::close(rep) };
+    run_init(cmd as libc::pid_t, &supervised)
+}
+
+/// PID 1 of the sandbox: forwards signals sent by the supervisor, reaps every orphan, and
+/// exits with the command's status (128 + N for a signal).
+fn run_init(cmd: libc::pid_t, set: &libc::sigset_t) -> ! {
+    loop {
+        // SAFETY: sigwaitinfo/waitpid/kill/_exit with arguments we own.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let sig = libc::sigwaitinfo(set, &mut info);
+            if sig < 0 {
+                continue;
+            }
+            if sig == libc::SIGCHLD {
+                loop {
+                    let mut status = 0;
+                    let pid = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                    if pid <= 0 {
+                        break;
+                    }
+                    if pid == cmd {
+                        let code = if libc::WIFSIGNALED(status) {
+                            128 + libc::WTERMSIG(status)
+                        } else {
+                            libc::WEXITSTATUS(status)
+                        };
+                        libc::_exit(code);
+                    }
+                }
+            } else if info.si_code != libc::SI_KERNEL {
+                // Terminal signals (SI_KERNEL) reached the command's process group already.
+                libc::kill(cmd, sig);
+            }
+        }
+    }
+}
+
+/// Last steps in the command's process, then `execve`.
+fn exec_command(plan: &ChildPlan, rep: RawFd) -> ! {
+    // SAFETY: prctl/capset/sigaction/sigprocmask/execve with arguments we own; the argv and
+    // envp arrays are NULL-terminated and point into the plan's CStrings.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // No capabilities survive into the command, even for root (in or out of the user
+        // namespace).
+        for cap in 0..64 {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        #[repr(C)]
+        struct CapHeader {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        struct CapData {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut hdr = CapHeader {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let data = [
+            CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+            CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+        ];
+        libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr());
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let empty = sigset(&[]);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(
+            plan.exe.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.envp_ptrs.as_ptr(),
+        );
+        let e = errno();
+        report(rep, b'E', b"executing the command", e);
+        libc::_exit(if e == libc::ENOENT { 127 } else { 126 });
+    }
+}
