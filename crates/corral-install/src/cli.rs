@@ -126,3 +126,20 @@ fn refuse_sudo() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[derive(clap::Parser)]
+    #[command(name = "corral", version, propagate_version = true)]
+    enum Cli {
+        Install(super::InstallArgs),
+        Uninstall(super::UninstallArgs),
+    }
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

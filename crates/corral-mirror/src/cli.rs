@@ -83,6 +83,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(disable_version_flag = true)]
 pub struct AddArgs {
     /// The mirror directory.
     pub dir: PathBuf,
@@ -103,6 +104,7 @@ pub struct AddArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(disable_version_flag = true)]
 pub struct AddSelfArgs {
     /// The mirror directory.
     pub dir: PathBuf,
@@ -117,6 +119,7 @@ pub struct AddSelfArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(disable_version_flag = true)]
 pub struct SetChannelArgs {
     /// The mirror directory.
     pub dir: PathBuf,
@@ -127,6 +130,7 @@ pub struct SetChannelArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(disable_version_flag = true)]
 pub struct SyncArgs {
     /// The local mirror directory.
     pub dir: PathBuf,
@@ -380,4 +384,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The binary propagates `--version` to subcommands; our `--version` options must not clash.
+    #[derive(clap::Parser)]
+    #[command(name = "corral", version, propagate_version = true)]
+    struct Cli {
+        #[command(subcommand)]
+        command: super::MirrorCommand,
+    }
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
 }
