@@ -39,16 +39,14 @@ fn list(v: &[String]) -> String {
         .join(", ")
 }
 
-/// Quote a YAML scalar when a plain one could be misread.
+/// Quote a YAML scalar when a plain one could be misread (JSON strings are valid
+/// YAML double-quoted scalars).
 fn yaml_scalar(s: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"/._-+@~".contains(&b);
     let plain = !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b'@' | b'~')
-        })
-        && !s.starts_with(['-', '~'])
-        || s.starts_with("~/")
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-+@~".contains(&b));
+        && s.bytes().all(safe)
+        && !s.starts_with('-')
+        && (!s.starts_with('~') || s.starts_with("~/"));
     if plain {
         s.to_string()
     } else {
@@ -259,11 +257,10 @@ impl Report {
     /// Multi-line human form (for `corral policy explain` and stderr).
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let what = match (&self.method, &self.path) {
-            (Some(m), Some(p)) => format!("{} {}:{} {m} {p}", self.binary, self.host, self.port),
-            _ => format!("{} -> {}:{}", self.binary, self.host, self.port),
-        };
-        let what = what.replacen(' ', " -> ", usize::from(self.method.is_some()));
+        let mut what = format!("{} -> {}:{}", self.binary, self.host, self.port);
+        if let (Some(m), Some(p)) = (&self.method, &self.path) {
+            what.push_str(&format!(" {m} {p}"));
+        }
         out.push_str(&format!("{}: {what}\n", self.decision));
         out.push_str(&format!("  reason: {}\n", self.reason));
         if let Some(code) = &self.error {

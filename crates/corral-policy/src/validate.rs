@@ -1126,8 +1126,16 @@ fn unclosed_bracket(source: &str, at: Pos) -> Option<(char, Pos)> {
                 }
                 None => match c {
                     '#' if prev == ' ' || prev == '\t' || ci == 0 => break,
-                    '"' | '\'' if matches!(prev, ' ' | '{' | '[' | ',' | ':') || ci == 0 => quote = Some(c),
-                    '{' | '[' => stack.push((c, Pos { line: lno, col: ci + 1 })),
+                    '"' | '\'' if matches!(prev, ' ' | '{' | '[' | ',' | ':') || ci == 0 => {
+                        quote = Some(c)
+                    }
+                    '{' | '[' => stack.push((
+                        c,
+                        Pos {
+                            line: lno,
+                            col: ci + 1,
+                        },
+                    )),
                     '}' | ']' => {
                         stack.pop();
                     }

@@ -82,7 +82,9 @@ fn git_may_reach_github_and_is_attributed_to_the_group() {
 fn globbed_binary_and_one_label_wildcard() {
     let m = matcher();
     let helper = who("/usr/lib/git-core/git-remote-https");
-    assert!(m.decide(&helper, "raw.githubusercontent.com", 8443, None).is_allow());
+    assert!(m
+        .decide(&helper, "raw.githubusercontent.com", 8443, None)
+        .is_allow());
     // `*.` is exactly one label.
     assert_eq!(
         deny_reason(m.decide(&helper, "a.b.githubusercontent.com", 443, None)),
@@ -99,9 +101,13 @@ fn home_expansion_any_depth_wildcard_ip_and_idn() {
     let m = matcher();
     let claude = who("/home/alice/.local/bin/claude");
     assert!(m.decide(&claude, "llm.corp.example", 443, None).is_allow());
-    assert!(m.decide(&claude, "a.b.c.corp.example", 443, None).is_allow());
+    assert!(m
+        .decide(&claude, "a.b.c.corp.example", 443, None)
+        .is_allow());
     assert!(m.decide(&claude, "10.1.2.3", 5432, None).is_allow());
-    assert!(m.decide(&claude, "xn--bcher-kva.example", 443, None).is_allow());
+    assert!(m
+        .decide(&claude, "xn--bcher-kva.example", 443, None)
+        .is_allow());
     assert!(m.decide(&claude, "BÜCHER.example", 443, None).is_allow());
     assert_eq!(
         deny_reason(m.decide(&claude, "corp.example", 443, None)),
@@ -147,7 +153,13 @@ fn suggestion_adds_the_endpoint_to_the_group_that_already_lists_the_binary() {
     let s = r.suggestion.unwrap();
     assert!(s.contains("network_policies:\n  github:\n    endpoints:\n      - { host: gitlab.example, port: 443 }\n"), "{s}");
     // The suggestion is itself a valid policy fragment.
-    let doc = format!("version: 1\n{}", s.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"));
+    let doc = format!(
+        "version: 1\n{}",
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     Policy::parse(&doc, "suggestion.yaml").unwrap();
 }
 
@@ -174,7 +186,10 @@ fn sha256_pin_is_checked() {
         }
     );
     curl.sha256 = Some("b".repeat(64));
-    assert_eq!(deny_reason(m.decide(&curl, "pinned.example", 443, None)).code(), "binary_hash_mismatch");
+    assert_eq!(
+        deny_reason(m.decide(&curl, "pinned.example", 443, None)).code(),
+        "binary_hash_mismatch"
+    );
     curl.sha256 = Some("A".repeat(64));
     assert!(m.decide(&curl, "pinned.example", 443, None).is_allow());
 }
@@ -188,18 +203,46 @@ fn l7_rules_allow_deny_and_presets() {
     assert!(!m.needs_l7("github.com", 443));
     // Connection-level check passes; requests are checked one by one.
     assert!(m.decide(&curl, "api.example", 80, None).is_allow());
-    assert!(m.decide(&curl, "api.example", 80, Some(&req("get", "/repos/a/b?x=1"))).is_allow());
-    assert!(m.decide(&curl, "api.example", 80, Some(&req("POST", "/o/r.git/git-upload-pack"))).is_allow());
+    assert!(m
+        .decide(
+            &curl,
+            "api.example",
+            80,
+            Some(&req("get", "/repos/a/b?x=1"))
+        )
+        .is_allow());
+    assert!(m
+        .decide(
+            &curl,
+            "api.example",
+            80,
+            Some(&req("POST", "/o/r.git/git-upload-pack"))
+        )
+        .is_allow());
     assert_eq!(
         deny_reason(m.decide(&curl, "api.example", 80, Some(&req("DELETE", "/repos/a")))),
-        DenyReason::L7RuleNotMatched { policy: "api".into(), method: "DELETE".into(), path: "/repos/a".into() }
+        DenyReason::L7RuleNotMatched {
+            policy: "api".into(),
+            method: "DELETE".into(),
+            path: "/repos/a".into()
+        }
     );
     assert_eq!(
-        deny_reason(m.decide(&curl, "api.example", 80, Some(&req("GET", "/repos/secret/x")))).code(),
+        deny_reason(m.decide(
+            &curl,
+            "api.example",
+            80,
+            Some(&req("GET", "/repos/secret/x"))
+        ))
+        .code(),
         "l7_rule_not_matched"
     );
-    assert!(m.decide(&curl, "ro.example", 80, Some(&req("HEAD", "/x"))).is_allow());
-    assert!(!m.decide(&curl, "ro.example", 80, Some(&req("POST", "/x"))).is_allow());
+    assert!(m
+        .decide(&curl, "ro.example", 80, Some(&req("HEAD", "/x")))
+        .is_allow());
+    assert!(!m
+        .decide(&curl, "ro.example", 80, Some(&req("POST", "/x")))
+        .is_allow());
 }
 
 #[test]
@@ -212,7 +255,10 @@ fn report_json_has_the_documented_fields() {
     assert_eq!(v["binary"], "/usr/bin/git");
     assert_eq!(v["port"], 22);
     assert_eq!(v["policy"], "github");
-    assert_eq!(v["reason"], "github.com is listed by policy `github` but only on port 443, not 22");
+    assert_eq!(
+        v["reason"],
+        "github.com is listed by policy `github` but only on port 443, not 22"
+    );
     let back: Report = serde_json::from_value(v).unwrap();
     assert_eq!(back, r);
 }

@@ -118,5 +118,8 @@ fn spawn_fails_on_an_invalid_policy() {
     let p = dir.path().join("policy.yaml");
     std::fs::write(&p, "version: 2\n").unwrap();
     let err = PolicyWatcher::spawn(p, CompileOptions::default(), |_, _| {}, |_| {}).unwrap_err();
-    assert!(err.to_string().contains("unsupported policy version `2`"), "{err}");
+    assert!(
+        err.to_string().contains("unsupported policy version `2`"),
+        "{err}"
+    );
 }
