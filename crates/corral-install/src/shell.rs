@@ -100,7 +100,8 @@ if [ -n "${{CORRAL_GATEWAY_KEY:-}}" ]; then
     printf '%s\n' "$CORRAL_GATEWAY_KEY"
     exit 0
 fi
-key_file="${{CORRAL_GATEWAY_KEY_FILE:-{quoted}}}"
+default_key_file={quoted}
+key_file="${{CORRAL_GATEWAY_KEY_FILE:-$default_key_file}}"
 if [ ! -r "$key_file" ]; then
     echo "corral-api-key-helper: no gateway key: put it in $key_file (chmod 600) or set CORRAL_GATEWAY_KEY" >&2
     exit 1

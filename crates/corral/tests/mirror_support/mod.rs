@@ -85,8 +85,20 @@ impl Mirror {
             ]);
         }
         if let Some(last) = versions.last() {
-            corral_ok(&["mirror", "set-channel", root.to_str().unwrap(), "stable", last]);
-            corral_ok(&["mirror", "set-channel", root.to_str().unwrap(), "latest", last]);
+            corral_ok(&[
+                "mirror",
+                "set-channel",
+                root.to_str().unwrap(),
+                "stable",
+                last,
+            ]);
+            corral_ok(&[
+                "mirror",
+                "set-channel",
+                root.to_str().unwrap(),
+                "latest",
+                last,
+            ]);
         }
         corral_ok(&[
             "mirror",
@@ -116,7 +128,11 @@ impl Mirror {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let port = free_port(ip);
         self.addr = SocketAddr::new(ip, port);
-        let scheme = if self.options.plain_http { "http" } else { "https" };
+        let scheme = if self.options.plain_http {
+            "http"
+        } else {
+            "https"
+        };
         self.url = format!("{scheme}://127.0.0.1:{port}");
         let mut cmd = Command::new(corral_bin());
         cmd.args(["mirror", "serve"])
@@ -177,11 +193,20 @@ impl Mirror {
             &host_platform(),
             file.to_str().unwrap(),
         ]);
-        corral_ok(&["mirror", "set-channel", root.to_str().unwrap(), "stable", version]);
+        corral_ok(&[
+            "mirror",
+            "set-channel",
+            root.to_str().unwrap(),
+            "stable",
+            version,
+        ]);
     }
 
     pub fn binary_path(&self, version: &str) -> PathBuf {
-        self.root().join(version).join(host_platform()).join("claude")
+        self.root()
+            .join(version)
+            .join(host_platform())
+            .join("claude")
     }
 
     /// Access-log lines written so far, parsed.
@@ -213,7 +238,14 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
             let mode = meta.mode() & 0o7777;
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&path).unwrap();
-                out.insert(rel, ("link".into(), 0, target.into_os_string().into_encoded_bytes()));
+                out.insert(
+                    rel,
+                    (
+                        "link".into(),
+                        0,
+                        target.into_os_string().into_encoded_bytes(),
+                    ),
+                );
             } else if meta.is_dir() {
                 out.insert(rel, ("dir".into(), mode, Vec::new()));
                 stack.push(path);
