@@ -237,6 +237,40 @@ mod tests {
             .ends_with("b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"));
     }
 
+    /// botocore 1.44 `SigV4Auth(creds, "bedrock", "us-east-1")` on the same request gave this
+    /// signature (path `:` double-encoded as `%253A` in the canonical request).
+    #[test]
+    fn matches_botocore_for_a_bedrock_invoke() {
+        let creds = Credentials {
+            session_token: Some("SESSIONTOKEN".into()),
+            ..example()
+        };
+        let s = sign(
+            &creds,
+            "us-east-1",
+            "bedrock",
+            "20261127T041338Z",
+            &Request {
+                method: "POST",
+                host: "bedrock-runtime.us-east-1.amazonaws.com",
+                path: "/model/us.anthropic.claude-x-v1%3A0/invoke",
+                query: "",
+                headers: &[
+                    ("content-type", "application/json"),
+                    ("accept", "application/json"),
+                ],
+                payload: br#"{"a":1}"#,
+            },
+            false,
+        );
+        assert_eq!(
+            s.authorization,
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261127/us-east-1/bedrock/aws4_request, \
+             SignedHeaders=accept;content-type;host;x-amz-date;x-amz-security-token, \
+             Signature=3b7ba5e82ff421bba752aeb78e01247a378663f9566427ead7aa076cf5aa7df0"
+        );
+    }
+
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%3Ab%2Fc"), "a:b/c");
