@@ -51,7 +51,8 @@ impl Store {
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        file.lock()
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(Lock(file))
     }

@@ -168,11 +168,11 @@ fn install_verifies_links_configures_and_uninstall_removes_only_its_own_work() {
     if let Runner::Ordinary(user) = &runner {
         corral_testsupport::user::chown(&home.join(".config"), user.uid, user.gid);
     }
-    let out = output(&mut as_user(&runner, &home, "/bin/sh").arg(&helper));
+    let out = output(as_user(&runner, &home, "/bin/sh").arg(&helper));
     assert_ok(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "sk-test-123\n");
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = output(&mut as_user(&runner, &home, "/bin/sh").arg(&helper));
+    let out = output(as_user(&runner, &home, "/bin/sh").arg(&helper));
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "nothing on stdout when refusing");
     assert!(
