@@ -332,16 +332,16 @@ impl Conn {
             suggestion: None,
         };
         let (_, generation) = self.ctx.shared.policy.current();
-        self.send_report(status, &report, true).await;
         self.ctx.record(
             "request",
-            report,
+            report.clone(),
             generation,
             status,
             Vec::new(),
             Default::default(),
             Instant::now(),
         );
+        self.send_report(status, &report, true).await;
     }
 
     async fn refuse_unattributed(&mut self, head: &RequestHead, reason: &str, started: Instant) {
@@ -360,16 +360,16 @@ impl Conn {
             suggestion: None,
         };
         let (_, generation) = self.ctx.shared.policy.current();
-        self.send_report(403, &report, true).await;
         self.ctx.record(
             kind_of(head),
-            report,
+            report.clone(),
             generation,
             403,
             Vec::new(),
             Default::default(),
             started,
         );
+        self.send_report(403, &report, true).await;
     }
 
     /// Writes an error answer: status, `X-Corral-Error`, the report as JSON.
@@ -394,16 +394,17 @@ impl Conn {
     async fn connect(&mut self, who: &Identity, head: &RequestHead, started: Instant) -> Step {
         match self.ctx.decide_and_dial(who, head, true).await {
             Err(r) => {
-                self.send_report(r.status, &r.report, false).await;
+                // Logged before answering: a client holding its 403 finds the record written.
                 self.ctx.record(
                     "connect",
-                    r.report,
+                    r.report.clone(),
                     r.generation,
                     r.status,
                     r.addresses,
                     Default::default(),
                     started,
                 );
+                self.send_report(r.status, &r.report, false).await;
                 Step::Continue
             }
             Ok((dialled, report, generation)) => {
@@ -454,16 +455,16 @@ impl Conn {
             Err(r) => {
                 // An unread body would be taken for the next request: close unless bodiless.
                 let close = client_close || framing != BodyFraming::None;
-                self.send_report(r.status, &r.report, close).await;
                 self.ctx.record(
                     "http",
-                    r.report,
+                    r.report.clone(),
                     r.generation,
                     r.status,
                     r.addresses,
                     Default::default(),
                     started,
                 );
+                self.send_report(r.status, &r.report, close).await;
                 return if close { Step::Close } else { Step::Continue };
             }
         };
