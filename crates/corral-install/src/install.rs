@@ -148,13 +148,15 @@ pub fn install(layout: &Layout, plan: &Plan) -> anyhow::Result<Changes> {
         if let Some(dir) = layout.key_file.parent() {
             fsx::private_dir(dir, 0o700)?;
         }
+        let existed = layout.key_file.exists();
         if fsx::write_if_changed(&layout.key_file, format!("{key}\n").as_bytes(), 0o600)? {
             changes.push(format!(
                 "stored the gateway key from CORRAL_GATEWAY_KEY in {} (mode 0600)",
                 layout.key_file.display()
             ));
+            // Only a file corral created is corral's to remove on uninstall.
+            record.key_file |= !existed;
         }
-        record.key_file = true;
     }
 
     let desired = Desired::for_gateway(&GatewaySettings {
