@@ -8,8 +8,9 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 
-use corral_testsupport::process::{corral_bin, output};
+use corral_testsupport::process::{corral_bin, output, Background};
 use corral_testsupport::user::{Runner, TempHome};
 use mirror_support::{host_platform, snapshot, Mirror, MirrorOptions};
 
@@ -347,19 +348,25 @@ fn invalid_settings_file_is_left_untouched_and_nothing_is_installed() {
     assert_eq!(snapshot(home.path()), before);
 }
 
-/// A server that publishes version 2.0.0 but closes every binary download halfway.
-fn cut_off_server(payload: Vec<u8>) -> (std::thread::JoinHandle<()>, String) {
+/// A raw HTTP server publishing version 2.0.0 whose binary downloads are cut off halfway:
+/// every time, or (with `honour_range`) only until the client resumes with a Range request.
+/// Returns the thread, the URL and the Range headers it received.
+fn cut_off_server(
+    payload: Vec<u8>,
+    honour_range: bool,
+) -> (std::thread::JoinHandle<()>, String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let platform = host_platform();
-    let checksum = corral_mirror::release::Digester::default();
-    let mut d = checksum;
+    let mut d = corral_mirror::release::Digester::default();
     d.update(&payload);
     let manifest = serde_json::json!({
         "version": "2.0.0", "commit": "", "buildDate": "",
-        "platforms": {platform.clone(): {"binary": "claude", "checksum": d.finish(), "size": payload.len()}}
+        "platforms": {platform: {"binary": "claude", "checksum": d.finish(), "size": payload.len()}}
     })
     .to_string();
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let seen = ranges.clone();
     let handle = std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -367,20 +374,46 @@ fn cut_off_server(payload: Vec<u8>) -> (std::thread::JoinHandle<()>, String) {
             let n = stream.read(&mut buf).unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]).to_string();
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let range = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("range: bytes=")
+                    .map(|r| r.trim().to_string())
+            });
+            let mut status = "200 OK".to_string();
+            let mut extra = String::new();
             let (body, declared): (Vec<u8>, usize) = match path.as_str() {
                 "/stable" => (b"2.0.0\n".to_vec(), 6),
                 "/2.0.0/manifest.json" => (manifest.clone().into_bytes(), manifest.len()),
                 "/quit" => return,
-                _ => (payload[..payload.len() / 2].to_vec(), payload.len()),
+                _ => match range {
+                    Some(r) if honour_range => {
+                        seen.lock().unwrap().push(r.clone());
+                        let start: usize = r.trim_end_matches('-').parse().unwrap();
+                        status = "206 Partial Content".into();
+                        extra = format!(
+                            "content-range: bytes {start}-{}/{}\r\n",
+                            payload.len() - 1,
+                            payload.len()
+                        );
+                        (payload[start..].to_vec(), payload.len() - start)
+                    }
+                    _ => (payload[..payload.len() / 2].to_vec(), payload.len()),
+                },
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\ncontent-length: {declared}\r\nconnection: close\r\n\r\n"
+                "HTTP/1.1 {status}\r\ncontent-length: {declared}\r\n{extra}connection: close\r\n\r\n"
             );
             let _ = stream.write_all(&body);
         }
     });
-    (handle, url)
+    (handle, url, ranges)
+}
+
+fn stop(server: std::thread::JoinHandle<()>, url: &str) {
+    let _ = std::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .and_then(|mut s| s.write_all(b"GET /quit HTTP/1.1\r\n\r\n"));
+    let _ = server.join();
 }
 
 #[test]
@@ -392,7 +425,7 @@ fn download_cut_off_halfway_leaves_the_previous_version_working() {
     let before = snapshot(home.path());
 
     let payload = vec![b'x'; 256 * 1024];
-    let (server, url) = cut_off_server(payload);
+    let (server, url, _) = cut_off_server(payload, false);
     let mut cmd = as_user(&runner, &home, corral_bin());
     cmd.args([
         "install",
@@ -416,9 +449,97 @@ fn download_cut_off_halfway_leaves_the_previous_version_working() {
         "a failed download left changes behind"
     );
     assert_eq!(run_claude(&runner, &home), "claude stand-in 1.0.0");
-    let _ = std::net::TcpStream::connect(url.trim_start_matches("http://"))
-        .and_then(|mut s| s.write_all(b"GET /quit HTTP/1.1\r\n\r\n"));
-    let _ = server.join();
+    stop(server, &url);
+}
+
+#[test]
+fn download_cut_off_once_resumes_with_a_range_request() {
+    let runner = Runner::ordinary();
+    let home = runner.temp_home();
+    let mut payload = b"#!/bin/sh\necho resumed\n#".to_vec();
+    payload.resize(300 * 1024, b'#');
+    payload.push(b'\n');
+    let (server, url, ranges) = cut_off_server(payload.clone(), true);
+    let mut cmd = as_user(&runner, &home, corral_bin());
+    cmd.args([
+        "install",
+        "claude",
+        "--mirror",
+        &url,
+        "--gateway",
+        "https://gateway.test",
+    ]);
+    let out = output(&mut cmd);
+    assert_ok(&out);
+    assert_eq!(
+        *ranges.lock().unwrap(),
+        vec![format!("{}-", payload.len() / 2)]
+    );
+    assert_eq!(
+        std::fs::read(home.join(".local/share/claude/versions/2.0.0")).unwrap(),
+        payload
+    );
+    assert_eq!(run_claude(&runner, &home), "resumed");
+    stop(server, &url);
+}
+
+#[test]
+fn installer_goes_through_https_proxy() {
+    let mirror = Mirror::with_versions(&["1.0.0"], MirrorOptions::default());
+    let runner = Runner::ordinary();
+    let home = runner.temp_home();
+    let dir = corral_testsupport::fs::world_readable_tempdir();
+    let port = corral_testsupport::process::free_port("127.0.0.1".parse().unwrap());
+    let conf = dir.path().join("tinyproxy.conf");
+    corral_testsupport::fs::write_readable(
+        &conf,
+        format!("Port {port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Connect\nMaxClients 20\nAllow 127.0.0.1\n").as_bytes(),
+    );
+    let mut proxy_cmd = runner.command("tinyproxy");
+    proxy_cmd.arg("-d").arg("-c").arg(&conf);
+    let mut proxy = Background::spawn("tinyproxy", proxy_cmd);
+    proxy.wait_for_port(
+        ([127, 0, 0, 1], port).into(),
+        std::time::Duration::from_secs(10),
+    );
+
+    let mut cmd = as_user(&runner, &home, corral_bin());
+    cmd.env("HTTPS_PROXY", format!("http://127.0.0.1:{port}"))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .args([
+            "install",
+            "claude",
+            "--mirror",
+            &mirror.url,
+            "--gateway",
+            &mirror.gateway,
+        ])
+        .arg("--ca-file")
+        .arg(mirror.ca_path());
+    assert_ok(&output(&mut cmd));
+    assert_eq!(run_claude(&runner, &home), "claude stand-in 1.0.0");
+    let log = proxy.stdout();
+    assert!(log.contains(&format!("CONNECT {} ", mirror.addr)), "{log}");
+
+    // NO_PROXY bypasses it.
+    let home2 = runner.temp_home();
+    let connects = log.matches("CONNECT 127").count();
+    let mut cmd = as_user(&runner, &home2, corral_bin());
+    cmd.env("HTTPS_PROXY", format!("http://127.0.0.1:{port}"))
+        .env("NO_PROXY", "127.0.0.1")
+        .args([
+            "install",
+            "claude",
+            "--mirror",
+            &mirror.url,
+            "--gateway",
+            &mirror.gateway,
+        ])
+        .arg("--ca-file")
+        .arg(mirror.ca_path());
+    assert_ok(&output(&mut cmd));
+    assert_eq!(proxy.stdout().matches("CONNECT 127").count(), connects);
 }
 
 #[test]
