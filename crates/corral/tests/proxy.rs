@@ -58,7 +58,7 @@ impl Proxy {
             .arg("--admin")
             .arg(admin.to_string())
             .arg("--log")
-            .arg(dir.path().join("decisions.log"));
+            .arg(log_path(&dir));
         if let Some(exe) = identity {
             cmd.arg("--identity-exe").arg(exe);
         }
@@ -89,7 +89,7 @@ impl Proxy {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.path().join("decisions.log")
+        log_path(&self.dir)
     }
 
     /// Every decision record so far.
@@ -121,6 +121,14 @@ impl Proxy {
             self.process.stderr()
         );
     }
+}
+
+/// The decision log lives apart from the policy: the policy watcher waits for its
+/// directory to be quiet, which a busy log in the same directory would prevent.
+fn log_path(dir: &tempfile::TempDir) -> PathBuf {
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    logs.join("decisions.log")
 }
 
 fn resolve(host: &str, addr: SocketAddr) -> String {
@@ -582,7 +590,7 @@ fn allowed_names_that_resolve_to_special_addresses_are_refused_unless_allowed_ip
     inside
         .args(["-u", "-c", "import http.server as h; h.test(HandlerClass=h.SimpleHTTPRequestHandler, port=18080, bind='127.0.0.2')"])
         .current_dir(web_root.path());
-    let mut web = Background::spawn("python http.server", inside);
+    let web = Background::spawn("python http.server", inside);
     for _ in 0..500 {
         if web.stdout().contains("Serving HTTP") {
             break;
@@ -852,4 +860,127 @@ fn metrics_count_connections_and_decisions() {
         metrics.contains("corral_proxy_setup_seconds_count 2"),
         "{metrics}"
     );
+}
+
+/// The policy generation the proxy reports on /metrics.
+fn generation(admin: SocketAddr) -> u64 {
+    raw(admin, b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .lines()
+        .find_map(|l| l.strip_prefix("corral_proxy_policy_generation "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("policy generation on /metrics")
+}
+
+#[test]
+fn reloading_under_load_never_allows_what_the_policy_in_force_refused() {
+    let up = Upstream::echo(None);
+    let a = policy(&group("g", "/usr/bin/curl", &[("a.test", up.port())]));
+    let b = policy(&group("g", "/usr/bin/curl", &[("b.test", up.port())]));
+    let proxy = Proxy::start(
+        &a,
+        Some("/usr/bin/curl"),
+        &[resolve("a.test", up.addr()), resolve("b.test", up.addr())],
+        &[],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = up.port();
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            let addr = proxy.addr;
+            std::thread::spawn(move || {
+                // Kept-alive connections: every request is decided afresh.
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let host = if (n + i) % 2 == 0 { "a.test" } else { "b.test" };
+                    s.write_all(
+                        format!(
+                            "GET http://{host}:{port}/{n} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .unwrap();
+                    let answer = read_response(&mut s);
+                    let status = status_of(&answer);
+                    assert!(status == 200 || status == 403, "{answer}");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    // generation → which policy (true = a). Each switch waits until the proxy reports it.
+    let mut in_force: Vec<(u64, bool)> = vec![(1, true)];
+    let mut current = 1;
+    for round in 0..6 {
+        let to_a = round % 2 == 1;
+        let tmp = proxy.dir.path().join("policy.yaml.tmp");
+        std::fs::write(&tmp, if to_a { &a } else { &b }).unwrap();
+        std::fs::rename(&tmp, proxy.policy_path()).unwrap();
+        let mut waited = 0;
+        while generation(proxy.admin) == current {
+            waited += 1;
+            assert!(
+                waited < 1500,
+                "the proxy never reloaded the policy\n--- stderr ---\n{}\n--- log tail ---\n{:?}",
+                proxy.process.stderr(),
+                proxy.records().iter().rev().take(5).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        current = generation(proxy.admin);
+        in_force.push((current, to_a));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // An invalid file keeps the last good policy (b, after six switches) in force.
+    std::fs::write(
+        proxy.policy_path(),
+        "version: 1\nnetwork_policies:\n  g: [\n",
+    )
+    .unwrap();
+    let mut process = proxy.process;
+    let stderr = process.wait_for_stderr("keeping the last good policy", Duration::from_secs(30));
+    assert!(
+        stderr.contains("policy.yaml:"),
+        "the error names file:line:col\n{stderr}"
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(total > 0);
+    assert_eq!(
+        generation(proxy.admin),
+        current,
+        "the invalid file was not applied"
+    );
+
+    let proxy = Proxy { process, ..proxy };
+    let records = proxy.records();
+    let mut checked = 0;
+    for r in records.iter().filter(|r| r["kind"] == "http") {
+        let generation = r["policy_generation"].as_u64().unwrap();
+        let is_a = in_force
+            .iter()
+            .rev()
+            .find(|(g, _)| *g <= generation)
+            .map(|(_, a)| *a)
+            .unwrap();
+        let host = r["host"].as_str().unwrap();
+        let should_allow = (host == "a.test") == is_a;
+        assert_eq!(
+            r["decision"] == "allow",
+            should_allow,
+            "generation {generation} ({}) decided {r}",
+            if is_a { "policy a" } else { "policy b" }
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, total);
+    let generations: std::collections::BTreeSet<u64> = records
+        .iter()
+        .filter_map(|r| r["policy_generation"].as_u64())
+        .collect();
+    assert!(generations.len() >= 2, "requests saw only {generations:?}");
 }
