@@ -665,3 +665,32 @@ fn install_sh_refuses_a_tampered_corral() {
     assert!(!home.join(".local/bin/corral").exists());
     assert!(!home.join(".local/bin/claude").exists());
 }
+
+/// The real Claude Code binary (~240 MB) through the whole path: mirror, verified download,
+/// symlink; it then runs from `~/.local/bin/claude` with the installed settings.
+#[test]
+fn real_claude_code_binary_installs_and_runs() {
+    let real = Path::new(
+        "/opt/corral-testdeps/node/node_modules/@anthropic-ai/claude-code-linux-x64/claude",
+    );
+    if !real.is_file() || host_platform() != "linux-x64" {
+        eprintln!("skipping: the real Claude Code binary for linux-x64 is not installed");
+        return;
+    }
+    let package: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(real.with_file_name("package.json")).unwrap())
+            .unwrap();
+    let version = package["version"].as_str().unwrap().to_string();
+    let mirror = Mirror::with_versions(&[], MirrorOptions::default());
+    mirror.publish_file(&version, real);
+    let runner = Runner::ordinary();
+    let home = runner.temp_home();
+    assert_ok(&install(&runner, &home, &mirror, &[]));
+    let out = output(as_user(&runner, &home, home.join(".local/bin/claude")).arg("--version"));
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&version),
+        "{}",
+        text(&out)
+    );
+}

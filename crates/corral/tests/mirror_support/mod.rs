@@ -202,6 +202,28 @@ impl Mirror {
         ]);
     }
 
+    /// Publishes `file` as `version` and points stable at it.
+    pub fn publish_file(&self, version: &str, file: &Path) {
+        let root = self.root();
+        corral_ok(&[
+            "mirror",
+            "add",
+            root.to_str().unwrap(),
+            "--version",
+            version,
+            "--platform",
+            &host_platform(),
+            file.to_str().unwrap(),
+        ]);
+        corral_ok(&[
+            "mirror",
+            "set-channel",
+            root.to_str().unwrap(),
+            "stable",
+            version,
+        ]);
+    }
+
     pub fn binary_path(&self, version: &str) -> PathBuf {
         self.root()
             .join(version)
