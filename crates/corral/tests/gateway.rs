@@ -891,7 +891,7 @@ fn claude_code_in_bedrock_mode_with_an_api_key_helper() {
     if !inside_private_network("claude_code_in_bedrock_mode_with_an_api_key_helper") {
         return;
     }
-    let gw = Gateway::start_with(Script::default(), "public_model_list = true");
+    let gw = Gateway::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway-key");
     gw.add_key(
