@@ -409,7 +409,7 @@ impl Broker {
         let refusal = Refusal {
             pid: n.pid,
             binary,
-            ancestors: Vec::new(),
+            ancestors: self.identities.ancestors(n.pid),
             syscall,
             destination,
             code,

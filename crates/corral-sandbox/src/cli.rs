@@ -92,9 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut overrides = Overrides::default();
     for r in &args.resolve {
-        overrides
-            .parse_entry(r)
-            .map_err(|e| anyhow!("--resolve {r}: {e}"))?;
+        overrides.parse_entry(r).map_err(|e| anyhow!(e))?;
     }
     let log_path = match &args.log {
         Some(p) => p.clone(),
@@ -141,7 +139,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let table = Arc::new(AttributionTable::new());
-    let identities = Arc::new(IdentityResolver::new(vec![sys::getpid(), started.pid]));
+    // Ancestor walks stop at the supervisor, and in namespace mode at the sandbox's init.
+    let mut roots = vec![sys::getpid()];
+    if started.mode == Mode::Namespaces {
+        roots.push(started.pid);
+    }
+    let identities = Arc::new(IdentityResolver::new(roots));
     let refusal_log = Arc::new(log()?);
     let sink_log = refusal_log.clone();
     let broker = Broker::new(

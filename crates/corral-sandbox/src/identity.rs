@@ -163,7 +163,7 @@ impl IdentityResolver {
 
     /// Parent's executable first, then the grandparent's…, stopping before the sandbox root.
     /// Best effort: a parent that exits meanwhile ends the walk.
-    fn ancestors(&self, pid: u32) -> Vec<PathBuf> {
+    pub fn ancestors(&self, pid: u32) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mut cur = pid;
         while out.len() < MAX_ANCESTORS {

@@ -160,6 +160,7 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
         namespace_setup: mode == Mode::Namespaces,
     })?;
     let mut warnings = Vec::new();
+    let mut inner_listener = None;
     loop {
         let msg = match sys::recv_with_fds(report.as_fd()) {
             Ok(Some(m)) => m,
@@ -191,14 +192,28 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
                     message: what,
                 });
             }
-            Some(b'R') if !fds.is_empty() => {
-                let killable = data.get(1) == Some(&1);
-                let notifier = fds.remove(0);
-                let inner_listener = if fds.is_empty() {
-                    None
-                } else {
-                    Some(fds.remove(0))
+            Some(b'L') if !fds.is_empty() => inner_listener = Some(fds.remove(0)),
+            Some(b'R') if data.len() == 6 => {
+                let killable = data[1] == 1;
+                let target = i32::from_le_bytes([data[2], data[3], data[4], data[5]]);
+                let notifier = match take_notifier(pid, target) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        let _ = sys::kill(pid, libc::SIGKILL);
+                        sys::wait_for(pid);
+                        return Err(StartError {
+                            message: format!("taking the seccomp listener from the sandbox child: {e} (run `corral doctor`)"),
+                            namespace_setup: false,
+                        });
+                    }
                 };
+                if let Err(e) = sys::write_message(report.as_fd(), b"G") {
+                    sys::wait_for(pid);
+                    return Err(StartError {
+                        message: format!("releasing the sandbox child: {e}"),
+                        namespace_setup: false,
+                    });
+                }
                 return Ok(Started {
                     mode,
                     pid,
@@ -218,6 +233,13 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
             }
         }
     }
+}
+
+/// The child's notification listener, duplicated out of it (it cannot send it: its own
+/// `sendmsg` would be trapped by the filter that listener serves).
+fn take_notifier(pid: u32, target: i32) -> io::Result<OwnedFd> {
+    let pidfd = sys::pidfd_open(pid)?;
+    sys::pidfd_getfd(pidfd.as_fd(), target)
 }
 
 impl Started {

@@ -306,6 +306,21 @@ pub(crate) fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Resu
     }
 }
 
+/// Writes one message on a `SOCK_SEQPACKET` socket.
+pub fn write_message(sock: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    retry(|| {
+        // SAFETY: write of a buffer we own.
+        let n = cvt(
+            unsafe { libc::write(sock.as_raw_fd(), data.as_ptr().cast(), data.len()) }
+                as libc::c_long,
+        )?;
+        if n as usize != data.len() {
+            return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+        }
+        Ok(())
+    })
+}
+
 /// Receives one message and any descriptors passed with it. `Ok(None)` at end of stream.
 pub fn recv_with_fds(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut data = vec![0u8; 4096];

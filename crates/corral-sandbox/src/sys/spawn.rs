@@ -6,9 +6,15 @@
 //!
 //! - `W<what>\0<errno:4>`: a warning, the child continues;
 //! - `E<what>\0<errno:4>`: a fatal error, the child exits 127;
-//! - `R<killable:1>` with the notification listener (and, in namespace mode, the proxy
-//!   listener created inside the sandbox's network namespace) attached;
+//! - `L` with the proxy listener created inside the sandbox's network namespace attached
+//!   (namespace mode; sent before the filter exists, so `sendmsg` is not trapped yet);
+//! - `R<killable:1><fd:4>`: the filter is installed and its notification listener is
+//!   descriptor `fd` in the child. The supervisor takes it with `pidfd_getfd` (the child's
+//!   own `sendmsg` would now be trapped, by a supervisor waiting for this very message) and
+//!   answers `G` on the socket; only then does the child close its copy;
 //! - end of stream: the command was executed (the socket is close-on-exec).
+//!
+//! After the filter is installed the child writes with `write(2)`, which is not trapped.
 //!
 //! In namespace mode the child is PID 1 of a new PID namespace ("init"): it forks the
 //! command, forwards the signals the supervisor sends it, reaps orphans and exits with the
@@ -16,7 +22,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::bpf::Insn;
 use super::{seccomp, send_with_fds, SUPERVISED_SIGNALS};
@@ -132,7 +138,8 @@ fn report(fd: RawFd, kind: u8, what: &[u8], err: i32) {
     buf[1..1 + n].copy_from_slice(&what[..n]);
     buf[1 + n] = 0;
     buf[2 + n..6 + n].copy_from_slice(&err.to_le_bytes());
-    let _ = send_with_fds(fd, &buf[..6 + n], &[]);
+    // SAFETY: write of our stack buffer; on a SOCK_SEQPACKET socket it is one message.
+    let _ = unsafe { libc::write(fd, buf.as_ptr().cast(), 6 + n) };
 }
 
 fn fail(fd: RawFd, what: &[u8], err: i32) -> ! {
@@ -251,7 +258,6 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
             libc::_exit(127);
         }
     }
-    let mut proxy_listener: Option<RawFd> = None;
     if plan.namespaces {
         if let Err(e) = write_file(c"/proc/self/setgroups", b"deny") {
             if e != libc::ENOENT {
@@ -299,10 +305,17 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
         if let Err(e) = write_file(c"/proc/sys/net/ipv4/tcp_fastopen", b"0") {
             report(rep, b'W', b"disabling TCP Fast Open in the sandbox (MSG_FASTOPEN is refused by seccomp anyway)", e);
         }
-        match listen_loopback(plan.proxy_port) {
-            Ok(fd) => proxy_listener = Some(fd),
+        let listener = match listen_loopback(plan.proxy_port) {
+            Ok(fd) => fd,
             Err(e) => fail(rep, b"listening on the proxy address inside the sandbox", e),
+        };
+        if send_with_fds(rep, b"L", &[listener]).is_err() {
+            // The supervisor is gone: nothing may run unsupervised.
+            // SAFETY: _exit never returns.
+            unsafe { libc::_exit(127) }
         }
+        // SAFETY: our descriptor; the supervisor holds its own copy now.
+        unsafe { libc::close(listener) };
     }
     if let Some(ruleset) = &plan.landlock {
         // SAFETY: prctl and landlock_restrict_self with a ruleset descriptor we hold.
@@ -324,26 +337,24 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
             e.raw_os_error().unwrap_or(0),
         ),
     };
-    let mut fds = [notifier.as_raw_fd(), -1];
-    let n = match proxy_listener {
-        Some(l) => {
-            fds[1] = l;
-            2
+    let mut ready = [0u8; 6];
+    ready[0] = b'R';
+    ready[1] = u8::from(killable);
+    ready[2..6].copy_from_slice(&notifier.as_raw_fd().to_le_bytes());
+    // SAFETY: write/read on our socket with stack buffers.
+    unsafe {
+        let mut ack = [0u8; 1];
+        if libc::write(rep, ready.as_ptr().cast(), ready.len()) != ready.len() as isize
+            || libc::read(rep, ack.as_mut_ptr().cast(), 1) != 1
+            || ack[0] != b'G'
+        {
+            // The supervisor is gone (or refused): nothing may run unsupervised.
+            libc::_exit(127);
         }
-        None => 1,
-    };
-    if send_with_fds(rep, &[b'R', u8::from(killable)], &fds[..n]).is_err() {
-        // The supervisor is gone: nothing may run unsupervised.
-        // SAFETY: _exit never returns.
-        unsafe { libc::_exit(127) }
     }
     // The sandbox must not keep a copy of the notifier: if the supervisor dies, trapped
     // calls then fail with ENOSYS instead of hanging (gotcha 8).
     drop(notifier);
-    if let Some(l) = proxy_listener {
-        // SAFETY: we created this descriptor and nothing else refers to it.
-        drop(unsafe { OwnedFd::from_raw_fd(l) });
-    }
     if !plan.namespaces {
         exec_command(plan, rep);
     }
