@@ -10,6 +10,11 @@
 pub struct Glob {
     written: String,
     tokens: Vec<Token>,
+    /// Literal bytes before the first wildcard and after the last one: most subjects
+    /// are rejected by these two comparisons without running the matcher.
+    prefix_len: usize,
+    suffix_len: usize,
+    literal: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,9 +53,14 @@ impl Glob {
                 i += 1;
             }
         }
+        let prefix_len = b.iter().position(|&c| c == b'*').unwrap_or(b.len());
+        let suffix_len = b.iter().rev().position(|&c| c == b'*').unwrap_or(b.len());
         Glob {
             written: pattern.to_string(),
+            literal: prefix_len == b.len(),
             tokens,
+            prefix_len,
+            suffix_len,
         }
     }
 
@@ -66,13 +76,24 @@ impl Glob {
 
     /// Does the whole `subject` match?
     pub fn matches(&self, subject: &str) -> bool {
+        if self.literal {
+            return subject == self.written;
+        }
+        let w = self.written.as_bytes();
         let s = subject.as_bytes();
+        if s.len() < self.prefix_len.min(self.suffix_len)
+            || !s.starts_with(&w[..self.prefix_len])
+            || !s.ends_with(&w[w.len() - self.suffix_len..])
+        {
+            return false;
+        }
         let n = s.len();
         // cur[j]: pattern prefix (processed so far) matches s[..j].
         let mut cur = vec![false; n + 1];
+        let mut next = vec![false; n + 1];
         cur[0] = true;
         for t in &self.tokens {
-            let mut next = vec![false; n + 1];
+            next.fill(false);
             match *t {
                 Token::Byte(c) => {
                     for j in 0..n {
@@ -117,7 +138,7 @@ impl Glob {
             if !next.iter().any(|&x| x) {
                 return false;
             }
-            cur = next;
+            std::mem::swap(&mut cur, &mut next);
         }
         cur[n]
     }

@@ -233,3 +233,60 @@ pub(crate) fn strip_label_suffix<'a>(name: &'a str, suffix: &str) -> Option<&'a 
     let prefix = name.strip_suffix(suffix)?.strip_suffix('.')?;
     (!prefix.is_empty()).then_some(prefix)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(p: &str) -> HostKind {
+        HostPattern::parse(p).unwrap().kind
+    }
+
+    #[test]
+    fn patterns_normalise() {
+        assert_eq!(kind("GitHub.COM."), HostKind::Exact("github.com".into()));
+        assert_eq!(
+            kind("*.Example.com"),
+            HostKind::OneLabel("example.com".into())
+        );
+        assert_eq!(
+            kind("**.example.com"),
+            HostKind::AnyLabels("example.com".into())
+        );
+        assert_eq!(
+            kind("bücher.example"),
+            HostKind::Exact("xn--bcher-kva.example".into())
+        );
+        assert_eq!(kind("[::1]"), HostKind::Ip("::1".parse().unwrap()));
+        assert_eq!(kind("10.0.0.1"), HostKind::Ip("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn broad_or_malformed_patterns_are_rejected() {
+        for bad in [
+            "*",
+            "**",
+            "*.com",
+            "**.org",
+            "*-x.com",
+            "a.*.example.com",
+            "",
+            "exa mple.com",
+            "https://x.example",
+        ] {
+            assert!(
+                HostPattern::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn label_glob_matches_one_label() {
+        let p = HostPattern::parse("*-aiplatform.googleapis.com").unwrap();
+        let m = |h: &str| p.matches(&normalize_host(h).unwrap());
+        assert!(m("us-central1-aiplatform.googleapis.com"));
+        assert!(!m("aiplatform.googleapis.com"));
+        assert!(!m("a.b-aiplatform.googleapis.com"));
+    }
+}

@@ -172,6 +172,8 @@ impl Matcher {
             binary_exact: HashMap::new(),
             binary_globs: Vec::new(),
         };
+        // realpath() once per distinct exact binary path.
+        let mut resolved: HashMap<String, Option<String>> = HashMap::new();
         for (pi, np) in policy.network_policies.iter().enumerate() {
             let pi = pi as u32;
             let mut cp = CPolicy {
@@ -198,11 +200,14 @@ impl Matcher {
                     m.binary_globs.push((Glob::new(&path), pi));
                 } else {
                     let mut forms = vec![path.clone()];
-                    if let Ok(real) = std::fs::canonicalize(&path) {
-                        let real = real.to_string_lossy().into_owned();
-                        if real != path {
-                            forms.push(real);
-                        }
+                    let real = resolved.entry(path.clone()).or_insert_with(|| {
+                        std::fs::canonicalize(&path)
+                            .ok()
+                            .map(|r| r.to_string_lossy().into_owned())
+                            .filter(|r| *r != path)
+                    });
+                    if let Some(real) = real {
+                        forms.push(real.clone());
                     }
                     for f in forms {
                         cp.exact.entry(f.clone()).or_default().push(bi);

@@ -35,6 +35,36 @@ fn every_openshell_policy_loads() {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
                 }
+                // Unsupported fields are never silently ignored: each gets a warning on
+                // its own line that names the field.
+                let src = std::fs::read_to_string(&path).unwrap();
+                for (i, line) in src.lines().enumerate() {
+                    let code = line.split(" #").next().unwrap_or("");
+                    if code.trim_start().starts_with('#') {
+                        continue;
+                    }
+                    for field in [
+                        "tls: terminate",
+                        "run_as_user",
+                        "run_as_group",
+                        "enforcement: audit",
+                    ] {
+                        if code.contains(field) {
+                            let key = field.split(':').next().unwrap();
+                            let found = loaded
+                                .warnings
+                                .iter()
+                                .any(|w| w.line == i + 1 && w.message.contains(key));
+                            if !found {
+                                failures.push(format!(
+                                    "{}:{}: no warning for `{field}`",
+                                    path.display(),
+                                    i + 1
+                                ));
+                            }
+                        }
+                    }
+                }
                 // Compiles too.
                 let _ = loaded.policy.compile(&Default::default());
             }
