@@ -2,7 +2,7 @@
 //!
 //! `*` matches any run of characters inside one `/`-separated segment; `**` matches
 //! any run including `/`. A `/**/` in the middle also matches a single `/` (zero
-//! segments), as in `.gitignore`. Every other character matches itself. Matching is a
+//! segments), and so does a leading `**/`, as in `.gitignore`. Every other character matches itself. Matching is a
 //! dynamic programme over (pattern, subject): linear in their product, never exponential.
 
 /// A compiled glob.
@@ -42,7 +42,11 @@ impl Glob {
                 }
                 if i - start == 1 {
                     tokens.push(Token::Star);
-                } else if (start == 0 || b[start - 1] == b'/') && i < b.len() && b[i] == b'/' {
+                } else if i - start == 2
+                    && (start == 0 || b[start - 1] == b'/')
+                    && i < b.len()
+                    && b[i] == b'/'
+                {
                     tokens.push(Token::Dirs);
                     i += 1;
                 } else {
@@ -53,11 +57,13 @@ impl Glob {
                 i += 1;
             }
         }
-        let prefix_len = b.iter().position(|&c| c == b'*').unwrap_or(b.len());
-        let suffix_len = b.iter().rev().position(|&c| c == b'*').unwrap_or(b.len());
+        // Literal runs at both ends, counted in tokens (a `**/` token owns its `/`).
+        let is_byte = |t: &Token| matches!(t, Token::Byte(_));
+        let prefix_len = tokens.iter().take_while(|t| is_byte(t)).count();
+        let suffix_len = tokens.iter().rev().take_while(|t| is_byte(t)).count();
         Glob {
             written: pattern.to_string(),
-            literal: prefix_len == b.len(),
+            literal: prefix_len == tokens.len(),
             tokens,
             prefix_len,
             suffix_len,
@@ -79,12 +85,11 @@ impl Glob {
         if self.literal {
             return subject == self.written;
         }
+        // Bytes at both ends of the pattern are the same as at the ends of `written`
+        // (tokens map one-to-one to bytes there).
         let w = self.written.as_bytes();
         let s = subject.as_bytes();
-        if s.len() < self.prefix_len.min(self.suffix_len)
-            || !s.starts_with(&w[..self.prefix_len])
-            || !s.ends_with(&w[w.len() - self.suffix_len..])
-        {
+        if !s.starts_with(&w[..self.prefix_len]) || !s.ends_with(&w[w.len() - self.suffix_len..]) {
             return false;
         }
         let n = s.len();
