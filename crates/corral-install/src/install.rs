@@ -37,6 +37,11 @@ pub fn install(layout: &Layout, plan: &Plan) -> anyhow::Result<Changes> {
     if !(mirror.starts_with("https://") || mirror.starts_with("http://")) {
         bail!("--mirror must be an http:// or https:// URL, not {mirror:?}");
     }
+    if mirror.starts_with("http://") {
+        tracing::warn!(
+            "the mirror {mirror} is plain HTTP: the manifest's checksums catch corruption, not tampering in transit; prefer https://"
+        );
+    }
     let platform = match &plan.platform {
         Some(p) => {
             release::validate_platform(p).map_err(anyhow::Error::msg)?;

@@ -694,3 +694,65 @@ fn real_claude_code_binary_installs_and_runs() {
         text(&out)
     );
 }
+
+#[test]
+fn switching_to_first_party_restores_bedrock_keys_and_xdg_data_home_is_respected() {
+    let mirror = Mirror::with_versions(&["1.0.0"], MirrorOptions::default());
+    let runner = Runner::ordinary();
+    let home = runner.temp_home();
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    std::fs::write(home.join(".claude/settings.json"), USER_SETTINGS).unwrap();
+    if let Runner::Ordinary(user) = &runner {
+        corral_testsupport::user::chown(home.path(), user.uid, user.gid);
+    }
+    let data = home.join("xdg-data");
+    let run = |extra: &[&str]| {
+        let mut cmd = as_user(&runner, &home, corral_bin());
+        cmd.env("XDG_DATA_HOME", &data)
+            .args([
+                "install",
+                "claude",
+                "--mirror",
+                &mirror.url,
+                "--gateway",
+                &mirror.gateway,
+            ])
+            .arg("--ca-file")
+            .arg(mirror.ca_path())
+            .args(extra);
+        output(&mut cmd)
+    };
+    assert_ok(&run(&["--region", "eu-central-1"]));
+    assert_eq!(
+        std::fs::read_link(home.join(".local/bin/claude")).unwrap(),
+        data.join("claude/versions/1.0.0")
+    );
+    assert!(data.join("corral/claude-install.json").is_file());
+
+    assert_ok(&run(&["--first-party"]));
+    let settings = read_json(&home.join(".claude/settings.json"));
+    let env = settings["env"].as_object().unwrap();
+    assert_eq!(env["ANTHROPIC_BASE_URL"], mirror.gateway.as_str());
+    assert_eq!(
+        env["AWS_REGION"], "us-west-2",
+        "the user's own value is back"
+    );
+    for gone in [
+        "CLAUDE_CODE_USE_BEDROCK",
+        "ANTHROPIC_BEDROCK_BASE_URL",
+        "CLAUDE_CODE_SKIP_BEDROCK_AUTH",
+    ] {
+        assert!(!env.contains_key(gone), "{gone} still set: {settings:#}");
+    }
+    assert_eq!(env["DISABLE_AUTOUPDATER"], "1");
+
+    let mut cmd = as_user(&runner, &home, corral_bin());
+    cmd.env("XDG_DATA_HOME", &data)
+        .args(["uninstall", "claude"]);
+    assert_ok(&output(&mut cmd));
+    assert_eq!(
+        read_json(&home.join(".claude/settings.json")),
+        serde_json::from_str::<serde_json::Value>(USER_SETTINGS).unwrap()
+    );
+    assert!(!data.join("claude").exists());
+}
