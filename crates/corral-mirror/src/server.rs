@@ -234,7 +234,7 @@ impl Shared {
             "range": header(header::RANGE),
             "user_agent": header(header::USER_AGENT),
             "note": note,
-            "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+            "ttfb_ms": started.elapsed().as_secs_f64() * 1000.0,
         });
         if let Ok(mut log) = self.log.lock() {
             let _ = writeln!(log, "{line}");
