@@ -5,7 +5,7 @@
 //! Run: `cargo bench -p corral-policy` (about a minute and a half).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corral_policy::glob::Glob;
 use corral_policy::host::normalize_host;
@@ -104,7 +104,68 @@ fn naive_allows(
     false
 }
 
+/// Percentiles of single calls, timed one by one: robust on a shared machine, where
+/// preemption inflates a few samples (and criterion's batch means) but not the median.
+fn percentiles(mut ns: Vec<u128>) -> (u128, u128) {
+    ns.sort_unstable();
+    (ns[ns.len() / 2], ns[ns.len() * 99 / 100])
+}
+
+fn summary() {
+    println!("summary: size | decide p50 / p99 (single calls) | naive p50 | load+compile min / median of 11");
+    for &n in &[100usize, 1_000, 10_000] {
+        let src = generate(n);
+        let policy = Policy::parse(&src, "bench.yaml").unwrap().policy;
+        let matcher = policy.compile(&CompileOptions::default());
+        let globs: Vec<Vec<Option<Glob>>> = policy
+            .network_policies
+            .iter()
+            .map(|g| {
+                g.binaries
+                    .iter()
+                    .map(|b| b.path.contains('*').then(|| Glob::new(&b.path)))
+                    .collect()
+            })
+            .collect();
+        let qs = queries(n);
+        let rounds = if n >= 10_000 { 20 } else { 200 };
+        let mut fast = Vec::new();
+        for _ in 0..200 {
+            for (who, host, port) in &qs {
+                let t = Instant::now();
+                black_box(matcher.decide(who, host, *port, None));
+                fast.push(t.elapsed().as_nanos());
+            }
+        }
+        let mut slow = Vec::new();
+        for _ in 0..rounds {
+            for (who, host, port) in &qs {
+                let t = Instant::now();
+                black_box(naive_allows(&policy, &globs, who, host, *port));
+                slow.push(t.elapsed().as_nanos());
+            }
+        }
+        let mut load = Vec::new();
+        for _ in 0..11 {
+            let t = Instant::now();
+            let l = Policy::parse(black_box(&src), "bench.yaml").unwrap();
+            black_box(l.policy.compile(&CompileOptions::default()));
+            load.push(t.elapsed().as_micros());
+        }
+        load.sort_unstable();
+        let (p50, p99) = percentiles(fast);
+        let (n50, _) = percentiles(slow);
+        println!(
+            "summary: {n:>6} | {p50} ns / {p99} ns | {n50} ns ({:.0}x) | {:.1} ms / {:.1} ms",
+            n50 as f64 / p50.max(1) as f64,
+            load[0] as f64 / 1000.0,
+            load[5] as f64 / 1000.0
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    summary();
     let mut group = c.benchmark_group("decide");
     for &n in &[100usize, 1_000, 10_000] {
         let src = generate(n);
