@@ -254,6 +254,16 @@ pub fn digest_file(path: &Path) -> std::io::Result<(String, u64)> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Untrusted manifest bytes: parse never panics, and what it accepts has valid names.
+        #[test]
+        fn manifest_parse_is_total(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(m) = Manifest::parse(&bytes) {
+                proptest::prop_assert!(validate_version(&m.version).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn versions_cannot_escape_the_directory() {
         for bad in ["", ".", "..", "../x", "a/b", ".hidden", "1.0\n", "x y"] {

@@ -581,6 +581,28 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), RangeSpec::Ignore);
     }
 
+    proptest::proptest! {
+        /// Any Range header, any file length: no panic, and a served range lies inside the file.
+        #[test]
+        fn range_parsing_is_total_and_in_bounds(value in "\\PC{0,40}", digits in "bytes=[0-9]{0,20}-[0-9]{0,20}", len in 0u64..u64::MAX) {
+            for v in [value.as_str(), digits.as_str()] {
+                if let RangeSpec::Bytes(start, end) = parse_range(v, len) {
+                    proptest::prop_assert!(start <= end && end < len);
+                }
+            }
+        }
+
+        /// Any URL path maps to nothing, or to a plain path strictly inside the root.
+        #[test]
+        fn resolved_paths_never_leave_the_root(path in "/[a-z./%\\\\-]{0,30}") {
+            let root = Path::new("/srv/m");
+            if let Some(p) = resolve(root, &path) {
+                proptest::prop_assert!(p.starts_with(root) && p != root);
+                proptest::prop_assert!(p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_))));
+            }
+        }
+    }
+
     #[test]
     fn paths_stay_inside_the_root() {
         let root = Path::new("/srv/m");
