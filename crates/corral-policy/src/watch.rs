@@ -142,11 +142,24 @@ fn run(
                 }
             }
         };
+        let mut source = source;
+        let mut result = Policy::parse(&source, &name);
+        // A writer may be mid-way (truncated, half written): if the text is invalid,
+        // give it one more quiet period and use the newer text if it changed.
+        if result.is_err() {
+            std::thread::sleep(DEBOUNCE);
+            if let Ok(again) = std::fs::read_to_string(path) {
+                if again != source {
+                    result = Policy::parse(&again, &name);
+                    source = again;
+                }
+            }
+        }
         if source == *last {
             continue;
         }
         *last = source;
-        match Policy::parse(last, &name) {
+        match result {
             Ok(loaded) => on_change(Arc::new(loaded.policy.compile(opts)), &loaded.warnings),
             Err(e) => on_error(&e),
         }

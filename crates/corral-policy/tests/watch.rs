@@ -39,15 +39,19 @@ fn curl() -> Identity {
     Identity::new("/usr/bin/curl")
 }
 
-/// Wait (bounded) for the next published matcher and check it allows `host`.
+/// Wait (bounded) for a published matcher that allows `host`. Errors from a
+/// half-written file seen mid-write are tolerated; the final content must win.
 fn expect_allows(rx: &mpsc::Receiver<Ev>, host: &str) {
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(Ev::Changed(m)) => assert!(
-            m.decide(&curl(), host, 443, None).is_allow(),
-            "new matcher should allow {host}"
-        ),
-        Ok(Ev::Error(e)) => panic!("unexpected error: {e}"),
-        Err(_) => panic!("no reload seen for {host}"),
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ev::Changed(m)) if m.decide(&curl(), host, 443, None).is_allow() => return,
+            Ok(Ev::Changed(_)) => seen.push("a matcher without the new host".to_string()),
+            Ok(Ev::Error(e)) => seen.push(e),
+            Err(_) => panic!("no reload allowing {host} seen; got: {seen:?}"),
+        }
     }
 }
 
