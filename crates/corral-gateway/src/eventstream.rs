@@ -284,4 +284,39 @@ mod tests {
         dec.push(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(dec.next_frame(), Err(FrameError::PreludeCrc));
     }
+
+    proptest::proptest! {
+        /// Untrusted upstream bytes: the decoder returns frames or errors, never panics,
+        /// and never holds more than one frame's worth of input.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut dec = Decoder::new();
+            dec.push(&data);
+            for _ in 0..8 {
+                match dec.next_frame() {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+
+        /// However the stream is split into chunks, the same frames come out.
+        #[test]
+        fn any_split_decodes_the_same(texts in proptest::collection::vec("[a-z]{0,40}", 1..6), cut in 0usize..400) {
+            let mut all = Vec::new();
+            for t in &texts {
+                all.extend_from_slice(&json_event("e", &serde_json::json!({"t": t})));
+            }
+            let cut = cut.min(all.len());
+            let mut dec = Decoder::new();
+            let mut got = Vec::new();
+            for part in [&all[..cut], &all[cut..]] {
+                dec.push(part);
+                while let Some(f) = dec.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            proptest::prop_assert_eq!(got.len(), texts.len());
+        }
+    }
 }

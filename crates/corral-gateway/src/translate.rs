@@ -442,4 +442,21 @@ mod tests {
         let f = d.next_frame().unwrap().unwrap();
         assert_eq!(event_from_chunk(&f).unwrap(), ev);
     }
+
+    proptest::proptest! {
+        /// Untrusted SSE bytes never panic the parser.
+        #[test]
+        fn sse_parser_takes_any_bytes(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut d = SseDecoder::default();
+            let _ = d.push(&data);
+        }
+
+        /// Untrusted Converse bodies are translated or refused, never panic.
+        #[test]
+        fn converse_translation_takes_any_json(s in "\\PC{0,200}") {
+            if let Ok(v) = serde_json::from_str::<Value>(&s) {
+                let _ = converse_to_messages(&v);
+            }
+        }
+    }
 }
