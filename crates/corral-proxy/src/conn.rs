@@ -421,9 +421,11 @@ impl Conn {
         // Bytes the client pipelined after the CONNECT head (e.g. a TLS ClientHello).
         let early = std::mem::take(&mut client.buf);
         bytes.up += early.len() as u64;
-        if client.inner.write_all(ok).await.is_ok()
-            && (early.is_empty() || dialled.stream.write_all(&early).await.is_ok())
-        {
+        let forwarded = client.inner.write_all(ok).await.is_ok()
+            && (early.is_empty() || dialled.stream.write_all(&early).await.is_ok());
+        // The head buffer is not needed for the tunnel's lifetime.
+        drop(early);
+        if forwarded {
             metrics.tunnels_active.fetch_add(1, Relaxed);
             let r = relay::relay(
                 client.inner,
@@ -545,16 +547,11 @@ impl Conn {
         loop {
             // Response head; interim 1xx answers are passed on and the loop reads the next.
             let (status, resp_head, len, resp_framing) = loop {
-                let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                match resp.parse(&up.buf) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        let status = resp.code.unwrap_or(502);
-                        let framing = response_framing(&head.method, status, resp.headers);
-                        let close = client_close || framing == ResponseFraming::UntilClose;
-                        break (status, rewrite_response(&resp, close), len, framing);
-                    }
-                    Ok(httparse::Status::Partial) if up.buf.len() < max => {}
+                // Parsed in a sync helper so the header array never lives across an await
+                // (it would sit in every connection's future).
+                match parse_response(&up.buf, &head.method, client_close) {
+                    Ok(Some(parsed)) => break parsed,
+                    Ok(None) if up.buf.len() < max => {}
                     _ => return Err((bytes, started_response)),
                 }
                 match up.fill().await {
@@ -588,6 +585,29 @@ impl Conn {
                 Err(_) => Err((bytes, true)),
             };
         }
+    }
+}
+
+/// A complete response head: (status, head for the client, length, body framing).
+type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming);
+
+/// Ok(None) = need more bytes; Err = malformed.
+fn parse_response(
+    buf: &[u8],
+    method: &str,
+    client_close: bool,
+) -> Result<Option<ParsedResponse>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let status = resp.code.unwrap_or(502);
+            let framing = response_framing(method, status, resp.headers);
+            let close = client_close || framing == ResponseFraming::UntilClose;
+            Ok(Some((status, rewrite_response(&resp, close), len, framing)))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(()),
     }
 }
 
@@ -721,5 +741,32 @@ fn reason_phrase(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open tunnel holds one of these futures: keep it small (5,000 idle tunnels
+    /// should fit in a few tens of MiB).
+    #[tokio::test]
+    async fn a_connection_future_stays_small() {
+        let yaml = "version: 1\nnetwork_policies: {}\n";
+        let policy = corral_policy::Policy::parse(yaml, "t.yaml").unwrap().policy;
+        let shared = Arc::new(Shared {
+            config: Arc::new(ProxyConfig::new(crate::DecisionLog::disabled())),
+            policy: PolicyHandle::new(Arc::new(policy.compile(&Default::default()))),
+            attribution: Arc::new(crate::FixedIdentity::exe("/usr/bin/true")),
+            next_conn: Default::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let fut = handle(shared, stream, peer, addr);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("connection future: {size} bytes");
+        assert!(size < 4096, "connection future is {size} bytes");
     }
 }

@@ -9,7 +9,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-const BUF: usize = 32 * 1024;
+/// Buffer sizes: small for interactive traffic, large once a read fills the small one.
+const SMALL_BUF: usize = 2 * 1024;
+const BUF: usize = 64 * 1024;
+/// How long a direction keeps its buffer after the last byte.
+const KEEP_BUFFER: Duration = Duration::from_secs(1);
 
 /// Bytes relayed each way.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,19 +45,26 @@ async fn one_way(
     let mut total = 0u64;
     let mut buf: Option<Vec<u8>> = None;
     loop {
-        match tokio::time::timeout(idle, from.readable()).await {
+        // While data flows the buffer is kept; after a second of silence it is released,
+        // so an idle tunnel holds no buffer at all.
+        let wait = if buf.is_some() { KEEP_BUFFER } else { idle };
+        match tokio::time::timeout(wait, from.readable()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
+            Err(_) if buf.is_some() => {
+                buf = None;
+                continue;
+            }
             Err(_) => {
                 // Idle this way; carry on only if the other direction moved recently.
-                let since = start.elapsed().as_millis() as u64 - last.load(Relaxed);
+                let since = (start.elapsed().as_millis() as u64).saturating_sub(last.load(Relaxed));
                 if Duration::from_millis(since) >= idle {
                     break;
                 }
                 continue;
             }
         }
-        let b = buf.get_or_insert_with(|| vec![0u8; BUF]);
+        let b = buf.get_or_insert_with(|| vec![0u8; SMALL_BUF]);
         match from.try_read(b) {
             Ok(0) => {
                 let _ = to.shutdown().await;
@@ -64,12 +75,13 @@ async fn one_way(
                     break;
                 }
                 total += n as u64;
+                // A full small buffer means bulk data: switch to the large one.
+                if n == b.len() && b.len() < BUF {
+                    *b = vec![0u8; BUF];
+                }
                 last.store(start.elapsed().as_millis() as u64, Relaxed);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Drained: give the buffer back while we wait.
-                buf = None;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => break,
         }
     }
