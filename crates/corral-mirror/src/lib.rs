@@ -8,7 +8,8 @@
 //!
 //! - [`store`] changes the directory: every write is a temporary file plus a rename, under a
 //!   lock, so readers never see half a release.
-//! - [`server`] serves it (HEAD, single ranges, ETags, TLS, a JSON access log) and, in
+//! - [`server`] serves it (TLS, a JSON access log; [`files`] does HEAD, single ranges and
+//!   ETags) and, in
 //!   redirect mode, answers binary downloads with `302` to a signed, expiring link ([`sign`])
 //!   on a second listener acting as the storage endpoint — the pre-signed-S3 pattern.
 //! - [`sync`] copies releases from another mirror, verifying every checksum, with the
@@ -19,6 +20,7 @@
 pub mod body;
 pub mod cli;
 pub mod fetch;
+pub mod files;
 pub mod release;
 pub mod script;
 pub mod server;

@@ -756,3 +756,34 @@ fn switching_to_first_party_restores_bedrock_keys_and_xdg_data_home_is_respected
     );
     assert!(!data.join("claude").exists());
 }
+
+#[test]
+fn an_existing_claude_that_is_not_ours_is_never_replaced() {
+    let mirror = Mirror::with_versions(&["1.0.0"], MirrorOptions::default());
+    let runner = Runner::ordinary();
+    let home = runner.temp_home();
+    std::fs::create_dir_all(home.join(".local/bin")).unwrap();
+    std::fs::write(
+        home.join(".local/bin/claude"),
+        "#!/bin/sh\necho npm-installed\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        home.join(".local/bin/claude"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    if let Runner::Ordinary(user) = &runner {
+        corral_testsupport::user::chown(home.path(), user.uid, user.gid);
+    }
+    let before = snapshot(home.path());
+    let out = install(&runner, &home, &mirror, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a symlink"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(snapshot(home.path()), before);
+    assert_eq!(run_claude(&runner, &home), "npm-installed");
+}
