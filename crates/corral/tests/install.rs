@@ -522,7 +522,7 @@ fn installer_goes_through_https_proxy() {
     let log = proxy.stdout();
     assert!(log.contains(&format!("CONNECT {} ", mirror.addr)), "{log}");
 
-    // NO_PROXY bypasses it.
+    // NO_PROXY bypasses it; SSL_CERT_FILE is honoured.
     let home2 = runner.temp_home();
     let connects = log.matches("CONNECT 127").count();
     let mut cmd = as_user(&runner, &home2, corral_bin());
@@ -536,8 +536,8 @@ fn installer_goes_through_https_proxy() {
             "--gateway",
             &mirror.gateway,
         ])
-        .arg("--ca-file")
-        .arg(mirror.ca_path());
+        // The corporate CA from SSL_CERT_FILE this time, instead of --ca-file.
+        .env("SSL_CERT_FILE", mirror.ca_path());
     assert_ok(&output(&mut cmd));
     assert_eq!(proxy.stdout().matches("CONNECT 127").count(), connects);
 }
