@@ -262,3 +262,39 @@ fn report_json_has_the_documented_fields() {
     let back: Report = serde_json::from_value(v).unwrap();
     assert_eq!(back, r);
 }
+
+#[test]
+fn symlinked_binary_paths_match_their_target_and_home_forms_expand() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("tool-1.2");
+    std::fs::write(&real, "#!/bin/sh\n").unwrap();
+    let link = dir.path().join("tool");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let src = format!(
+        "version: 1\nnetwork_policies:\n  g:\n    endpoints:\n      - {{ host: a.example, port: 443 }}\n    binaries:\n      - {{ path: {} }}\n      - {{ path: $HOME/bin/x }}\n      - {{ path: ~/bin/y }}\n",
+        link.display()
+    );
+    let policy = Policy::parse(&src, "p.yaml").unwrap().policy;
+    let m = policy.compile(&CompileOptions {
+        home: Some(PathBuf::from("/home/bob/")),
+    });
+    // The proxy sees the resolved executable; the literal path keeps matching too.
+    let real = std::fs::canonicalize(&real).unwrap();
+    assert!(m
+        .decide(&Identity::new(&real), "a.example", 443, None)
+        .is_allow());
+    assert!(m
+        .decide(&Identity::new(&link), "a.example", 443, None)
+        .is_allow());
+    assert!(m
+        .decide(&who("/home/bob/bin/x"), "a.example", 443, None)
+        .is_allow());
+    assert!(m
+        .decide(&who("/home/bob/bin/y"), "a.example", 443, None)
+        .is_allow());
+    // Without a home directory, `~/` entries match nothing.
+    let m = policy.compile(&CompileOptions::default());
+    assert!(!m
+        .decide(&who("/home/bob/bin/y"), "a.example", 443, None)
+        .is_allow());
+}
