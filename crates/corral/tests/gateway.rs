@@ -323,6 +323,10 @@ for ev in cs["stream"]:
         conv_stream += ev["contentBlockDelta"]["delta"]["text"]
     if "metadata" in ev:
         usage = ev["metadata"]["usage"]
+ct = rt.count_tokens(modelId="{SONNET_BEDROCK}", input={{"invokeModel": {{"body": body}}}})
+ctl = boto3.client("bedrock", endpoint_url=url)
+profiles = ctl.list_inference_profiles(typeEquals="SYSTEM_DEFINED")["inferenceProfileSummaries"]
+profile = ctl.get_inference_profile(inferenceProfileIdentifier="{SONNET_BEDROCK}")
 ab = anthropic.AnthropicBedrock(base_url=url, api_key=os.environ["AWS_BEARER_TOKEN_BEDROCK"],
                                 aws_region="us-east-1", max_retries=0)
 with ab.messages.stream(model="{SONNET_BEDROCK}", max_tokens=50,
@@ -330,7 +334,9 @@ with ab.messages.stream(model="{SONNET_BEDROCK}", max_tokens=50,
     ab_text = "".join(s.text_stream)
 print(json.dumps({{"invoke": invoke, "streamed": streamed, "converse": conv["output"]["message"]["content"][0]["text"],
                   "converse_usage": conv["usage"], "conv_stream": conv_stream, "conv_stream_usage": usage,
-                  "anthropic_bedrock": ab_text}}))
+                  "anthropic_bedrock": ab_text, "count": ct["inputTokens"],
+                  "profiles": [p["inferenceProfileId"] for p in profiles],
+                  "profile": profile["inferenceProfileId"]}}))
 "#
         ),
         &[("AWS_BEARER_TOKEN_BEDROCK", &key)],
@@ -345,6 +351,16 @@ print(json.dumps({{"invoke": invoke, "streamed": streamed, "converse": conv["out
     assert_eq!(out["conv_stream"], ANSWER);
     assert_eq!(out["conv_stream_usage"]["inputTokens"], 21);
     assert_eq!(out["anthropic_bedrock"], ANSWER);
+    assert_eq!(out["count"], 21);
+    assert!(
+        out["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == SONNET_BEDROCK),
+        "{out}"
+    );
+    assert_eq!(out["profile"], SONNET_BEDROCK);
     let audit = gw.audit();
     let ops: Vec<&str> = records_for(&audit, "bob")
         .iter()
@@ -353,9 +369,14 @@ print(json.dumps({{"invoke": invoke, "streamed": streamed, "converse": conv["out
     for op in ["invoke", "invoke-stream", "converse", "converse-stream"] {
         assert!(ops.contains(&op), "{op} missing from {ops:?}");
     }
-    assert!(records_for(&audit, "bob")
-        .iter()
-        .all(|r| r["status"] == 200 && r["output_tokens"] == 9));
+    for r in records_for(&audit, "bob") {
+        assert_eq!(r["status"], 200, "{r}");
+        if r["operation"].as_str().unwrap().contains("converse")
+            || r["operation"].as_str().unwrap().starts_with("invoke")
+        {
+            assert_eq!(r["output_tokens"], 9, "{r}");
+        }
+    }
 }
 
 #[test]
