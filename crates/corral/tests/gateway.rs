@@ -19,6 +19,16 @@ const HAIKU_BEDROCK: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 const OPUS_BEDROCK: &str = "us.anthropic.claude-opus-4-1-20250805-v1:0";
 const UPSTREAM_API_KEY: &str = "upstream-secret-never-shown-to-clients";
 
+/// How the test upstream is reached.
+#[derive(Clone, Copy)]
+enum UpstreamTls {
+    Plain,
+    /// HTTPS, with the test CA named in the upstream's `ca_file`.
+    TrustedCa,
+    /// HTTPS, with a certificate the gateway has no reason to trust.
+    UnknownCa,
+}
+
 /// A running gateway with its own CA, keys file, audit log and test upstream.
 struct Gateway {
     process: Background,
@@ -35,8 +45,27 @@ impl Gateway {
 
     /// `extra` is TOML inserted at the top level of the config.
     fn start_with(script: Script, extra: &str) -> Gateway {
-        let upstream = LlmUpstream::start(script);
+        Gateway::start_full(script, extra, UpstreamTls::Plain)
+    }
+
+    fn start_full(script: Script, extra: &str, upstream_tls: UpstreamTls) -> Gateway {
         let ca = TestCa::new();
+        let (upstream, upstream_extra) = match upstream_tls {
+            UpstreamTls::Plain => (LlmUpstream::start(script), String::new()),
+            UpstreamTls::TrustedCa | UpstreamTls::UnknownCa => {
+                let leaf = ca.leaf(&["127.0.0.1"]);
+                let up = LlmUpstream::start_on(
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    Some(leaf.server_config()),
+                    script,
+                );
+                let extra = match upstream_tls {
+                    UpstreamTls::TrustedCa => format!("ca_file = \"{}\"", ca.ca_path().display()),
+                    _ => String::new(),
+                };
+                (up, extra)
+            }
+        };
         let leaf = ca.leaf(&["gateway.test", "127.0.0.1"]);
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
@@ -58,12 +87,14 @@ path = "audit.jsonl"
 kind = "bedrock"
 region = "us-east-1"
 base_url = "{up}"
+{upstream_extra}
 
 # ... and the Anthropic API (x-api-key).
 [upstreams.anthropic]
 kind = "anthropic"
 base_url = "{up}"
 token_env = "TEST_UPSTREAM_KEY"
+{upstream_extra}
 
 [[models]]
 id = "claude-sonnet-4-5"
@@ -627,6 +658,24 @@ fn upstream_failures_become_502_or_pass_through_429() {
     );
     assert_eq!(status, 429);
     assert!(head.contains("x-amzn-errortype: throttlingexception"));
+}
+
+#[test]
+fn upstream_tls_trusts_the_configured_ca_file_and_nothing_else() {
+    let body = r#"{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let gw = Gateway::start_full(Script::default(), "", UpstreamTls::TrustedCa);
+    let key = gw.add_key("jo", &["--id", "jo"]);
+    let auth = format!("x-api-key: {key}");
+    let (status, _, resp) = gw.curl("POST", "/v1/messages", &[&auth], Some(body));
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains(ANSWER));
+    let gw = Gateway::start_full(Script::default(), "", UpstreamTls::UnknownCa);
+    let key = gw.add_key("jo", &["--id", "jo"]);
+    let auth = format!("x-api-key: {key}");
+    let (status, _, resp) = gw.curl("POST", "/v1/messages", &[&auth], Some(body));
+    assert_eq!(status, 502, "{resp}");
+    assert!(resp.contains("upstream unreachable"), "{resp}");
+    assert!(gw.upstream.requests().is_empty());
 }
 
 #[test]
