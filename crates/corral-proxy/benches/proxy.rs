@@ -42,6 +42,15 @@ fn main() {
     let mut results = Vec::new();
     results.push(("direct", measure(None, upstream, rounds, mib, 0, None)));
     let mut corral = spawn_corral(dir.path(), upstream);
+    if std::env::var("BENCH_ONLY_CORRAL").is_ok() {
+        let r = measure(Some(corral.1), upstream, rounds, mib, 0, None);
+        println!(
+            "corral p50 {:.0} µs p99 {:.0} µs {:.0} MiB/s; direct p50 {:.0} µs {:.0} MiB/s",
+            r.p50_us, r.p99_us, r.mib_s, results[0].1.p50_us, results[0].1.mib_s
+        );
+        let _ = corral.0.kill();
+        return;
+    }
     results.push((
         "corral",
         measure(
@@ -123,13 +132,16 @@ fn open(proxy: Option<SocketAddr>, upstream: SocketAddr) -> std::io::Result<TcpS
             let mut s = TcpStream::connect(p)?;
             s.set_nodelay(true)?;
             write!(s, "CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n")?;
+            // The upstream speaks only after the client does, so reading past the head
+            // cannot swallow tunnel bytes.
             let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if s.read(&mut b)? == 0 {
+            let mut b = [0u8; 512];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut b)?;
+                if n == 0 {
                     return Err(std::io::Error::other("proxy closed"));
                 }
-                head.push(b[0]);
+                head.extend_from_slice(&b[..n]);
             }
             if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
                 return Err(std::io::Error::other(format!(
@@ -351,10 +363,14 @@ fn child(spec: &str) {
     );
     let loaded = corral_policy::Policy::parse(&yaml, "bench.yaml").expect("bench policy");
     let matcher = Arc::new(loaded.policy.compile(&Default::default()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = if std::env::var("BENCH_CURRENT_THREAD").is_ok() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
         let config = Arc::new(corral_proxy::ProxyConfig::new(
