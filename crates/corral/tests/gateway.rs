@@ -49,6 +49,16 @@ impl Gateway {
     }
 
     fn start_full(script: Script, extra: &str, upstream_tls: UpstreamTls) -> Gateway {
+        Gateway::start_custom(script, extra, upstream_tls, "")
+    }
+
+    /// `upstream_toml` is added to both upstream tables.
+    fn start_custom(
+        script: Script,
+        extra: &str,
+        upstream_tls: UpstreamTls,
+        upstream_toml: &str,
+    ) -> Gateway {
         let ca = TestCa::new();
         let (upstream, upstream_extra) = match upstream_tls {
             UpstreamTls::Plain => (LlmUpstream::start(script), String::new()),
@@ -66,6 +76,7 @@ impl Gateway {
                 (up, extra)
             }
         };
+        let upstream_extra = format!("{upstream_extra}\n{upstream_toml}");
         let leaf = ca.leaf(&["gateway.test", "127.0.0.1"]);
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
@@ -676,6 +687,74 @@ fn upstream_tls_trusts_the_configured_ca_file_and_nothing_else() {
     assert_eq!(status, 502, "{resp}");
     assert!(resp.contains("upstream unreachable"), "{resp}");
     assert!(gw.upstream.requests().is_empty());
+}
+
+/// A forward proxy that records each request line and pipes the connection to `target`.
+fn recording_proxy(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                log.lock().unwrap().push(line.trim().to_string());
+                let mut up = std::net::TcpStream::connect(target).unwrap();
+                up.write_all(line.as_bytes()).unwrap();
+                let mut up_read = up.try_clone().unwrap();
+                let mut client_write = client;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_read, &mut client_write);
+                });
+                let _ = std::io::copy(&mut reader, &mut up);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn upstream_calls_go_through_the_configured_outbound_proxy() {
+    // The proxy pipes every connection to a second upstream, `probe`: whatever reaches
+    // `probe` went through the proxy, whatever reaches the configured upstream did not.
+    let probe = LlmUpstream::start(Script::default());
+    let (proxy, seen) = recording_proxy(probe.addr());
+    let gw = Gateway::start_custom(
+        Script::default(),
+        "",
+        UpstreamTls::Plain,
+        &format!("proxy = \"http://{proxy}\""),
+    );
+    let key = gw.add_key("kim", &["--id", "kim"]);
+    let auth = format!("x-api-key: {key}");
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, _, resp) = gw.curl("POST", "/v1/messages", &[&auth], Some(body));
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains(ANSWER));
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("POST http://") && l.contains("/v1/messages")),
+        "the proxy saw {seen:?}"
+    );
+    assert_eq!(
+        probe.requests().len(),
+        1,
+        "the request reached the upstream through the proxy"
+    );
+    assert!(gw.upstream.requests().is_empty(), "and not directly");
 }
 
 #[test]
