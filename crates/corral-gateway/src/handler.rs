@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -11,133 +10,16 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
-use crate::audit::Record;
-use crate::clock;
 use crate::config::{ModelRoute, UpstreamKind};
+use crate::exchange::{new_request_id, Exchange};
 use crate::keys::{AuthError, Caller};
-use crate::limits::Reservation;
+use crate::listing::{get_profile, list_models, list_profiles};
 use crate::relay::{self, Sink};
 use crate::response::{json_response, text_response, Body, GwError, Response};
-use crate::routes::{self, Endpoint, Surface};
+use crate::routes::{self, Endpoint};
 use crate::server::Gateway;
 use crate::translate::{self, Usage};
 use crate::upstream::UpstreamError;
-
-/// A request in progress: its audit record, its limit reservation, its clock.
-/// Finishing writes the record; dropping it unfinished (client gone) writes it too.
-pub struct Exchange {
-    pub gw: Arc<Gateway>,
-    pub rec: Record,
-    pub start: Instant,
-    pub surface: Surface,
-    reservation: Option<Reservation>,
-    done: bool,
-}
-
-impl Exchange {
-    fn new(gw: Arc<Gateway>, endpoint: &Endpoint, peer: SocketAddr) -> Exchange {
-        gw.metrics.in_flight(1);
-        let rec = Record {
-            time: clock::rfc3339_millis(clock::now_millis()),
-            request_id: new_request_id(),
-            client: peer.to_string(),
-            surface: endpoint.surface().name(),
-            operation: endpoint.operation(),
-            ..Default::default()
-        };
-        Exchange {
-            gw,
-            rec,
-            start: Instant::now(),
-            surface: endpoint.surface(),
-            reservation: None,
-            done: false,
-        }
-    }
-
-    /// Writes the record (before the response completes), settles limits, counts metrics.
-    pub fn finish(
-        &mut self,
-        status: u16,
-        usage: &Usage,
-        response_bytes: u64,
-        ttfb_ms: Option<u64>,
-    ) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let latency = self.start.elapsed();
-        self.rec.status = status;
-        self.rec.input_tokens = usage.input;
-        self.rec.output_tokens = usage.output;
-        self.rec.cache_read_input_tokens = usage.cache_read;
-        self.rec.cache_creation_input_tokens = usage.cache_creation;
-        self.rec.stop_reason = usage.stop_reason.clone();
-        self.rec.latency_ms = latency.as_millis() as u64;
-        self.rec.ttfb_ms = ttfb_ms;
-        self.rec.response_bytes = response_bytes;
-        self.gw.audit.write(&self.rec);
-        if let Some(r) = self.reservation.take() {
-            self.gw.limiter.settle(&r, usage.total());
-        }
-        self.gw.metrics.request(
-            self.surface.name(),
-            self.rec.requested_model.as_deref().unwrap_or("-"),
-            status,
-            self.rec.key_id.as_deref().unwrap_or("-"),
-            usage.input + usage.cache_read + usage.cache_creation,
-            usage.output,
-            latency.as_secs_f64() * 1000.0,
-            ttfb_ms.map(|t| t as f64),
-        );
-        self.gw.metrics.in_flight(-1);
-    }
-
-    /// Moves the request into a relay task; `self` is left finished and inert.
-    pub fn hand_off(&mut self) -> Exchange {
-        self.done = true;
-        Exchange {
-            gw: self.gw.clone(),
-            rec: std::mem::take(&mut self.rec),
-            start: self.start,
-            surface: self.surface,
-            reservation: self.reservation.take(),
-            done: false,
-        }
-    }
-
-    fn fail(&mut self, err: GwError) -> Response {
-        self.rec.error = Some(err.message.clone());
-        let resp = err
-            .clone()
-            .into_response(self.surface, &self.rec.request_id);
-        self.finish(
-            err.status,
-            &Usage::default(),
-            err.message.len() as u64,
-            None,
-        );
-        resp
-    }
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        if !self.done {
-            self.rec.error.get_or_insert_with(|| {
-                "client closed the connection before the response completed".into()
-            });
-            self.finish(499, &Usage::default(), 0, None);
-        }
-    }
-}
-
-fn new_request_id() -> String {
-    let mut b = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    format!("req_{}", hex::encode(b))
-}
 
 /// Entry point for every request.
 pub async fn handle(gw: Arc<Gateway>, req: http::Request<Incoming>, peer: SocketAddr) -> Response {
@@ -645,98 +527,4 @@ async fn call_messages(
         )
         .body(Body::full(out))
         .unwrap_or_else(|_| http::Response::new(Body::full("internal error"))))
-}
-
-fn visible<'a>(ex: &'a Exchange, caller: Option<&Caller>) -> Vec<&'a ModelRoute> {
-    ex.gw
-        .models
-        .all()
-        .iter()
-        .filter(|r| caller.is_none_or(|c| c.may_use(&r.id)))
-        .collect()
-}
-
-fn list_models(ex: &mut Exchange, caller: Option<&Caller>) -> Response {
-    let data: Vec<Value> = visible(ex, caller)
-        .iter()
-        .map(|r| {
-            json!({
-                "type": "model",
-                "id": r.id,
-                "display_name": r.display_name.clone().unwrap_or_else(|| r.id.clone()),
-                "created_at": "2025-01-01T00:00:00Z",
-            })
-        })
-        .collect();
-    let body = json!({
-        "data": data,
-        "has_more": false,
-        "first_id": data.first().map(|d| d["id"].clone()),
-        "last_id": data.last().map(|d| d["id"].clone()),
-    });
-    let resp = json_response(200, &body, &ex.rec.request_id);
-    ex.finish(200, &Usage::default(), 0, None);
-    resp
-}
-
-fn profile(ex: &Exchange, r: &ModelRoute, id: &str) -> Value {
-    let region = ex.gw.region();
-    let base = id
-        .split_once('.')
-        .filter(|(p, _)| p.len() <= 7)
-        .map(|(_, b)| b)
-        .unwrap_or(id);
-    json!({
-        "inferenceProfileName": r.display_name.clone().unwrap_or_else(|| r.id.clone()),
-        "description": format!("{} via corral gateway", r.id),
-        "createdAt": "2025-01-01T00:00:00Z",
-        "updatedAt": "2025-01-01T00:00:00Z",
-        "inferenceProfileArn": format!("arn:aws:bedrock:{region}:000000000000:inference-profile/{id}"),
-        "models": [{"modelArn": format!("arn:aws:bedrock:{region}::foundation-model/{base}")}],
-        "inferenceProfileId": id,
-        "status": "ACTIVE",
-        "type": "SYSTEM_DEFINED",
-    })
-}
-
-fn list_profiles(ex: &mut Exchange, caller: Option<&Caller>, query: &str) -> Response {
-    let application_only = query.split('&').any(|p| p == "type=APPLICATION");
-    let mut items = Vec::new();
-    if !application_only {
-        for r in visible(ex, caller) {
-            for id in std::iter::once(&r.id).chain(&r.aliases) {
-                if !id.starts_with("arn:") {
-                    items.push(profile(ex, r, id));
-                }
-            }
-        }
-    }
-    let resp = json_response(
-        200,
-        &json!({"inferenceProfileSummaries": items}),
-        &ex.rec.request_id,
-    );
-    ex.finish(200, &Usage::default(), 0, None);
-    resp
-}
-
-fn get_profile(ex: &mut Exchange, caller: Option<&Caller>, id: &str) -> Result<Response, GwError> {
-    ex.rec.requested_model = Some(id.to_string());
-    let route = ex
-        .gw
-        .models
-        .resolve(id)
-        .filter(|r| caller.is_none_or(|c| c.may_use(&r.id)))
-        .cloned()
-        .ok_or_else(|| {
-            GwError::new(
-                404,
-                format!("inference profile {id:?} is not served by this gateway"),
-            )
-        })?;
-    let shown = id.rsplit_once('/').map(|(_, l)| l).unwrap_or(id);
-    let body = profile(ex, &route, shown);
-    let resp = json_response(200, &body, &ex.rec.request_id);
-    ex.finish(200, &Usage::default(), 0, None);
-    Ok(resp)
 }

@@ -7,7 +7,8 @@
 //! clients never see, translates between the two APIs (including stream framing), and
 //! writes one audit record per request.
 //!
-//! Reading order: [`server`] (accept loop) → [`handler`] (one request) → [`relay`]
+//! Reading order: [`server`] (accept loop) → [`handler`] (one request, tracked by an
+//! [`exchange::Exchange`]) → [`relay`]
 //! (streams) → [`upstream`] (outbound calls) and [`translate`] / [`eventstream`] (formats).
 //! [`keys`], [`limits`], [`audit`] and [`metrics`] are the policy and accounting pieces.
 
@@ -16,9 +17,11 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod eventstream;
+pub mod exchange;
 pub mod handler;
 pub mod keys;
 pub mod limits;
+pub mod listing;
 pub mod metrics;
 pub mod relay;
 pub mod response;

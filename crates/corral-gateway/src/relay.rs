@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::eventstream;
-use crate::handler::Exchange;
+use crate::exchange::Exchange;
 use crate::response::{Body, Response};
 use crate::translate::{self, ConverseStreamEncoder, SseDecoder, Usage};
 
