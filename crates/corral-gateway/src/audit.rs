@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -54,6 +55,9 @@ pub struct Record {
 pub struct AuditLog {
     file: Mutex<File>,
     fsync: bool,
+    /// False after a failed write, true again after a successful one. While false the
+    /// gateway refuses model calls (fail closed: no unaudited use) and `/readyz` says so.
+    healthy: AtomicBool,
 }
 
 impl AuditLog {
@@ -72,6 +76,7 @@ impl AuditLog {
         Ok(AuditLog {
             file: Mutex::new(file),
             fsync,
+            healthy: AtomicBool::new(true),
         })
     }
 
@@ -86,15 +91,23 @@ impl AuditLog {
         };
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(&line) {
-            tracing::error!("audit log write failed: {e}");
-            return;
-        }
-        if self.fsync {
-            if let Err(e) = file.sync_data() {
-                tracing::error!("audit log fsync failed: {e}");
+        let result =
+            file.write_all(&line)
+                .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
+        match result {
+            Ok(()) => self.healthy.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::error!(
+                    "audit log write failed: {e}; refusing model calls until a write succeeds"
+                );
+                self.healthy.store(false, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Whether the last write succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 }
 

@@ -32,10 +32,14 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<Incoming>, peer: Socket
     match endpoint {
         Endpoint::Healthz => return text_response(200, "text/plain", "ok\n".into()),
         Endpoint::Readyz => {
-            return if gw.is_ready() {
+            return if gw.is_ready() && gw.audit.healthy() {
                 text_response(200, "text/plain", "ready\n".into())
             } else {
-                text_response(503, "text/plain", "shutting down\n".into())
+                text_response(
+                    503,
+                    "text/plain",
+                    "shutting down or audit log unwritable\n".into(),
+                )
             };
         }
         Endpoint::Metrics => {
@@ -44,6 +48,14 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<Incoming>, peer: Socket
         _ => {}
     }
     let mut ex = Exchange::new(gw.clone(), &endpoint, peer);
+    if !gw.audit.healthy() {
+        // Fail closed: no model call without its audit record. The refusal's own record is
+        // a fresh write attempt, so the gateway recovers as soon as the disk does.
+        return ex.fail(GwError::new(
+            503,
+            "the gateway cannot write its audit log, so it refuses requests; operators: check the audit log's disk and permissions",
+        ));
+    }
     match serve_api(&mut ex, endpoint, req).await {
         Ok(resp) => resp,
         Err(err) => ex.fail(err),
