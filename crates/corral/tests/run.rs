@@ -1,0 +1,688 @@
+//! `corral run` end to end: real sandboxes, real clients (curl, python, git, sh), real
+//! upstream servers on loopback, named through the proxy's override (`--resolve`).
+//!
+//! Every scenario runs as the current user and — when the tests run as root — again as an
+//! ordinary user, and in both isolation modes (namespaces, and seccomp-only forced with
+//! `--mode seccomp-only`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use corral_testsupport::process::corral_bin;
+use corral_testsupport::tls::TestCa;
+use corral_testsupport::upstream::{Reply, Upstream};
+use corral_testsupport::user::{Runner, TempHome};
+use serde_json::Value;
+
+const MODES: [&str; 2] = ["namespaces", "seccomp-only"];
+
+/// Each runner: the current user, plus the ordinary test user when we are root.
+fn runners() -> Vec<Runner> {
+    let mut v = vec![Runner::Current];
+    if let Runner::Ordinary(u) = Runner::ordinary() {
+        v.push(Runner::Ordinary(u));
+    }
+    v
+}
+
+fn who(r: &Runner) -> String {
+    match r {
+        Runner::Current => "current user".into(),
+        Runner::Ordinary(u) => format!("user {}", u.name),
+    }
+}
+
+/// One sandbox configuration: a policy, a decision log, overrides, a mode, a user.
+struct Sandbox<'a> {
+    runner: &'a Runner,
+    home: TempHome,
+    policy: PathBuf,
+    log: PathBuf,
+    resolve: Vec<String>,
+    mode: &'a str,
+}
+
+impl<'a> Sandbox<'a> {
+    fn new(runner: &'a Runner, mode: &'a str, policy_yaml: &str, resolve: &[String]) -> Self {
+        let home = runner.temp_home();
+        let policy = home.join("policy.yaml");
+        std::fs::write(&policy, policy_yaml).unwrap();
+        let log = home.join("decisions.jsonl");
+        let s = Sandbox {
+            runner,
+            home,
+            policy,
+            log,
+            resolve: resolve.to_vec(),
+            mode,
+        };
+        s.give_to_runner(&s.policy);
+        s
+    }
+
+    fn give_to_runner(&self, path: &Path) {
+        if let Runner::Ordinary(u) = self.runner {
+            corral_testsupport::user::chown(path, u.uid, u.gid);
+        }
+    }
+
+    fn command(&self, argv: &[&str]) -> Command {
+        let mut c = self.runner.command(corral_bin());
+        c.current_dir(self.home.path());
+        c.env("HOME", self.home.path());
+        c.arg("run")
+            .arg("--policy")
+            .arg(&self.policy)
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--mode")
+            .arg(self.mode);
+        for r in &self.resolve {
+            c.arg("--resolve").arg(r);
+        }
+        c.arg("--").args(argv);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, argv: &[&str]) -> Output {
+        self.command(argv).output().expect("run corral")
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        self.run(&["/bin/sh", "-c", script])
+    }
+
+    fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("decision log line is JSON"))
+            .collect()
+    }
+
+    fn context(&self, out: &Output) -> String {
+        format!(
+            "[{} / {}] status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- log ---\n{}",
+            who(self.runner),
+            self.mode,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+}
+
+fn policy(port: u16, binaries: &[&str]) -> String {
+    let bins: String = binaries
+        .iter()
+        .map(|b| format!("      - path: {b}\n"))
+        .collect();
+    format!(
+        "version: 1\nnetwork_policies:\n  test:\n    endpoints:\n      - host: allowed.test\n        port: {port}\n        allowed_ips: [127.0.0.0/8]\n    binaries:\n{bins}"
+    )
+}
+
+struct Upstreams {
+    ca: TestCa,
+    https: Upstream,
+}
+
+fn upstreams() -> Upstreams {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["allowed.test", "denied.test"]);
+    let https = Upstream::https(&leaf, |req| {
+        Reply::ok(format!(
+            "hello from upstream: {} {}\n",
+            req.method, req.target
+        ))
+    });
+    Upstreams { ca, https }
+}
+
+impl Upstreams {
+    fn resolve(&self) -> Vec<String> {
+        let p = self.https.port();
+        vec![
+            format!("allowed.test:{p}:127.0.0.1"),
+            format!("denied.test:{p}:127.0.0.1"),
+        ]
+    }
+    fn url(&self, host: &str) -> String {
+        format!("https://{host}:{}/x", self.https.port())
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn denials(log: &[Value]) -> Vec<&Value> {
+    log.iter().filter(|r| r["decision"] == "deny").collect()
+}
+
+#[test]
+fn curl_is_allowed_to_a_listed_host_and_refused_elsewhere_with_a_403_naming_it() {
+    let up = upstreams();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &policy(up.https.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let ca = up.ca.ca_path().display().to_string();
+            let out = sb.run(&[
+                "/usr/bin/curl",
+                "-sS",
+                "--cacert",
+                &ca,
+                &up.url("allowed.test"),
+            ]);
+            assert!(out.status.success(), "{}", sb.context(&out));
+            assert_eq!(
+                stdout(&out),
+                "hello from upstream: GET /x\n",
+                "{}",
+                sb.context(&out)
+            );
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                err.contains(&format!("sandbox mode {mode}")),
+                "{}",
+                sb.context(&out)
+            );
+
+            // Refused over CONNECT: curl reports the 403 from the proxy.
+            let out = sb.run(&[
+                "/usr/bin/curl",
+                "-sS",
+                "-v",
+                "--cacert",
+                &ca,
+                &up.url("denied.test"),
+            ]);
+            assert!(!out.status.success(), "{}", sb.context(&out));
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(err.contains("403"), "{}", sb.context(&out));
+            assert!(
+                err.to_ascii_lowercase().contains("x-corral-error"),
+                "{}",
+                sb.context(&out)
+            );
+
+            // Refused as plain HTTP: the JSON body names binary, host and port.
+            let port = up.https.port();
+            let out = sb.run(&[
+                "/usr/bin/curl",
+                "-sS",
+                &format!("http://denied.test:{port}/"),
+            ]);
+            let body = stdout(&out);
+            let json: Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("403 body is JSON ({e}): {}", sb.context(&out)));
+            assert_eq!(json["binary"], "/usr/bin/curl", "{}", sb.context(&out));
+            assert_eq!(json["host"], "denied.test", "{}", sb.context(&out));
+            assert_eq!(json["port"], port, "{}", sb.context(&out));
+
+            let log = sb.log();
+            let d = denials(&log);
+            assert!(
+                d.iter().any(|r| r["binary"] == "/usr/bin/curl"
+                    && r["host"] == "denied.test"
+                    && r["port"] == port),
+                "{}",
+                sb.context(&out)
+            );
+            assert!(
+                log.iter().any(|r| r["decision"] == "allow"
+                    && r["binary"] == "/usr/bin/curl"
+                    && r["host"] == "allowed.test"),
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_copy_of_curl_is_refused_and_a_symlink_is_attributed_to_the_real_path() {
+    let up = upstreams();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &policy(up.https.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let ca = up.ca.ca_path().display().to_string();
+            let url = up.url("allowed.test");
+            // The copy lives in a directory of the sandbox's user.
+            let script = format!(
+                "set -e; mkdir -p x; cp /usr/bin/curl x/curl; ln -sf /usr/bin/curl x/link\n\
+                 x/link -sS --cacert {ca} {url}\n\
+                 if x/curl -sS --cacert {ca} {url}; then echo COPY-ALLOWED; else echo copy-refused; fi"
+            );
+            let out = sb.sh(&script);
+            let text = stdout(&out);
+            assert!(
+                text.starts_with("hello from upstream: GET /x\n"),
+                "{}",
+                sb.context(&out)
+            );
+            assert!(text.contains("copy-refused"), "{}", sb.context(&out));
+            let log = sb.log();
+            let copy = sb
+                .home
+                .join("x/curl")
+                .canonicalize()
+                .unwrap()
+                .display()
+                .to_string();
+            assert!(
+                denials(&log)
+                    .iter()
+                    .any(|r| r["binary"] == copy.as_str() && r["error"] == "binary_not_allowed"),
+                "{}",
+                sb.context(&out)
+            );
+            assert!(
+                log.iter()
+                    .any(|r| r["decision"] == "allow" && r["binary"] == "/usr/bin/curl"),
+                "the symlink runs /usr/bin/curl: {}",
+                sb.context(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_binary_replaced_at_an_allowed_path_is_refused() {
+    let up = upstreams();
+    for runner in runners() {
+        let mode = "namespaces";
+        let home_probe = runner.temp_home();
+        let tool = home_probe.join("tool");
+        let tool_s = tool.display().to_string();
+        let sb = Sandbox::new(
+            &runner,
+            mode,
+            &policy(up.https.port(), &[&tool_s]),
+            &up.resolve(),
+        );
+        std::fs::copy("/usr/bin/curl", &tool).unwrap();
+        sb.give_to_runner(home_probe.path());
+        let ca = up.ca.ca_path().display().to_string();
+        let url = up.url("allowed.test");
+        // Same behaviour, different bytes: one appended byte leaves the ELF runnable.
+        let script = format!(
+            "{tool_s} -sS --cacert {ca} {url} && printf x >> {tool_s} && \
+             if {tool_s} -sS --cacert {ca} {url}; then echo REPLACED-ALLOWED; else echo replaced-refused; fi"
+        );
+        let out = sb.sh(&script);
+        let text = stdout(&out);
+        assert!(
+            text.starts_with("hello from upstream"),
+            "{}",
+            sb.context(&out)
+        );
+        assert!(text.contains("replaced-refused"), "{}", sb.context(&out));
+        assert!(
+            sb.log().iter().any(|r| r["decision"] == "deny"
+                && r["binary"] == tool_s.as_str()
+                && r["error"] == "binary_changed"),
+            "{}",
+            sb.context(&out)
+        );
+    }
+}
+
+const PY: &str = "/usr/bin/python3";
+
+#[test]
+fn python_connecting_straight_to_a_server_is_refused_and_logged() {
+    let v4 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+    let p4 = v4.local_addr().unwrap().port();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &[PY]), &[]);
+            let mut targets = vec![format!("('127.0.0.2', {p4})")];
+            if let Some(l) = &v6 {
+                targets.push(format!("('::1', {})", l.local_addr().unwrap().port()));
+            }
+            for t in &targets {
+                let family = if t.contains("::1") {
+                    "AF_INET6"
+                } else {
+                    "AF_INET"
+                };
+                let script = format!(
+                    "import socket, errno\n\
+                     s = socket.socket(socket.{family}, socket.SOCK_STREAM)\n\
+                     try:\n    s.connect({t}); print('CONNECTED')\n\
+                     except OSError as e:\n    print('refused', errno.errorcode[e.errno])\n\
+                     u = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n\
+                     try:\n    u.sendto(b'x', {t}); print('SENT')\n\
+                     except OSError as e:\n    print('dgram-refused', errno.errorcode[e.errno])\n"
+                );
+                let out = sb.run(&[PY, "-c", &script]);
+                let text = stdout(&out);
+                assert!(
+                    text.contains("refused ECONNREFUSED"),
+                    "{t}: {}",
+                    sb.context(&out)
+                );
+                assert!(
+                    text.contains("dgram-refused EACCES"),
+                    "{t}: {}",
+                    sb.context(&out)
+                );
+            }
+            let log = sb.log();
+            let direct: Vec<_> = log.iter().filter(|r| r["kind"] == "direct").collect();
+            assert!(
+                direct.iter().any(|r| r["error"] == "direct_connect"
+                    && r["binary"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("/usr/bin/python3")
+                    && r["host"] == "127.0.0.2"
+                    && r["port"] == p4),
+                "{}",
+                std::fs::read_to_string(&sb.log).unwrap_or_default()
+            );
+            assert!(direct.iter().any(|r| r["error"] == "datagram"), "{log:?}");
+            if v6.is_some() {
+                assert!(direct.iter().any(|r| r["host"] == "::1"), "{log:?}");
+            }
+        }
+    }
+    drop(v4);
+}
+
+/// A python client that speaks CONNECT to the proxy itself.
+fn python_connect_client(target: &str) -> String {
+    format!(
+        "def fetch(s):\n    s.connect(('127.0.0.1', 3128))\n    s.sendall(b'CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n')\n    return s.recv(200).split(b'\\r\\n')[0].decode()\n"
+    )
+}
+
+#[test]
+fn a_child_using_its_parents_socket_and_an_orphan_are_attributed() {
+    let up = upstreams();
+    let target = format!("allowed.test:{}", up.https.port());
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &policy(up.https.port(), &[PY]),
+                &up.resolve(),
+            );
+            // The parent creates the socket, a forked child connects it.
+            let inherit = format!(
+                "import os, socket\n{}s = socket.socket()\npid = os.fork()\nif pid == 0:\n    print('child', fetch(s), flush=True)\n    os._exit(0)\nos.waitpid(pid, 0)\n",
+                python_connect_client(&target)
+            );
+            let out = sb.run(&[PY, "-c", &inherit]);
+            assert!(
+                stdout(&out).contains("child HTTP/1.1 200"),
+                "{}",
+                sb.context(&out)
+            );
+
+            // An orphan: its parent exits first, then it connects.
+            let orphan = format!(
+                "import os, socket, time\n{}r, w = os.pipe()\nif os.fork() == 0:\n    mid = os.getpid()\n    if os.fork() == 0:\n        os.close(r)\n        while os.getppid() == mid:\n            time.sleep(0.01)\n        os.write(w, fetch(socket.socket()).encode())\n        os._exit(0)\n    os._exit(0)\nos.wait()\nos.close(w)\nprint('orphan', os.read(r, 100).decode())\n",
+                python_connect_client(&target)
+            );
+            let out = sb.run(&[PY, "-c", &orphan]);
+            assert!(
+                stdout(&out).contains("orphan HTTP/1.1 200"),
+                "{}",
+                sb.context(&out)
+            );
+            let allows = sb
+                .log()
+                .into_iter()
+                .filter(|r| {
+                    r["decision"] == "allow"
+                        && r["binary"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with("/usr/bin/python3")
+                })
+                .count();
+            assert!(allows >= 2, "{}", sb.context(&out));
+        }
+    }
+}
+
+#[test]
+fn git_clone_needs_git_remote_https_in_the_policy() {
+    use corral_testsupport::git_server::GitServer;
+    let ca = TestCa::new();
+    let git = GitServer::start(&ca, &["git.test"]);
+    let port = git.port();
+    let resolve = vec![format!("git.test:{port}:127.0.0.1")];
+    let url = format!("https://git.test:{port}/repo.git");
+    let git_policy = |bins: &[&str]| {
+        let bins: String = bins
+            .iter()
+            .map(|b| format!("      - path: {b}\n"))
+            .collect();
+        format!(
+            "version: 1\nnetwork_policies:\n  git:\n    endpoints:\n      - host: git.test\n        port: {port}\n        allowed_ips: [127.0.0.0/8]\n    binaries:\n{bins}"
+        )
+    };
+    // Debian's git-remote-https is a symlink: the sandbox names the file it resolves to.
+    let remote_https = std::fs::canonicalize("/usr/lib/git-core/git-remote-https")
+        .unwrap()
+        .display()
+        .to_string();
+    for runner in runners() {
+        let mode = "namespaces";
+        let ok = Sandbox::new(
+            &runner,
+            mode,
+            &git_policy(&["/usr/bin/git", "/usr/lib/git-core/git-remote-https"]),
+            &resolve,
+        );
+        let out = ok
+            .command(&["/usr/bin/git", "clone", "-q", &url, "clone"])
+            .env("GIT_SSL_CAINFO", ca.ca_path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", ok.context(&out));
+        assert!(
+            ok.home.join("clone/README.md").exists(),
+            "{}",
+            ok.context(&out)
+        );
+
+        let only_git = Sandbox::new(&runner, mode, &git_policy(&["/usr/bin/git"]), &resolve);
+        let out = only_git
+            .command(&["/usr/bin/git", "clone", "-q", &url, "clone"])
+            .env("GIT_SSL_CAINFO", ca.ca_path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", only_git.context(&out));
+        assert!(
+            denials(&only_git.log())
+                .iter()
+                .any(|r| r["binary"] == remote_https.as_str()
+                    && r["ancestors"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == "/usr/bin/git"))),
+            "{}",
+            only_git.context(&out)
+        );
+    }
+}
+
+#[test]
+fn exit_codes_and_signals_are_propagated() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &["/usr/bin/curl"]), &[]);
+            let out = sb.sh("exit 7");
+            assert_eq!(out.status.code(), Some(7), "{}", sb.context(&out));
+            let out = sb.sh("kill -TERM $$");
+            assert_eq!(out.status.code(), Some(128 + 15), "{}", sb.context(&out));
+            let out = sb.run(&["/nonexistent/tool"]);
+            assert_eq!(out.status.code(), Some(127), "{}", sb.context(&out));
+
+            // A signal sent to corral reaches the command, which reports it.
+            let mut child = sb
+                .command(&[
+                    "/bin/sh",
+                    "-c",
+                    "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            assert_eq!(line, "ready\n");
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            let status = child.wait().unwrap();
+            line.clear();
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            assert_eq!(line, "got-term\n", "[{} / {mode}]", who(&runner));
+            assert_eq!(status.code(), Some(3), "[{} / {mode}]", who(&runner));
+        }
+    }
+}
+
+#[test]
+fn the_sandbox_sees_the_proxy_environment_and_keeps_the_users_uid() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &["/usr/bin/curl"]), &[]);
+            let out = sb.sh("echo $HTTPS_PROXY $https_proxy $NO_PROXY $NODE_USE_ENV_PROXY; id -u; touch made; stat -c %u made");
+            let text = stdout(&out);
+            let mut lines = text.lines();
+            assert_eq!(
+                lines.next(),
+                Some("http://127.0.0.1:3128 http://127.0.0.1:3128 localhost,127.0.0.1,::1 1"),
+                "{}",
+                sb.context(&out)
+            );
+            let uid = lines.next().unwrap_or_default().to_string();
+            let expected = match &runner {
+                Runner::Ordinary(u) => u.uid.to_string(),
+                Runner::Current => {
+                    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
+                        .unwrap()
+                        .trim()
+                        .to_string()
+                }
+            };
+            assert_eq!(uid, expected, "{}", sb.context(&out));
+            assert_eq!(
+                lines.next(),
+                Some(expected.as_str()),
+                "files keep the user's ownership: {}",
+                sb.context(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_interactive_session_runs_on_a_terminal_with_job_control() {
+    // `script` gives the sandbox a real pseudo-terminal; ^C (sent as a byte on the
+    // terminal) interrupts the foreground command inside, and the session goes on.
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &["/usr/bin/curl"]), &[]);
+            let corral = sb.command(&["/bin/sh", "-c", "trap 'echo interrupted' INT; if [ -t 0 ] && [ -t 1 ]; then echo on-a-tty; fi; sleep 30; echo after-interrupt; exit 5"]);
+            let argv: Vec<String> = std::iter::once(corral.get_program())
+                .chain(corral.get_args())
+                .map(|a| shell_quote(&a.to_string_lossy()))
+                .collect();
+            let mut c = sb.runner.command("/usr/bin/script");
+            c.current_dir(sb.home.path()).env("HOME", sb.home.path());
+            c.args(["-qfec", &argv.join(" "), "/dev/null"]);
+            c.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let mut out = child.stdout.take().unwrap();
+            let mut seen = String::new();
+            let mut buf = [0u8; 256];
+            while !seen.contains("on-a-tty") {
+                let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+                assert!(
+                    n > 0,
+                    "[{} / {mode}] script ended early: {seen}",
+                    who(&runner)
+                );
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\x03").unwrap();
+            drop(child.stdin.take());
+            let status = child.wait().unwrap();
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+            seen.push_str(&rest);
+            assert!(
+                seen.contains("interrupted"),
+                "[{} / {mode}] ^C did not reach the command: {seen}",
+                who(&runner)
+            );
+            assert!(
+                seen.contains("after-interrupt"),
+                "[{} / {mode}] {seen}",
+                who(&runner)
+            );
+            assert_eq!(status.code(), Some(5), "[{} / {mode}] {seen}", who(&runner));
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn require_netns_and_an_unknown_mode_are_refused_clearly() {
+    let runner = Runner::Current;
+    let sb = Sandbox::new(&runner, "seccomp-only", &policy(1, &["/usr/bin/curl"]), &[]);
+    let out = sb
+        .runner
+        .command(corral_bin())
+        .args([
+            "run",
+            "--require-netns",
+            "--mode",
+            "seccomp-only",
+            "--policy",
+        ])
+        .arg(&sb.policy)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--require-netns"));
+    let out = sb
+        .runner
+        .command(corral_bin())
+        .args(["run", "--mode", "sideways", "--policy"])
+        .arg(&sb.policy)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown sandbox mode"));
+}
