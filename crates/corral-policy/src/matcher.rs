@@ -114,7 +114,10 @@ impl CL7 {
         let m = req.method.to_ascii_uppercase();
         match self.access {
             Some(Access::ReadOnly) => matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS"),
-            Some(Access::ReadWrite) => m != "DELETE",
+            Some(Access::ReadWrite) => matches!(
+                m.as_str(),
+                "GET" | "HEAD" | "OPTIONS" | "POST" | "PUT" | "PATCH"
+            ),
             Some(Access::Full) | None => true,
         }
     }

@@ -132,7 +132,7 @@ impl Endpoint {
 pub enum Access {
     /// GET, HEAD, OPTIONS.
     ReadOnly,
-    /// Every method but DELETE.
+    /// GET, HEAD, OPTIONS, POST, PUT, PATCH (not DELETE, nor unusual methods).
     ReadWrite,
     /// Every method.
     Full,

@@ -43,6 +43,10 @@ network_policies:
         port: 80
         protocol: rest
         access: read-only
+      - host: rw.example
+        port: 80
+        protocol: rest
+        access: read-write
     binaries:
       - { path: /usr/bin/curl }
 "#;
@@ -243,6 +247,12 @@ fn l7_rules_allow_deny_and_presets() {
     assert!(!m
         .decide(&curl, "ro.example", 80, Some(&req("POST", "/x")))
         .is_allow());
+    let rw = |method| {
+        m.decide(&curl, "rw.example", 80, Some(&req(method, "/x")))
+            .is_allow()
+    };
+    assert!(rw("PATCH") && rw("post") && rw("GET"));
+    assert!(!rw("DELETE") && !rw("PROPFIND"));
 }
 
 #[test]
