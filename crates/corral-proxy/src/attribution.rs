@@ -4,10 +4,11 @@
 //! the sandbox hands to the proxy as an [`Attribution`]). The standalone `corral proxy`
 //! uses [`ProcResolver`], which looks the client socket up in `/proc`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use corral_policy::Identity;
 
@@ -83,6 +84,20 @@ impl Attribution for FixedIdentity {
 /// attributes at connect time instead.
 pub struct ProcResolver {
     proc_root: PathBuf,
+    /// SHA-256 by executable file identity (dev, inode, size, mtime): hashed once each.
+    hashes: Mutex<HashMap<FileKey, String>>,
+}
+
+/// (dev, inode, size, mtime seconds, mtime nanoseconds) of an executable file.
+type FileKey = (u64, u64, u64, i64, i64);
+
+/// SHA-256 (lowercase hex) of the file at `path`.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 impl Default for ProcResolver {
@@ -95,6 +110,7 @@ impl ProcResolver {
     pub fn new() -> ProcResolver {
         ProcResolver {
             proc_root: PathBuf::from("/proc"),
+            hashes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -163,8 +179,35 @@ impl ProcResolver {
             .and_then(|v| v.trim().parse().ok())
     }
 
+    /// The executable's SHA-256, read through `/proc/PID/exe` (so a replaced or deleted
+    /// file is hashed as it runs), cached by file identity.
+    fn sha256(&self, pid: u32) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let link = self.proc_root.join(pid.to_string()).join("exe");
+        let key = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+        let before = key(&std::fs::metadata(&link).ok()?);
+        if let Some(h) = self
+            .hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&before)
+        {
+            return Some(h.clone());
+        }
+        let hash = sha256_file(&link).ok()?;
+        // Only cache when the file did not change while it was read.
+        if std::fs::metadata(&link).ok().map(|m| key(&m)) == Some(before) {
+            self.hashes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(before, hash.clone());
+        }
+        Some(hash)
+    }
+
     fn identity_of(&self, pid: u32) -> Option<Identity> {
         let exe = self.exe(pid)?;
+        let sha256 = self.sha256(pid);
         let mut ancestors = Vec::new();
         let mut cur = pid;
         for _ in 0..64 {
@@ -185,7 +228,7 @@ impl ProcResolver {
         Some(Identity {
             exe,
             ancestors,
-            sha256: None,
+            sha256,
             pid: Some(pid),
         })
     }

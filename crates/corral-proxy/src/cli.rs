@@ -108,7 +108,12 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         metrics: Default::default(),
     });
     let attribution: Arc<dyn Attribution> = match &args.identity_exe {
-        Some(exe) => Arc::new(FixedIdentity::exe(exe.clone())),
+        Some(exe) => {
+            // Hashed once, so sha256 pins in the policy apply to the fixed identity too.
+            let mut fixed = FixedIdentity::exe(exe.clone());
+            fixed.0.sha256 = crate::sha256_file(exe).ok();
+            Arc::new(fixed)
+        }
         None => Arc::new(ProcResolver::new()),
     };
 

@@ -34,7 +34,7 @@ pub mod relay;
 mod server;
 pub mod suggest;
 
-pub use attribution::{Attribution, FixedIdentity, ProcResolver, Unattributed};
+pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};
 pub use config::{Limits, Overrides, ProxyConfig, UpstreamProxy};
 pub use log::{now_rfc3339, DecisionLog, LogRecord};
 pub use metrics::Metrics;

@@ -797,6 +797,13 @@ fn the_proc_resolver_names_the_real_client_executable() {
     assert_eq!(rec["binary"], curl.to_str().unwrap());
     assert_eq!(rec["decision"], "allow");
     assert!(rec["pid"].as_u64().is_some());
+    let sum = output(Command::new("sha256sum").arg(&curl));
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        rec["sha256"],
+        sum.split_whitespace().next().unwrap(),
+        "{rec}"
+    );
     assert!(!rec["ancestors"].as_array().unwrap().is_empty(), "{rec}");
     // python is not in the policy: refused, and named.
     let py = output(clean(PYTHON).args([
