@@ -20,6 +20,8 @@ const ENDPOINT_KEYS: &[&str] = &[
     "allowed_ips",
     "path",
 ];
+/// Ports on which an L7 endpoint is assumed to carry plain HTTP the proxy can read.
+const PLAIN_HTTP_PORTS: &[u16] = &[80, 8000, 8080];
 const BINARY_KEYS: &[&str] = &["path", "sha256", "children"];
 
 const GROUP_EXAMPLE: &str = "network_policies:\n  github:\n    endpoints:\n      - { host: github.com, port: 443 }\n    binaries:\n      - { path: /usr/bin/git }";
@@ -325,11 +327,15 @@ impl Ctx<'_> {
                     "add `protocol: rest` so it is clear that HTTP requests are checked",
                 );
             }
-            self.warn(
-                l7_pos,
-                "`access`/`rules` are enforced only for plain-HTTP requests that the proxy can read",
-                "corral does not terminate TLS yet, so HTTPS (CONNECT) traffic to this endpoint is checked by host, port and binary only",
-            );
+            // Plain-HTTP ports get their requests checked; anything else is most
+            // likely TLS, which corral does not terminate yet.
+            if let Some(p) = ports.iter().find(|p| !PLAIN_HTTP_PORTS.contains(p)) {
+                self.warn(
+                    l7_pos,
+                    format!("`access`/`rules` are not enforced on port {p} yet: corral checks requests only on plain HTTP"),
+                    "corral does not terminate TLS yet, so HTTPS (CONNECT) traffic to this endpoint is checked by host, port and binary only",
+                );
+            }
         }
         if !ok {
             return None;
