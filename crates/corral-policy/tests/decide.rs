@@ -308,3 +308,10 @@ fn symlinked_binary_paths_match_their_target_and_home_forms_expand() {
         .decide(&who("/home/bob/bin/y"), "a.example", 443, None)
         .is_allow());
 }
+
+#[test]
+fn matcher_is_shareable_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Matcher>();
+    send_sync::<corral_policy::PolicyWatcher>();
+}
