@@ -10,8 +10,9 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -53,6 +54,7 @@ pub struct Record {
 }
 
 pub struct AuditLog {
+    path: PathBuf,
     file: Mutex<File>,
     fsync: bool,
     /// False after a failed write, true again after a successful one. While false the
@@ -67,13 +69,10 @@ impl AuditLog {
                 anyhow::anyhow!("cannot create audit log directory {}: {e}", dir.display())
             })?;
         }
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(path)
+        let file = open_append(path)
             .map_err(|e| anyhow::anyhow!("cannot open audit log {}: {e}", path.display()))?;
         Ok(AuditLog {
+            path: path.to_path_buf(),
             file: Mutex::new(file),
             fsync,
             healthy: AtomicBool::new(true),
@@ -91,6 +90,7 @@ impl AuditLog {
         };
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        self.follow_rotation(&mut file);
         let result =
             file.write_all(&line)
                 .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
@@ -105,10 +105,39 @@ impl AuditLog {
         }
     }
 
+    /// After logrotate (or anyone) renamed or removed the file, continue in a new file at
+    /// the configured path instead of writing into the renamed or unlinked one.
+    fn follow_rotation(&self, file: &mut File) {
+        let current = file.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let at_path = std::fs::metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
+        if current.is_some() && current == at_path {
+            return;
+        }
+        match open_append(&self.path) {
+            Ok(f) => {
+                tracing::info!(path = %self.path.display(), "audit log reopened (rotated or removed)");
+                *file = f;
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), "cannot reopen the rotated audit log: {e}")
+            }
+        }
+    }
+
     /// Whether the last write succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
 }
 
 /// Replaces the values of `fields` (at any depth) by `"[redacted]"`.
@@ -149,6 +178,14 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
+        // logrotate-style rename: later records go to a new file at the configured path.
+        std::fs::rename(&path, dir.path().join("a/audit.jsonl.1")).unwrap();
+        log.write(&Record {
+            request_id: "after-rotation".into(),
+            ..Default::default()
+        });
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert!(fresh.contains("after-rotation") && fresh.lines().count() == 1);
         let mut v = serde_json::json!({"messages":[{"content":"secret plan"}],"system":"s"});
         redact(&mut v, &["content".into()]);
         assert_eq!(v["messages"][0]["content"], "[redacted]");
