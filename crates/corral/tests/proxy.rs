@@ -991,3 +991,78 @@ fn reloading_under_load_never_allows_what_the_policy_in_force_refused() {
         .collect();
     assert!(generations.len() >= 2, "requests saw only {generations:?}");
 }
+
+#[test]
+fn allowed_connections_are_chained_through_a_corporate_upstream_proxy() {
+    // tinyproxy plays the corporate proxy. Destinations are IP literals, so that nothing
+    // (neither corral nor tinyproxy) ever asks DNS.
+    let ca = TestCa::new();
+    let secure = Upstream::https(&ca.leaf(&["127.0.0.1"]), |_| Reply::ok("via corp\n"));
+    let plain = Upstream::echo(None);
+    let dir = tempfile::tempdir().unwrap();
+    let tp_port = free_port(LOCALHOST);
+    let conf = dir.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "User nobody\nGroup nogroup\nPort {tp_port}\nListen 127.0.0.1\nLogLevel Critical\n"
+        ),
+    )
+    .unwrap();
+    let mut tinyproxy = Command::new("tinyproxy");
+    tinyproxy.arg("-d").arg("-c").arg(&conf);
+    let mut corp = Background::spawn("tinyproxy", tinyproxy);
+    corp.wait_for_port(SocketAddr::new(LOCALHOST, tp_port), Duration::from_secs(20));
+    let groups = format!(
+        "  corp:\n    endpoints:\n      - {{ host: 127.0.0.1, ports: [{}, {}], allowed_ips: [127.0.0.0/8] }}\n      - {{ host: 169.254.169.254, port: 80 }}\n    binaries:\n      - {{ path: /usr/bin/curl }}\n",
+        secure.port(),
+        plain.port()
+    );
+    let proxy = Proxy::start(
+        &policy(&groups),
+        Some("/usr/bin/curl"),
+        &[],
+        &["--upstream-proxy", &format!("http://127.0.0.1:{tp_port}")],
+    );
+    let tunnel = output(
+        clean("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(ca.ca_path())
+            .args(["-x", &proxy.url()])
+            .arg(format!("https://127.0.0.1:{}/", secure.port())),
+    );
+    assert!(tunnel.status.success(), "{}", text(&tunnel));
+    assert_eq!(String::from_utf8_lossy(&tunnel.stdout), "via corp\n");
+    let forward = output(
+        clean("curl")
+            .args(["-sS", "--fail", "-x", &proxy.url()])
+            .arg(format!("http://127.0.0.1:{}/chained", plain.port())),
+    );
+    assert!(forward.status.success(), "{}", text(&forward));
+    assert_eq!(
+        String::from_utf8_lossy(&forward.stdout),
+        "hello from upstream: GET /chained\n"
+    );
+    // The dialled address is the corporate proxy's.
+    let records = proxy.records_for("127.0.0.1");
+    assert!(records
+        .iter()
+        .all(|r| r["addresses"][0] == format!("127.0.0.1:{tp_port}")));
+    // Policy and address classes still apply before anything is chained.
+    let metadata = output(
+        clean("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-x",
+                &proxy.url(),
+            ])
+            .arg("http://169.254.169.254/latest/meta-data/"),
+    );
+    assert_eq!(String::from_utf8_lossy(&metadata.stdout), "403");
+    let refused = proxy.records_for("169.254.169.254");
+    assert_eq!(refused[0]["error"], "address_class_refused");
+}
