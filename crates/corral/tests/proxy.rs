@@ -1066,3 +1066,75 @@ fn allowed_connections_are_chained_through_a_corporate_upstream_proxy() {
     let refused = proxy.records_for("169.254.169.254");
     assert_eq!(refused[0]["error"], "address_class_refused");
 }
+
+#[test]
+fn out_of_file_descriptors_the_proxy_answers_503_or_502_and_recovers() {
+    let up = Upstream::echo(None);
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy_path,
+        policy(&group("g", "/usr/bin/curl", &[("echo.test", up.port())])),
+    )
+    .unwrap();
+    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    // A proxy with only 48 descriptors: a couple of dozen tunnels exhaust it.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 48 && exec \"$0\" proxy --policy \"$1\" --listen \"$2\" --identity-exe /usr/bin/curl --resolve \"$3\" --log /dev/null")
+        .arg(corral_bin())
+        .arg(&policy_path)
+        .arg(addr.to_string())
+        .arg(resolve("echo.test", up.addr()));
+    let mut proxy = Background::spawn("corral proxy (48 fds)", cmd);
+    proxy.wait_for_port(addr, Duration::from_secs(20));
+    let connect = format!(
+        "CONNECT echo.test:{0} HTTP/1.1\r\nHost: echo.test:{0}\r\n\r\n",
+        up.port()
+    );
+    let mut tunnels = Vec::new();
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(connect.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        let status = match s.read_exact(&mut head) {
+            Ok(()) => status_of(&String::from_utf8_lossy(&head)),
+            Err(e) => panic!("no answer from an exhausted proxy: {e}"),
+        };
+        *answers.entry(status).or_insert(0) += 1;
+        tunnels.push(s);
+    }
+    eprintln!("answers with 48 descriptors: {answers:?}");
+    assert!(
+        answers.keys().all(|s| [200, 502, 503].contains(s)),
+        "{answers:?}"
+    );
+    assert!(answers.get(&200).copied().unwrap_or(0) > 5, "{answers:?}");
+    assert!(
+        answers.get(&503).copied().unwrap_or(0) + answers.get(&502).copied().unwrap_or(0) > 0,
+        "48 descriptors cannot hold 40 tunnels: {answers:?}"
+    );
+    // Descriptors free up: the proxy serves again.
+    drop(tunnels);
+    let mut served = false;
+    for _ in 0..100 {
+        let answer = raw(
+            addr,
+            format!(
+                "GET http://echo.test:{0}/again HTTP/1.1\r\nHost: echo.test:{0}\r\nConnection: close\r\n\r\n",
+                up.port()
+            )
+            .as_bytes(),
+        );
+        if answer.starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served, "the proxy did not recover\n{}", proxy.stderr());
+    proxy.signal(15);
+    let _ = proxy.wait();
+}
