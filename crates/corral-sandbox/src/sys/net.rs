@@ -235,6 +235,20 @@ pub fn wait_writable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
     Ok(n > 0)
 }
 
+/// The bytes of `addr` as the kernel lays a `struct sockaddr` out.
+#[cfg(test)]
+fn raw_bytes(addr: &SocketAddr) -> Vec<u8> {
+    let (ss, len) = to_raw(addr);
+    // SAFETY: `ss` is initialised and at least `len` bytes long.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    }
+    .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,24 +258,11 @@ mod tests {
     fn parses_inet_addresses_as_the_kernel_lays_them_out() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let a = l.local_addr().unwrap();
-        let (ss, len) = to_raw(&a);
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&ss as *const libc::sockaddr_storage).cast::<u8>(),
-                len as usize,
-            )
-        };
-        assert_eq!(parse_sockaddr(bytes), RawDestination::Inet(a));
+        assert_eq!(parse_sockaddr(&raw_bytes(&a)), RawDestination::Inet(a));
         assert_eq!(local_addr(l.as_fd()).unwrap(), a);
         let v6: SocketAddr = "[::1]:443".parse().unwrap();
-        let (ss, len) = to_raw(&v6);
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&ss as *const libc::sockaddr_storage).cast::<u8>(),
-                len as usize,
-            )
-        };
-        assert_eq!(parse_sockaddr(bytes), RawDestination::Inet(v6));
+        let bytes = raw_bytes(&v6);
+        assert_eq!(parse_sockaddr(&bytes), RawDestination::Inet(v6));
         assert_eq!(
             parse_sockaddr(&bytes[..20]),
             RawDestination::Invalid { family: Some(10) }

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""corral run benchmarks (docs/benchmarks.md, "Sandbox"). Ratios against baselines measured
+in the same run; medians of N runs.
+
+    python3 crates/corral-sandbox/benches/sandbox_bench.py /path/to/corral [N]
+
+1. start-up: `corral run -- /bin/true` (both modes) vs `bwrap --unshare-all` and `unshare -Urn`;
+2. connection set-up to the proxy through the connect broker with 1 vs 1,000 idle processes
+   in the sandbox, next to an unbrokered loopback connect outside the sandbox.
+"""
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CORRAL = sys.argv[1]
+N = int(sys.argv[2]) if len(sys.argv) > 2 else 40
+
+tmp = tempfile.mkdtemp(prefix="corral-bench-")
+policy = os.path.join(tmp, "policy.yaml")
+with open(policy, "w") as f:
+    f.write("version: 1\nnetwork_policies: {}\n")
+log = os.path.join(tmp, "log.jsonl")
+
+
+def corral(mode, *argv):
+    return [CORRAL, "run", "--policy", policy, "--log", log, "--mode", mode, "--", *argv]
+
+
+def median_ms(argv, n=N):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+print(f"## start-up (median of {N} runs)")
+base = median_ms(["unshare", "-Urn", "/bin/true"])
+rows = [
+    ("unshare -Urn true", base),
+    ("bwrap --unshare-all --bind / / true", median_ms(["bwrap", "--unshare-all", "--bind", "/", "/", "/bin/true"])),
+    ("corral run -- true (namespaces)", median_ms(corral("namespaces", "/bin/true"))),
+    ("corral run -- true (seccomp-only)", median_ms(corral("seccomp-only", "/bin/true"))),
+]
+for name, ms in rows:
+    print(f"| {name} | {ms:.1f} ms | {ms / base:.2f}x |")
+
+CONNECTS = 500
+client = f"""
+import socket, statistics, subprocess, sys, time
+idle = [subprocess.Popen(['/bin/sleep', '600']) for _ in range(int(sys.argv[1]))]
+addr = (sys.argv[2], int(sys.argv[3]))
+ts = []
+for _ in range({CONNECTS}):
+    s = socket.socket()
+    t = time.perf_counter()
+    s.connect(addr)
+    ts.append(time.perf_counter() - t)
+    s.close()
+for p in idle:
+    p.kill()
+print(statistics.median(ts) * 1e6)
+"""
+
+
+def connect_us(argv_prefix, idle, host, port):
+    out = subprocess.run([*argv_prefix, "/usr/bin/python3", "-c", client, str(idle), host, str(port)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+import socket
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(4096)
+import threading
+def drain():
+    while True:
+        c, _ = srv.accept()
+        c.close()
+threading.Thread(target=drain, daemon=True).start()
+plain = connect_us([], 1, "127.0.0.1", srv.getsockname()[1])
+print(f"\n## connect set-up (median of {CONNECTS} connects)")
+print(f"| unbrokered loopback connect (outside the sandbox) | {plain:.0f} µs | 1.00x |")
+for mode in ("namespaces", "seccomp-only"):
+    one = connect_us(corral(mode), 1, "127.0.0.1", 3128)
+    many = connect_us(corral(mode), 1000, "127.0.0.1", 3128)
+    print(f"| brokered, {mode}, 1 idle process | {one:.0f} µs | {one / plain:.2f}x |")
+    print(f"| brokered, {mode}, 1,000 idle processes | {many:.0f} µs | {many / plain:.2f}x (1,000 vs 1: {many / one:.2f}) |")
