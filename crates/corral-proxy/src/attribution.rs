@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use corral_policy::Identity;
@@ -72,8 +72,9 @@ impl Attribution for FixedIdentity {
     }
 }
 
-/// Standalone attribution through `/proc`: the client socket's inode from
-/// `/proc/net/tcp{,6}` (the proxy's network namespace), the processes holding that inode
+/// Standalone attribution through `/proc`: the client socket's inode from a netlink
+/// `sock_diag` query (falling back to `/proc/net/tcp{,6}`; the proxy's network namespace),
+/// the processes holding that inode
 /// from `/proc/PID/fd`, their executables from `/proc/PID/exe`, ancestors through `PPid`.
 ///
 /// Limits, stated plainly: it sees only processes in the proxy's network and PID namespaces
@@ -115,6 +116,22 @@ impl ProcResolver {
     }
 
     fn socket_inode(&self, peer: SocketAddr, local: SocketAddr) -> Result<u64, Unattributed> {
+        // netlink sock_diag: one exact lookup (as IPv4, then as a v4-mapped IPv6 socket).
+        if self.proc_root == Path::new("/proc") {
+            let mut tries = vec![(peer, local)];
+            if let (SocketAddr::V4(p), SocketAddr::V4(l)) = (canonical(peer), canonical(local)) {
+                let mapped = |a: std::net::SocketAddrV4| {
+                    SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+                };
+                tries = vec![(p.into(), l.into()), (mapped(p), mapped(l))];
+            }
+            for (src, dst) in tries {
+                if let Ok(Some(inode)) = crate::sys::tcp_socket_inode(src, dst) {
+                    return Ok(inode);
+                }
+            }
+        }
+        // Fallback: read the tables.
         let peer = canonical(peer);
         let local = canonical(local);
         for table in ["net/tcp", "net/tcp6"] {

@@ -33,6 +33,7 @@ mod policy_handle;
 pub mod relay;
 mod server;
 pub mod suggest;
+mod sys;
 
 pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};
 pub use config::{Limits, Overrides, ProxyConfig, UpstreamProxy};
