@@ -1138,3 +1138,57 @@ fn out_of_file_descriptors_the_proxy_answers_503_or_502_and_recovers() {
     proxy.signal(15);
     let _ = proxy.wait();
 }
+
+#[test]
+fn a_private_address_is_reachable_only_for_the_endpoint_whose_allowed_ips_covers_it() {
+    // Two namespaces joined by a veth pair: the proxy in one, an "internal" web server on
+    // 10.200.0.2 in the other. Nothing here can reach a real network.
+    let proxy_ns = NetNs::new();
+    let internal_ns = NetNs::new();
+    proxy_ns.link(&internal_ns, "10.200.0.1/24", "10.200.0.2/24");
+    let web_root = tempfile::tempdir().unwrap();
+    std::fs::write(web_root.path().join("index.html"), "internal wiki\n").unwrap();
+    let mut server = internal_ns.command(PYTHON);
+    server
+        .args(["-u", "-m", "http.server", "--bind", "10.200.0.2", "18081"])
+        .current_dir(web_root.path());
+    let web = Background::spawn("internal web server", server);
+    for _ in 0..500 {
+        if web.stdout().contains("Serving HTTP") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let groups = "  intranet:\n    endpoints:\n      - { host: wiki.corp.test, port: 18081, allowed_ips: [10.200.0.0/24] }\n      - { host: other.corp.test, port: 18081 }\n    binaries:\n      - { path: /usr/bin/curl }\n";
+    let proxy = Proxy::start_in(
+        Some(&proxy_ns),
+        &policy(groups),
+        Some("/usr/bin/curl"),
+        &[
+            "wiki.corp.test:18081:10.200.0.2".to_string(),
+            "other.corp.test:18081:10.200.0.2".to_string(),
+        ],
+        &[],
+    );
+    let curl = |url: &str| {
+        let mut cmd = proxy_ns.command("curl");
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = output(cmd.args(["-sS", "-i", "-x", &proxy.url()]).arg(url));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wiki = curl("http://wiki.corp.test:18081/");
+    assert!(wiki.starts_with("HTTP/1.1 200"), "{wiki}");
+    assert!(wiki.ends_with("internal wiki\n"), "{wiki}");
+    let other = curl("http://other.corp.test:18081/");
+    assert!(other.starts_with("HTTP/1.1 403"), "{other}");
+    assert!(other.contains("10.200.0.2 (private)"), "{other}");
+}
