@@ -88,6 +88,22 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .map(UpstreamProxy::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    if let Some(log) = &args.log {
+        let dir = |p: &std::path::Path| {
+            std::fs::canonicalize(
+                p.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new(".")),
+            )
+            .ok()
+        };
+        if dir(log).is_some() && dir(log) == dir(&args.policy) {
+            tracing::warn!(
+                "the decision log {} is in the policy's directory: the policy watcher waits for that directory to be quiet, so under steady traffic reloads would be delayed; put the log elsewhere",
+                log.display()
+            );
+        }
+    }
     let log = match &args.log {
         Some(path) => DecisionLog::to_file(path)
             .with_context(|| format!("cannot open the decision log {}", path.display()))?
