@@ -686,3 +686,105 @@ fn require_netns_and_an_unknown_mode_are_refused_clearly() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown sandbox mode"));
 }
+
+#[test]
+fn filesystem_policy_is_enforced_with_landlock() {
+    for runner in runners() {
+        for mode in MODES {
+            let probe = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            let secret_dir = probe.runner.temp_home();
+            std::fs::write(secret_dir.join("secret"), "s3cret\n").unwrap();
+            probe.give_to_runner(secret_dir.path());
+            let yaml = "version: 1\nfilesystem_policy:\n  include_workdir: true\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n  read_write: [/does/not/exist]\nnetwork_policies: {}\n";
+            let sb = Sandbox::new(&runner, mode, yaml, &[]);
+            let secret = secret_dir.join("secret").display().to_string();
+            let out = sb.sh(&format!(
+                "cat {secret} || echo secret-hidden; echo ok > here && cat here; touch /usr/corral-nope 2>/dev/null || echo usr-read-only"
+            ));
+            let text = stdout(&out);
+            assert!(
+                text.contains("secret-hidden") && !text.contains("s3cret"),
+                "{}",
+                sb.context(&out)
+            );
+            assert!(
+                text.contains("ok\n"),
+                "the working directory is writable: {}",
+                sb.context(&out)
+            );
+            assert!(text.contains("usr-read-only"), "{}", sb.context(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("/does/not/exist skipped"),
+                "best_effort warns per path: {}",
+                sb.context(&out)
+            );
+
+            let hard = Sandbox::new(
+                &runner,
+                mode,
+                &yaml.replace(
+                    "network_policies",
+                    "landlock:\n  compatibility: hard_requirement\nnetwork_policies",
+                ),
+                &[],
+            );
+            let out = hard.run(&["/bin/true"]);
+            assert!(!out.status.success(), "{}", hard.context(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("/does/not/exist"),
+                "{}",
+                hard.context(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_policy_change_applies_inside_a_running_sandbox() {
+    use corral_testsupport::process::Background;
+    use std::time::Duration;
+    let up = upstreams();
+    let runner = Runner::ordinary();
+    let sb = Sandbox::new(
+        &runner,
+        "namespaces",
+        &policy(up.https.port(), &["/usr/bin/true"]),
+        &up.resolve(),
+    );
+    let ca = up.ca.ca_path().display().to_string();
+    let url = up.url("allowed.test");
+    let script = format!(
+        "curl -s -o /dev/null -w 'first %{{http_connect}}\\n' --cacert {ca} {url}; \
+         while [ ! -e go ]; do sleep 0.05; done; \
+         curl -sS --cacert {ca} {url}"
+    );
+    let mut bg = Background::spawn("corral run", sb.command(&["/bin/sh", "-c", &script]));
+    // The first attempt is refused…
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !denials(&sb.log())
+        .iter()
+        .any(|r| r["binary"] == "/usr/bin/curl")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged: {}",
+            bg.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // …then the policy is edited in place and reloaded.
+    std::fs::write(&sb.policy, policy(up.https.port(), &["/usr/bin/curl"])).unwrap();
+    bg.wait_for_stderr("policy reloaded", Duration::from_secs(60));
+    let go = sb.home.join("go");
+    std::fs::write(&go, "").unwrap();
+    sb.give_to_runner(&go);
+    let status = bg.wait();
+    assert!(status.success(), "{}\n{}", bg.stdout(), bg.stderr());
+    assert!(bg.stdout().contains("first 403"), "{}", bg.stdout());
+    assert!(
+        bg.stdout().contains("hello from upstream: GET /x"),
+        "{}",
+        bg.stdout()
+    );
+}
