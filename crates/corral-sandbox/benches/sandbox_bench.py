@@ -6,7 +6,10 @@ in the same run; medians of N runs.
 
 1. start-up: `corral run -- /bin/true` (both modes) vs `bwrap --unshare-all` and `unshare -Urn`;
 2. connection set-up to the proxy through the connect broker with 1 vs 1,000 idle processes
-   in the sandbox, next to an unbrokered loopback connect outside the sandbox.
+   in the sandbox, next to an unbrokered loopback connect outside the sandbox;
+3. time to the proxy's answer (connect + CONNECT request + 403), where attribution happens:
+   the broker's table (corral run) vs the /proc-scan resolver (standalone corral proxy),
+   each with 1 vs 1,000 idle processes.
 """
 import os
 import statistics
@@ -54,11 +57,15 @@ client = f"""
 import socket, statistics, subprocess, sys, time
 idle = [subprocess.Popen(['/bin/sleep', '600']) for _ in range(int(sys.argv[1]))]
 addr = (sys.argv[2], int(sys.argv[3]))
+ask = len(sys.argv) > 4
 ts = []
 for _ in range({CONNECTS}):
     s = socket.socket()
     t = time.perf_counter()
     s.connect(addr)
+    if ask:
+        s.sendall(b'CONNECT denied.test:443 HTTP/1.1\\r\\nHost: denied.test:443\\r\\n\\r\\n')
+        s.recv(4096)
     ts.append(time.perf_counter() - t)
     s.close()
 for p in idle:
@@ -67,8 +74,8 @@ print(statistics.median(ts) * 1e6)
 """
 
 
-def connect_us(argv_prefix, idle, host, port):
-    out = subprocess.run([*argv_prefix, "/usr/bin/python3", "-c", client, str(idle), host, str(port)],
+def connect_us(argv_prefix, idle, host, port, ask=False):
+    out = subprocess.run([*argv_prefix, "/usr/bin/python3", "-c", client, str(idle), host, str(port)] + (["ask"] if ask else []),
                          check=True, capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -91,3 +98,26 @@ for mode in ("namespaces", "seccomp-only"):
     many = connect_us(corral(mode), 1000, "127.0.0.1", 3128)
     print(f"| brokered, {mode}, 1 idle process | {one:.0f} µs | {one / plain:.2f}x |")
     print(f"| brokered, {mode}, 1,000 idle processes | {many:.0f} µs | {many / plain:.2f}x (1,000 vs 1: {many / one:.2f}) |")
+
+print(f"\n## time to the proxy's 403 (connect + CONNECT + answer; median of {CONNECTS})")
+table1 = connect_us(corral("namespaces"), 1, "127.0.0.1", 3128, ask=True)
+table1000 = connect_us(corral("namespaces"), 1000, "127.0.0.1", 3128, ask=True)
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+pport = probe.getsockname()[1]
+probe.close()
+proxy = subprocess.Popen([CORRAL, "proxy", "--policy", policy, "--listen", f"127.0.0.1:{pport}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", pport)).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+proc1 = connect_us([], 1, "127.0.0.1", pport, ask=True)
+proc1000 = connect_us([], 1000, "127.0.0.1", pport, ask=True)
+proxy.kill()
+print(f"| broker table (corral run), 1 idle process | {table1:.0f} µs | 1.00x |")
+print(f"| broker table (corral run), 1,000 idle processes | {table1000:.0f} µs | {table1000 / table1:.2f}x |")
+print(f"| /proc scan (corral proxy), 1 idle process | {proc1:.0f} µs | {proc1 / table1:.2f}x |")
+print(f"| /proc scan (corral proxy), 1,000 idle processes | {proc1000:.0f} µs | {proc1000 / table1:.2f}x (1,000 vs 1: {proc1000 / proc1:.2f}) |")
