@@ -1,5 +1,5 @@
 //! One client connection: read a request head, decide, then tunnel (CONNECT) or forward
-//! (plain HTTP, keep-alive, a fresh decision per request).
+//! (plain HTTP, in `forward.rs`: keep-alive, a fresh decision per request).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::attribution::{Attribution, Unattributed};
 use crate::config::ProxyConfig;
 use crate::dial::{self, DialError, Dialled};
-use crate::head::{self, BodyFraming, HeadError, Parsed, RequestHead, Target};
+use crate::head::{self, HeadError, Parsed, RequestHead, Target};
 use crate::io::Buffered;
 use crate::log::{now_rfc3339, LogRecord};
 use crate::policy_handle::PolicyHandle;
@@ -36,20 +36,20 @@ enum HeadFail {
 }
 
 /// What the connection knows about itself, apart from the socket.
-struct Ctx {
+pub(crate) struct Ctx {
     shared: Arc<Shared>,
     id: u64,
     peer: SocketAddr,
     who: Result<Identity, Unattributed>,
 }
 
-struct Conn {
-    ctx: Ctx,
-    client: Buffered<TcpStream>,
+pub(crate) struct Conn {
+    pub(crate) ctx: Ctx,
+    pub(crate) client: Buffered<TcpStream>,
 }
 
 /// What happens after one request.
-enum Step {
+pub(crate) enum Step {
     Continue,
     Close,
     Tunnel(Box<Dialled>, Box<Report>, u64, Instant),
@@ -85,7 +85,7 @@ pub(crate) async fn handle(
 }
 
 impl Ctx {
-    fn config(&self) -> &ProxyConfig {
+    pub(crate) fn config(&self) -> &ProxyConfig {
         &self.shared.config
     }
 
@@ -103,7 +103,7 @@ impl Ctx {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    pub(crate) fn record(
         &self,
         kind: &str,
         report: Report,
@@ -141,7 +141,7 @@ impl Ctx {
 
     /// Decides for `host:port` (and the request, for plain HTTP) with one policy snapshot,
     /// then dials. On refusal returns (status, report, generation, addresses).
-    async fn decide_and_dial(
+    pub(crate) async fn decide_and_dial(
         &self,
         who: &Identity,
         head: &RequestHead,
@@ -215,15 +215,15 @@ impl Ctx {
 }
 
 /// A refused request: what to answer and log.
-struct Refusal {
-    status: u16,
-    report: Report,
-    generation: u64,
-    addresses: Vec<String>,
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) report: Report,
+    pub(crate) generation: u64,
+    pub(crate) addresses: Vec<String>,
 }
 
 impl Conn {
-    fn config(&self) -> &ProxyConfig {
+    pub(crate) fn config(&self) -> &ProxyConfig {
         self.ctx.config()
     }
 
@@ -373,7 +373,7 @@ impl Conn {
     }
 
     /// Writes an error answer: status, `X-Corral-Error`, the report as JSON.
-    async fn send_report(&mut self, status: u16, report: &Report, close: bool) {
+    pub(crate) async fn send_report(&mut self, status: u16, report: &Report, close: bool) {
         let mut body = serde_json::to_vec_pretty(report).unwrap_or_default();
         body.push(b'\n');
         let code = report.error.as_deref().unwrap_or("error");
@@ -447,250 +447,6 @@ impl Conn {
             started,
         );
     }
-
-    /// Absolute-form plain HTTP.
-    async fn forward(&mut self, who: &Identity, head: &RequestHead, started: Instant) -> Step {
-        let framing = head::body_framing(&head.headers).unwrap_or(BodyFraming::None);
-        let client_close = head::wants_close(head);
-        let (dialled, report, generation) = match self.ctx.decide_and_dial(who, head, false).await {
-            Ok(d) => d,
-            Err(r) => {
-                // An unread body would be taken for the next request: close unless bodiless.
-                let close = client_close || framing != BodyFraming::None;
-                self.ctx.record(
-                    "http",
-                    r.report.clone(),
-                    r.generation,
-                    r.status,
-                    r.addresses,
-                    Default::default(),
-                    started,
-                );
-                self.send_report(r.status, &r.report, close).await;
-                return if close { Step::Close } else { Step::Continue };
-            }
-        };
-        let addr = dialled.addr.to_string();
-        let (bytes, status, keep) = match self
-            .exchange(dialled.stream, head, framing, client_close)
-            .await
-        {
-            Ok(x) => x,
-            Err((bytes, started_response)) => {
-                if !started_response {
-                    let _ = self
-                        .client
-                        .inner
-                        .write_all(
-                            b"HTTP/1.1 502 Bad Gateway\r\nX-Corral-Error: upstream_failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await;
-                }
-                (bytes, 502, false)
-            }
-        };
-        self.ctx.record(
-            "http",
-            report,
-            generation,
-            status,
-            vec![addr],
-            bytes,
-            started,
-        );
-        if keep {
-            Step::Continue
-        } else {
-            Step::Close
-        }
-    }
-
-    /// Sends the request upstream and the response back: Ok((bytes, status, keep-alive)),
-    /// or Err((bytes, whether the response had already started)).
-    async fn exchange(
-        &mut self,
-        upstream: TcpStream,
-        head: &RequestHead,
-        framing: BodyFraming,
-        client_close: bool,
-    ) -> Result<(relay::Relayed, u16, bool), (relay::Relayed, bool)> {
-        let idle = self.config().limits.idle_timeout;
-        let max = self.config().limits.max_header_bytes;
-        let mut bytes = relay::Relayed::default();
-        let mut up = Buffered::new(upstream, idle);
-        let proxy_auth = self
-            .config()
-            .upstream_proxy
-            .as_ref()
-            .map(|p| p.authorization.clone());
-        let mut request = head::upstream_request(head, proxy_auth.is_some());
-        if let Some(Some(auth)) = proxy_auth {
-            let at = request.len() - 2;
-            request.splice(
-                at..at,
-                format!("Proxy-Authorization: {auth}\r\n").into_bytes(),
-            );
-        }
-        if up.inner.write_all(&request).await.is_err() {
-            return Err((bytes, false));
-        }
-        let sent = match framing {
-            BodyFraming::None => Ok(0),
-            BodyFraming::Length(n) => self.client.copy_exact(n, &mut up.inner).await,
-            BodyFraming::Chunked => self.client.copy_chunked(&mut up.inner).await,
-        };
-        match sent {
-            Ok(n) => bytes.up = n,
-            Err(_) => return Err((bytes, false)),
-        }
-        let mut started_response = false;
-        loop {
-            // Response head; interim 1xx answers are passed on and the loop reads the next.
-            let (status, resp_head, len, resp_framing) = loop {
-                // Parsed in a sync helper so the header array never lives across an await
-                // (it would sit in every connection's future).
-                match parse_response(&up.buf, &head.method, client_close) {
-                    Ok(Some(parsed)) => break parsed,
-                    Ok(None) if up.buf.len() < max => {}
-                    _ => return Err((bytes, started_response)),
-                }
-                match up.fill().await {
-                    Ok(n) if n > 0 => {}
-                    _ => return Err((bytes, started_response)),
-                }
-            };
-            up.buf.drain(..len);
-            if self.client.inner.write_all(&resp_head).await.is_err() {
-                return Err((bytes, true));
-            }
-            started_response = true;
-            if (100..200).contains(&status) && status != 101 {
-                continue;
-            }
-            let copied = match resp_framing {
-                ResponseFraming::None => Ok(0),
-                ResponseFraming::Length(n) => up.copy_exact(n, &mut self.client.inner).await,
-                ResponseFraming::Chunked => up.copy_chunked(&mut self.client.inner).await,
-                ResponseFraming::UntilClose => up.copy_to_end(&mut self.client.inner).await,
-            };
-            return match copied {
-                Ok(n) => {
-                    bytes.down = n;
-                    let keep = !client_close && resp_framing != ResponseFraming::UntilClose;
-                    if !keep {
-                        let _ = self.client.inner.shutdown().await;
-                    }
-                    Ok((bytes, status, keep))
-                }
-                Err(_) => Err((bytes, true)),
-            };
-        }
-    }
-}
-
-/// A complete response head: (status, head for the client, length, body framing).
-type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming);
-
-/// Ok(None) = need more bytes; Err = malformed.
-fn parse_response(
-    buf: &[u8],
-    method: &str,
-    client_close: bool,
-) -> Result<Option<ParsedResponse>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            let status = resp.code.unwrap_or(502);
-            let framing = response_framing(method, status, resp.headers);
-            let close = client_close || framing == ResponseFraming::UntilClose;
-            Ok(Some((status, rewrite_response(&resp, close), len, framing)))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(()),
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ResponseFraming {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-fn response_framing(
-    method: &str,
-    status: u16,
-    headers: &[httparse::Header<'_>],
-) -> ResponseFraming {
-    if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
-        return ResponseFraming::None;
-    }
-    let mut length = None;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.split(',').next_back().map(str::trim) == Some("chunked") {
-                return ResponseFraming::Chunked;
-            }
-            return ResponseFraming::UntilClose;
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if length.is_none() {
-                return ResponseFraming::UntilClose;
-            }
-        }
-    }
-    match length {
-        Some(n) => ResponseFraming::Length(n),
-        None => ResponseFraming::UntilClose,
-    }
-}
-
-/// The response head for the client: hop-by-hop headers dropped, our own `Connection`.
-fn rewrite_response(resp: &httparse::Response<'_, '_>, close: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
-        resp.code.unwrap_or(502),
-        resp.reason.unwrap_or("")
-    )
-    .into_bytes();
-    let mut dropped: Vec<String> = vec![
-        "connection".into(),
-        "keep-alive".into(),
-        "proxy-connection".into(),
-    ];
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for t in String::from_utf8_lossy(h.value).split(',') {
-                dropped.push(t.trim().to_ascii_lowercase());
-            }
-        }
-    }
-    for h in resp.headers.iter() {
-        let lower = h.name.to_ascii_lowercase();
-        if dropped.contains(&lower) {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if (100..200).contains(&resp.code.unwrap_or(0)) {
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(if close {
-            b"Connection: close\r\n\r\n"
-        } else {
-            b"Connection: keep-alive\r\n\r\n"
-        });
-    }
-    out
 }
 
 fn request_parts(head: &RequestHead) -> (Option<String>, Option<String>) {

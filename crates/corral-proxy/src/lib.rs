@@ -25,6 +25,7 @@ pub mod cli;
 mod config;
 mod conn;
 pub mod dial;
+mod forward;
 pub mod head;
 mod io;
 mod log;
