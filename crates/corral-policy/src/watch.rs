@@ -54,6 +54,29 @@ fn watch_dirs(path: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// File names whose changes matter: the policy file's own, its symlink target's, and
+/// Kubernetes' `..data`-style entries (names starting with `..`).
+fn relevant_names(path: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<std::ffi::OsString> =
+        path.file_name().map(|n| n.to_owned()).into_iter().collect();
+    if let Some(n) = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|r| r.file_name().map(|n| n.to_owned()))
+    {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+fn is_relevant(changed: &Path, names: &[std::ffi::OsString]) -> bool {
+    match changed.file_name() {
+        Some(n) => names.iter().any(|k| k == n) || n.to_string_lossy().starts_with(".."),
+        None => true,
+    }
+}
+
 fn io_error(path: &Path, e: impl std::fmt::Display) -> PolicyError {
     PolicyError::Io {
         file: path.display().to_string(),
@@ -77,9 +100,15 @@ impl PolicyWatcher {
         let first = Arc::new(loaded.policy.compile(&opts));
 
         let (tx, rx) = mpsc::channel::<()>();
+        let relevant = relevant_names(&path);
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = tx.send(());
+            // Only events that can change what the policy path reads as count: other
+            // files in the directory (a busy decision log, say) must not hold back the
+            // debounce, or reloads would wait until they are quiet.
+            if let Ok(event) = res {
+                if event.paths.is_empty() || event.paths.iter().any(|p| is_relevant(p, &relevant)) {
+                    let _ = tx.send(());
+                }
             }
         })
         .map_err(|e| io_error(&path, format!("cannot watch for changes: {e}")))?;

@@ -127,3 +127,35 @@ fn spawn_fails_on_an_invalid_policy() {
         "{err}"
     );
 }
+
+#[test]
+fn a_busy_neighbour_file_does_not_hold_back_a_reload() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(&p, policy("a.example")).unwrap();
+    let (_w, rx) = start(&p);
+    // A decision log in the same directory, appended to every 10 ms for up to 20 s.
+    let writing = Arc::new(AtomicBool::new(true));
+    let log = dir.path().join("decisions.log");
+    let flag = writing.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&log).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while flag.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            writeln!(f, "{{\"decision\":\"allow\"}}").unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        flag.store(false, Ordering::Relaxed);
+    });
+    std::fs::write(&p, policy("d.example")).unwrap();
+    expect_allows(&rx, "d.example");
+    let still_writing = writing.swap(false, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        still_writing,
+        "the reload waited until the neighbouring log went quiet"
+    );
+}
