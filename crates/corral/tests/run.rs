@@ -788,3 +788,46 @@ fn a_policy_change_applies_inside_a_running_sandbox() {
         bg.stdout()
     );
 }
+
+/// Syscall numbers below are x86_64's.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_filter_refuses_fast_open_raw_families_namespaces_and_io_uring() {
+    let script = r#"
+import ctypes, errno, os, socket, subprocess
+def attempt(name, f):
+    try:
+        f(); print(name, 'ALLOWED')
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno))
+s = socket.socket()
+attempt('fastopen', lambda: s.sendto(b'x', 0x20000000, ('127.0.0.2', 9)))
+attempt('packet', lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+libc = ctypes.CDLL(None, use_errno=True)
+def sys(nr, *a):
+    r = libc.syscall(nr, *a)
+    if r < 0:
+        raise OSError(ctypes.get_errno(), 'syscall')
+attempt('io_uring_setup', lambda: sys(425, 8, ctypes.create_string_buffer(120)))
+attempt('unshare', lambda: sys(272, 0x10000000))
+attempt('ptrace', lambda: sys(101, 16, os.getppid(), 0, 0))
+print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subprocess.DEVNULL).returncode != 0)
+"#;
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            let out = sb.run(&[PY, "-c", script]);
+            let text = stdout(&out);
+            for expected in [
+                "fastopen EPERM",
+                "packet EAFNOSUPPORT",
+                "io_uring_setup EPERM",
+                "unshare EPERM",
+                "ptrace EPERM",
+                "nested-userns True",
+            ] {
+                assert!(text.contains(expected), "{expected}: {}", sb.context(&out));
+            }
+        }
+    }
+}
