@@ -77,6 +77,14 @@ pub enum DenyReason {
         /// The request path (with query).
         path: String,
     },
+    /// The endpoint allows only some requests (`rules`, `deny_rules`, `access`) and the
+    /// connection is an opaque tunnel whose requests corral cannot see (no TLS
+    /// termination yet), so it is refused rather than let through unchecked.
+    /// Code `l7_not_inspectable`.
+    RequestsNotVisible {
+        /// The policy whose endpoint restricts requests.
+        policy: String,
+    },
     /// The binary is listed with a `sha256` pin that does not match. Code `binary_hash_mismatch`.
     HashMismatch {
         /// The policy with the pin.
@@ -97,6 +105,7 @@ impl DenyReason {
             DenyReason::BinaryNotAllowed { .. } => "binary_not_allowed",
             DenyReason::L7RuleNotMatched { .. } => "l7_rule_not_matched",
             DenyReason::HashMismatch { .. } => "binary_hash_mismatch",
+            DenyReason::RequestsNotVisible { .. } => "l7_not_inspectable",
         }
     }
 }

@@ -104,6 +104,13 @@ fn rule_matches(rules: &[(String, Glob)], method: &str, path: &str) -> bool {
 }
 
 impl CL7 {
+    /// See [`crate::model::Endpoint::restricts_requests`].
+    fn restricts(&self) -> bool {
+        !self.rules.is_empty()
+            || !self.deny.is_empty()
+            || matches!(self.access, Some(Access::ReadOnly | Access::ReadWrite))
+    }
+
     fn allows(&self, req: &HttpRequestInfo<'_>) -> bool {
         if rule_matches(&self.deny, req.method, req.path) {
             return false;
@@ -296,8 +303,10 @@ impl Matcher {
     }
 
     /// Decide whether `who` may reach `host:port` (and, for endpoints with L7 rules,
-    /// make `request`). With `request: None` only the connection is checked: an endpoint
-    /// with L7 rules then allows the connection, and each request must be checked again.
+    /// make `request`). With `request: None` the connection is an opaque tunnel: an
+    /// endpoint whose rules restrict requests then refuses it (`l7_not_inspectable`),
+    /// since nobody could check what goes through. Plain-HTTP requests are decided one
+    /// by one with `Some(request)`.
     /// `host` may be a name (any case, trailing dot, IDN) or an IP literal.
     pub fn decide(
         &self,
@@ -338,6 +347,7 @@ impl Matcher {
         }
         let mut hash_fail: Option<DenyReason> = None;
         let mut l7_fail: Option<DenyReason> = None;
+        let mut opaque_fail: Option<DenyReason> = None;
         let mut listed_by: Vec<u32> = Vec::new();
         for id in on_port {
             let ep = &self.endpoints[id as usize];
@@ -360,14 +370,25 @@ impl Matcher {
                     continue;
                 }
             }
-            if let (Some(l7), Some(req)) = (&ep.l7, request) {
-                if !l7.allows(req) {
-                    l7_fail.get_or_insert_with(|| DenyReason::L7RuleNotMatched {
-                        policy: pol.key.clone(),
-                        method: req.method.to_string(),
-                        path: req.path.to_string(),
-                    });
-                    continue;
+            if let Some(l7) = &ep.l7 {
+                match request {
+                    Some(req) if !l7.allows(req) => {
+                        l7_fail.get_or_insert_with(|| DenyReason::L7RuleNotMatched {
+                            policy: pol.key.clone(),
+                            method: req.method.to_string(),
+                            path: req.path.to_string(),
+                        });
+                        continue;
+                    }
+                    // Fail closed: rules that cannot be checked must not widen into
+                    // "anything goes inside the tunnel".
+                    None if l7.restricts() => {
+                        opaque_fail.get_or_insert_with(|| DenyReason::RequestsNotVisible {
+                            policy: pol.key.clone(),
+                        });
+                        continue;
+                    }
+                    _ => {}
                 }
             }
             return Decision::Allow(Allow {
@@ -376,7 +397,7 @@ impl Matcher {
                 allowed_ips: ep.allowed_ips.clone(),
             });
         }
-        if let Some(r) = hash_fail.or(l7_fail) {
+        if let Some(r) = hash_fail.or(l7_fail).or(opaque_fail) {
             return self.deny(who, r);
         }
         let mut policies = Vec::new();
@@ -394,6 +415,7 @@ impl Matcher {
     fn deny(&self, who: &Identity, reason: DenyReason) -> Decision {
         let binary_policy = match &reason {
             DenyReason::L7RuleNotMatched { policy, .. }
+            | DenyReason::RequestsNotVisible { policy }
             | DenyReason::HashMismatch { policy, .. } => Some(policy.clone()),
             _ => self.policy_listing_binary(&who.exe.to_string_lossy()),
         };

@@ -125,6 +125,15 @@ impl Endpoint {
     pub fn has_l7(&self) -> bool {
         !self.rules.is_empty() || !self.deny_rules.is_empty() || self.access.is_some()
     }
+
+    /// True if the endpoint allows only some requests (`rules`, `deny_rules`, or an
+    /// `access` preset narrower than `full`): the proxy must see each request, so an
+    /// opaque (TLS) tunnel to it cannot be allowed.
+    pub fn restricts_requests(&self) -> bool {
+        !self.rules.is_empty()
+            || !self.deny_rules.is_empty()
+            || matches!(self.access, Some(Access::ReadOnly | Access::ReadWrite))
+    }
 }
 
 /// `access` presets for L7 endpoints.

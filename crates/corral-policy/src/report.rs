@@ -109,6 +109,16 @@ fn suggestion(
                 )
             }
         }
+        DenyReason::RequestsNotVisible { policy } => {
+            let g = group_name(&exe, host);
+            format!(
+                "# corral cannot check requests inside a TLS tunnel yet. To let {exe} make ANY request\n\
+                 # to {host_y}:{port}, remove access/rules/deny_rules from that endpoint in\n\
+                 # network_policies.{policy}, or give it a group of its own without them:\n\
+                 network_policies:\n  {g}:\n    endpoints:\n      - {{ host: {host_y}, port: {port} }}\n    binaries:\n      - {{ path: {} }}\n",
+                yaml_scalar(&exe)
+            )
+        }
         DenyReason::L7RuleNotMatched { policy, .. } => {
             let (m, p) = request
                 .map(|r| (r.method.to_ascii_uppercase(), r.path.to_string()))
@@ -206,6 +216,12 @@ impl Report {
                         format!(
                             "policy `{policy}` lets {exe} reach {dest}, but no rule allows {} {path}",
                             method.to_ascii_uppercase()
+                        ),
+                    ),
+                    DenyReason::RequestsNotVisible { policy } => (
+                        Some(policy.clone()),
+                        format!(
+                            "policy `{policy}` lets {exe} make only some requests to {dest}, and corral cannot see requests inside this tunnel (no TLS termination yet), so the tunnel is refused"
                         ),
                     ),
                     DenyReason::HashMismatch {

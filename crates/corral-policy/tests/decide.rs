@@ -205,8 +205,14 @@ fn l7_rules_allow_deny_and_presets() {
     let req = |method, path| HttpRequestInfo { method, path };
     assert!(m.needs_l7("api.example", 80));
     assert!(!m.needs_l7("github.com", 443));
-    // Connection-level check passes; requests are checked one by one.
-    assert!(m.decide(&curl, "api.example", 80, None).is_allow());
+    // An opaque tunnel to an endpoint that restricts requests is refused: nobody could
+    // check what goes through it. Plain-HTTP requests are checked one by one.
+    assert_eq!(
+        deny_reason(m.decide(&curl, "api.example", 80, None)),
+        DenyReason::RequestsNotVisible {
+            policy: "api".into()
+        }
+    );
     assert!(m
         .decide(
             &curl,
@@ -314,4 +320,50 @@ fn matcher_is_shareable_across_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Matcher>();
     send_sync::<corral_policy::PolicyWatcher>();
+}
+
+#[test]
+fn opaque_tunnels_are_refused_only_where_requests_are_restricted() {
+    let m = Policy::parse(
+        r#"
+version: 1
+network_policies:
+  readonly_api:
+    endpoints:
+      - { host: api.github.com, port: 443, protocol: rest, access: read-only }
+      - { host: api.anthropic.com, port: 443, protocol: rest, access: full }
+    binaries:
+      - { path: /usr/bin/gh }
+      - { path: /usr/bin/curl }
+  curl_everything:
+    endpoints:
+      - { host: api.github.com, port: 443 }
+    binaries:
+      - { path: /usr/bin/curl }
+"#,
+        "t.yaml",
+    )
+    .expect("valid")
+    .policy
+    .compile(&CompileOptions::default());
+    // gh may only read, which corral cannot check inside TLS: refused, with a reason
+    // and a suggestion that says what widening the rule would mean.
+    let d = m.decide(&who("/usr/bin/gh"), "api.github.com", 443, None);
+    let report = Report::new(&who("/usr/bin/gh"), "api.github.com", 443, None, &d);
+    assert_eq!(report.error.as_deref(), Some("l7_not_inspectable"));
+    assert!(
+        report.reason.contains("cannot see requests"),
+        "{}",
+        report.reason
+    );
+    assert!(report.suggestion.unwrap().contains("ANY request"));
+    // curl has a group of its own without request rules: that one allows the tunnel.
+    match m.decide(&who("/usr/bin/curl"), "api.github.com", 443, None) {
+        Decision::Allow(a) => assert_eq!(a.policy, "curl_everything"),
+        d => panic!("{d:?}"),
+    }
+    // `access: full` restricts nothing, so the tunnel is allowed.
+    assert!(m
+        .decide(&who("/usr/bin/gh"), "api.anthropic.com", 443, None)
+        .is_allow());
 }

@@ -329,12 +329,14 @@ impl Ctx<'_> {
             }
             // Plain-HTTP ports get their requests checked; anything else is most
             // likely TLS, which corral does not terminate yet.
-            if let Some(p) = ports.iter().find(|p| !PLAIN_HTTP_PORTS.contains(p)) {
-                self.warn(
-                    l7_pos,
-                    format!("`access`/`rules` are not enforced on port {p} yet: corral checks requests only on plain HTTP"),
-                    "corral does not terminate TLS yet, so HTTPS (CONNECT) traffic to this endpoint is checked by host, port and binary only",
-                );
+            if ep.restricts_requests() {
+                if let Some(p) = ports.iter().find(|p| !PLAIN_HTTP_PORTS.contains(p)) {
+                    self.warn(
+                        l7_pos,
+                        format!("`access`/`rules` cannot be checked on port {p} yet: corral checks requests only on plain HTTP, so TLS tunnels to this endpoint are refused"),
+                        "corral does not terminate TLS yet; to allow the connection by host, port and binary alone, remove `access`/`rules`/`deny_rules` (this widens it to every request)",
+                    );
+                }
             }
         }
         if !ok {
