@@ -831,3 +831,81 @@ print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subproc
         }
     }
 }
+
+/// Drives an interactive shell in tmux: ^Z stops the sandboxed job, `fg` resumes it, ^C
+/// ends it with 130.
+#[test]
+fn job_control_works_in_tmux() {
+    use std::time::{Duration, Instant};
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &["/usr/bin/curl"]), &[]);
+            let session = format!("corral-run-{}-{}", std::process::id(), mode);
+            let tmux = |args: &[&str]| {
+                let mut c = sb.runner.command("tmux");
+                c.env("TMUX_TMPDIR", sb.home.path()).args(args);
+                let o = c.output().expect("tmux");
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            let pane = || tmux(&["capture-pane", "-p", "-J", "-S", "-200", "-t", &session]);
+            let wait_for = |needle: &str| {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let text = pane();
+                    if text.contains(needle) {
+                        return;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "[{} / {mode}] never saw {needle:?}:\n{text}",
+                        who(&runner)
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            };
+            let corral = sb.command(&[
+                "/bin/sh",
+                "-c",
+                "echo ready-$((40+2)); sleep 60; echo late-$((40+2))",
+            ]);
+            let line: Vec<String> = std::iter::once(corral.get_program())
+                .chain(corral.get_args())
+                .map(|a| shell_quote(&a.to_string_lossy()))
+                .collect();
+            tmux(&[
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "200",
+                "-y",
+                "50",
+                "/bin/sh",
+            ]);
+            tmux(&[
+                "send-keys",
+                "-t",
+                &session,
+                &format!(
+                    "cd {} && {}",
+                    shell_quote(&sb.home.path().display().to_string()),
+                    line.join(" ")
+                ),
+                "Enter",
+            ]);
+            wait_for("ready-42");
+            tmux(&["send-keys", "-t", &session, "C-z"]);
+            tmux(&["send-keys", "-t", &session, "echo back-$((40+2))", "Enter"]);
+            wait_for("back-42");
+            tmux(&["send-keys", "-t", &session, "fg", "Enter"]);
+            std::thread::sleep(Duration::from_millis(300));
+            tmux(&["send-keys", "-t", &session, "C-c"]);
+            tmux(&["send-keys", "-t", &session, "echo exit-code=$?", "Enter"]);
+            wait_for("exit-code=130");
+            let text = pane();
+            tmux(&["kill-session", "-t", &session]);
+            assert!(!text.contains("late-42"), "{text}");
+        }
+    }
+}
