@@ -145,7 +145,14 @@ impl Broker {
         let nr = i64::from(n.data.nr);
         let pidfd = match sys::pidfd_open(n.pid) {
             Ok(fd) => fd,
-            Err(_) => return None,
+            // Gone: the notification died with it and needs no answer.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return None,
+            // Anything else must still be answered (fail closed), or the caller would wait
+            // forever.
+            Err(e) => {
+                tracing::warn!("cannot open a pidfd for pid {}: {e}", n.pid);
+                return Some(Verdict::Fail(libc::EACCES));
+            }
         };
         if !self.valid(n) {
             return None;
