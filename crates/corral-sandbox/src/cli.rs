@@ -68,6 +68,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ("seccomp-only", false) => ModeRequest::SeccompOnly,
         (other, _) => bail!("unknown sandbox mode `{other}`: use auto, namespaces or seccomp-only"),
     };
+    let path_var = std::env::var_os("PATH");
+    if launch::find_executable(&args.command[0], path_var.as_deref()).is_none() {
+        eprintln!(
+            "corral: {}: command not found (PATH={})",
+            args.command[0].to_string_lossy(),
+            path_var.as_deref().unwrap_or_default().to_string_lossy()
+        );
+        return Ok(ExitCode::from(127));
+    }
     let loaded = Policy::load(&args.policy).map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         eprintln!("corral: warning: {w}");

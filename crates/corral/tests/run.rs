@@ -535,6 +535,13 @@ fn exit_codes_and_signals_are_propagated() {
             assert_eq!(out.status.code(), Some(128 + 15), "{}", sb.context(&out));
             let out = sb.run(&["/nonexistent/tool"]);
             assert_eq!(out.status.code(), Some(127), "{}", sb.context(&out));
+            let out = sb.run(&["no-such-command-corral"]);
+            assert_eq!(out.status.code(), Some(127), "{}", sb.context(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("command not found"),
+                "{}",
+                sb.context(&out)
+            );
 
             // A signal sent to corral reaches the command, which reports it.
             let mut child = sb
