@@ -203,6 +203,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = ProxyConfig::new(log()?);
     config.overrides = overrides;
     let config = Arc::new(config);
+    let metrics = config.metrics.clone();
     let attribution: Arc<dyn corral_proxy::Attribution> = table;
     let serving = runtime.block_on(async { tokio::net::TcpListener::from_std(listener) })?;
     runtime.spawn(async move {
@@ -232,6 +233,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if started.mode == Mode::SeccompOnly {
         kill_leftovers();
+    }
+    // The command's sockets are closed now: let the proxy finish the connections it still
+    // holds, so their decision records are written (bounded: a stuck upstream cannot hold
+    // the exit).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while metrics
+        .connections_active
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     drop(watcher);
     runtime.shutdown_background();
