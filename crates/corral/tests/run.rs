@@ -911,3 +911,21 @@ fn job_control_works_in_tmux() {
         }
     }
 }
+
+#[test]
+fn doctor_reports_the_mode_this_host_gets() {
+    for runner in runners() {
+        let out = runner.command(corral_bin()).arg("doctor").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "[{}] {text}", who(&runner));
+        for line in [
+            "seccomp user notification",
+            "pidfd_getfd",
+            "Landlock",
+            "namespaces",
+            "mode: ",
+        ] {
+            assert!(text.contains(line), "[{}] {line}: {text}", who(&runner));
+        }
+    }
+}
