@@ -2,7 +2,7 @@
 .PHONY: demo test deps lint bench
 
 demo:
-	cargo run --release --quiet -- run -- sh -c 'echo "corral demo: see README"'
+	bash scripts/demo.sh
 
 deps:
 	bash scripts/install-test-deps.sh

@@ -20,9 +20,10 @@ use crate::sys;
 /// `corral run --policy P [--] CMD ARGS…`
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The policy file (reloaded when it changes).
+    /// The policy file (reloaded when it changes). Without one, the embedded default
+    /// policy applies: it allows no connection, and every refusal says what to add.
     #[arg(long, short = 'p', value_name = "FILE", env = "CORRAL_POLICY")]
-    pub policy: PathBuf,
+    pub policy: Option<PathBuf>,
 
     /// Refuse to run unless the sandbox gets its own network namespace.
     #[arg(long)]
@@ -60,6 +61,38 @@ pub struct DoctorArgs {}
 /// The proxy address programs in the sandbox use.
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
 
+/// The policy `corral run` enforces without `--policy`: no connection is allowed.
+const DEFAULT_POLICY: &str = include_str!("default-policy.yaml");
+
+/// Watches `path`; each new valid policy is swapped into the handle once it exists.
+fn watch_policy(
+    path: &std::path::Path,
+    opts: CompileOptions,
+    slot: Arc<std::sync::OnceLock<PolicyHandle>>,
+) -> anyhow::Result<(Arc<corral_policy::Matcher>, PolicyWatcher)> {
+    let shown = path.to_path_buf();
+    PolicyWatcher::spawn(
+        path.to_path_buf(),
+        opts,
+        move |m, warnings| {
+            if let Some(h) = slot.get() {
+                let generation = h.replace(m);
+                tracing::info!(
+                    "policy reloaded (generation {generation}, {} warnings)",
+                    warnings.len()
+                );
+            }
+        },
+        move |e| {
+            tracing::warn!(
+                "policy {} not reloaded, the last good one stays: {e}",
+                shown.display()
+            )
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let request = match (args.mode.as_str(), args.require_netns) {
         ("seccomp-only", true) => bail!("--require-netns contradicts --mode seccomp-only"),
@@ -77,7 +110,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(127));
     }
-    let loaded = Policy::load(&args.policy).map_err(|e| anyhow!("{e}"))?;
+    let loaded = match &args.policy {
+        Some(path) => Policy::load(path),
+        None => {
+            eprintln!(
+                "corral: no --policy given: the embedded default policy allows no connection; \
+                 each refusal names what to add (see `corral policy suggest`)"
+            );
+            Policy::parse(DEFAULT_POLICY, "<embedded default policy>")
+        }
+    }
+    .map_err(|e| anyhow!("{e}"))?;
     for w in &loaded.warnings {
         eprintln!("corral: warning: {w}");
     }
@@ -176,28 +219,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the proxy runtime")?;
     let opts = CompileOptions { home };
     let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
-    let slot = handle_slot.clone();
-    let policy_path = args.policy.clone();
-    let (matcher, watcher) = PolicyWatcher::spawn(
-        args.policy.clone(),
-        opts,
-        move |m, warnings| {
-            if let Some(h) = slot.get() {
-                let generation = h.replace(m);
-                tracing::info!(
-                    "policy reloaded (generation {generation}, {} warnings)",
-                    warnings.len()
-                );
-            }
-        },
-        move |e| {
-            tracing::warn!(
-                "policy {} not reloaded, the last good one stays: {e}",
-                policy_path.display()
-            )
-        },
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    let (matcher, watcher) = match &args.policy {
+        Some(path) => {
+            let (matcher, watcher) = watch_policy(path, opts, handle_slot.clone())?;
+            (matcher, Some(watcher))
+        }
+        None => (Arc::new(loaded.policy.compile(&opts)), None),
+    };
     let policy = PolicyHandle::new(matcher);
     let _ = handle_slot.set(policy.clone());
     let mut config = ProxyConfig::new(log()?);

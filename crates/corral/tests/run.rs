@@ -929,3 +929,49 @@ fn doctor_reports_the_mode_this_host_gets() {
         }
     }
 }
+
+#[test]
+fn without_a_policy_the_embedded_default_refuses_everything_and_says_what_to_add() {
+    let plain = Upstream::http(|_| Reply::ok("should never be reached"));
+    for runner in runners() {
+        let home = runner.temp_home();
+        let log = home.join("decisions.jsonl");
+        let mut c = runner.command(corral_bin());
+        c.current_dir(home.path())
+            .env("HOME", home.path())
+            .env_remove("CORRAL_POLICY");
+        c.args(["run", "--log"]).arg(&log);
+        c.arg("--resolve")
+            .arg(format!("allowed.test:{}:127.0.0.1", plain.port()));
+        c.args([
+            "--",
+            "curl",
+            "-sS",
+            &format!("http://allowed.test:{}/x", plain.port()),
+        ]);
+        let out = c.stdin(Stdio::null()).output().expect("run corral");
+        let text = stdout(&out);
+        let ctx = format!(
+            "[{}] {}\n{}",
+            who(&runner),
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("embedded default policy"),
+            "{ctx}"
+        );
+        let body: Value = serde_json::from_str(&text).expect("403 body is JSON");
+        assert_eq!(body["error"], "no_endpoint", "{ctx}");
+        assert_eq!(body["binary"], "/usr/bin/curl", "{ctx}");
+        assert_eq!(body["host"], "allowed.test", "{ctx}");
+        assert!(
+            body["suggestion"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{{ host: allowed.test, port: {} }}", plain.port())),
+            "{ctx}"
+        );
+    }
+    assert!(plain.requests().is_empty());
+}
