@@ -1,7 +1,7 @@
-//! UTC timestamps without a date library: RFC 3339 for logs and key expiry, the compact
-//! `YYYYMMDDTHHMMSSZ` form SigV4 wants.
+//! UTC timestamps: RFC 3339 for logs and key expiry, the compact `YYYYMMDDTHHMMSSZ` form
+//! SigV4 wants.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> u64 {
@@ -15,92 +15,35 @@ pub fn now_secs() -> i64 {
     (now_millis() / 1000) as i64
 }
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn parts(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-    )
+fn at(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
 
 /// `2026-11-27T03:45:58.123Z`
 pub fn rfc3339_millis(millis: u64) -> String {
-    let (y, mo, d, h, mi, s) = parts((millis / 1000) as i64);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-        millis % 1000
-    )
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
 }
 
 /// `2026-11-27T03:45:58Z`
 pub fn rfc3339(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = parts(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    humantime::format_rfc3339_seconds(at(secs)).to_string()
 }
 
 /// `20261127T034558Z`
 pub fn amz_date(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = parts(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+    rfc3339(secs).replace(['-', ':'], "")
 }
 
-/// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ`.
+/// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SS[.frac](Z|+00:00)`.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let s = s.trim();
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.replacen(' ', "T", 1).replace("+00:00", "Z")
     };
-    let mut it = date.split('-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: u32 = it.next()?.parse().ok()?;
-    let d: u32 = it.next()?.parse().ok()?;
-    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let mut secs = days_from_civil(y, m, d) * 86_400;
-    if let Some(t) = time {
-        let t = t.strip_suffix('Z').or_else(|| t.strip_suffix("+00:00"))?;
-        let t = t.split('.').next()?;
-        let mut it = t.split(':');
-        let h: i64 = it.next()?.parse().ok()?;
-        let mi: i64 = it.next()?.parse().ok()?;
-        let sec: i64 = it.next().unwrap_or("0").parse().ok()?;
-        if h > 23 || mi > 59 || sec > 60 {
-            return None;
-        }
-        secs += h * 3600 + mi * 60 + sec;
-    }
-    Some(secs)
+    let t = humantime::parse_rfc3339(&full).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
 }
 
 #[cfg(test)]
