@@ -6,10 +6,14 @@
 //! would be attached to. When the policy path is a symlink into another directory,
 //! that directory is watched too. Bursts of events are debounced, the file is re-read
 //! through any symlinks, and only a changed, valid policy is compiled and published.
+//!
+//! Binary paths listed as symlinks (`~/.local/bin/claude`) are watched too: when an
+//! upgrade re-points one, the unchanged policy is recompiled so that it matches the new
+//! target, with no edit and no restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,7 +29,7 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Watches a policy file; dropping it stops watching (and waits for the watcher
 /// thread, so no callback runs after the drop returns).
 pub struct PolicyWatcher {
-    watcher: Option<RecommendedWatcher>,
+    watcher: Option<Arc<Mutex<RecommendedWatcher>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -77,6 +81,56 @@ fn is_relevant(changed: &Path, names: &[std::ffi::OsString]) -> bool {
     }
 }
 
+/// What a file event may have changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// The policy file (or what its path resolves to).
+    Policy,
+    /// A symlink listed as a binary path (`~/.local/bin/claude`): an upgrade re-points it,
+    /// and the matcher must follow without the policy being edited.
+    BinaryLink,
+}
+
+/// Exact binary paths (after `~` expansion) that are symlinks on this host now.
+fn linked_binaries(policy: &Policy, opts: &CompileOptions) -> Vec<PathBuf> {
+    let mut links = Vec::new();
+    for np in &policy.network_policies {
+        for b in &np.binaries {
+            let Some(path) = crate::matcher::expand_home(&b.path, opts.home.as_deref()) else {
+                continue;
+            };
+            let path = PathBuf::from(path);
+            let is_link = std::fs::symlink_metadata(&path)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            if !crate::glob::Glob::is_pattern(&path.to_string_lossy())
+                && is_link
+                && !links.contains(&path)
+            {
+                links.push(path);
+            }
+        }
+    }
+    links
+}
+
+/// Watches the directories of `links` (once each) and remembers the links.
+fn watch_links(
+    watcher: &Mutex<RecommendedWatcher>,
+    watched: &mut Vec<PathBuf>,
+    shared: &Mutex<Vec<PathBuf>>,
+    links: Vec<PathBuf>,
+) {
+    let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
+    for link in &links {
+        let dir = parent_of(link);
+        if !watched.contains(&dir) && w.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+            watched.push(dir);
+        }
+    }
+    *shared.lock().unwrap_or_else(|e| e.into_inner()) = links;
+}
+
 fn io_error(path: &Path, e: impl std::fmt::Display) -> PolicyError {
     PolicyError::Io {
         file: path.display().to_string(),
@@ -99,30 +153,54 @@ impl PolicyWatcher {
         let loaded = Policy::parse(&source, &path.display().to_string())?;
         let first = Arc::new(loaded.policy.compile(&opts));
 
-        let (tx, rx) = mpsc::channel::<()>();
+        let (tx, rx) = mpsc::channel::<Change>();
         let relevant = relevant_names(&path);
+        let links: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let links_seen = links.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Only events that can change what the policy path reads as count: other
             // files in the directory (a busy decision log, say) must not hold back the
             // debounce, or reloads would wait until they are quiet.
             if let Ok(event) = res {
                 if event.paths.is_empty() || event.paths.iter().any(|p| is_relevant(p, &relevant)) {
-                    let _ = tx.send(());
+                    let _ = tx.send(Change::Policy);
+                } else {
+                    let links = links_seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if event.paths.iter().any(|p| links.contains(p)) {
+                        let _ = tx.send(Change::BinaryLink);
+                    }
                 }
             }
         })
         .map_err(|e| io_error(&path, format!("cannot watch for changes: {e}")))?;
-        for d in &watch_dirs(&path) {
+        let mut watched = watch_dirs(&path);
+        for d in &watched {
             watcher
                 .watch(d, RecursiveMode::NonRecursive)
                 .map_err(|e| io_error(d, format!("cannot watch for changes: {e}")))?;
         }
-        let worker_path = path.clone();
+        let watcher = Arc::new(Mutex::new(watcher));
+        watch_links(
+            &watcher,
+            &mut watched,
+            &links,
+            linked_binaries(&loaded.policy, &opts),
+        );
+        // The worker holds the watcher weakly: dropping PolicyWatcher drops the watcher,
+        // which closes the event channel and ends the worker.
+        let state = Worker {
+            path: path.clone(),
+            opts,
+            watcher: Arc::downgrade(&watcher),
+            watched,
+            links,
+        };
         let thread = std::thread::Builder::new()
             .name("corral-policy-watch".into())
             .spawn(move || {
+                let mut state = state;
                 let mut last = source;
-                run(&worker_path, &opts, &rx, &mut last, on_change, on_error);
+                state.run(&rx, &mut last, on_change, on_error);
             })
             .map_err(|e| io_error(&path, format!("cannot start the watcher thread: {e}")))?;
         Ok((
@@ -135,62 +213,84 @@ impl PolicyWatcher {
     }
 }
 
-fn run(
-    path: &Path,
-    opts: &CompileOptions,
-    rx: &Receiver<()>,
-    last: &mut String,
-    on_change: impl Fn(Arc<Matcher>, &[Diagnostic]),
-    on_error: impl Fn(&PolicyError),
-) {
-    let name = path.display().to_string();
-    while rx.recv().is_ok() {
-        // Debounce: wait until the directory has been quiet for DEBOUNCE.
-        loop {
-            match rx.recv_timeout(DEBOUNCE) {
-                Ok(()) => continue,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return,
+/// The watcher thread's state.
+struct Worker {
+    path: PathBuf,
+    opts: CompileOptions,
+    watcher: Weak<Mutex<RecommendedWatcher>>,
+    watched: Vec<PathBuf>,
+    links: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl Worker {
+    fn run(
+        &mut self,
+        rx: &Receiver<Change>,
+        last: &mut String,
+        on_change: impl Fn(Arc<Matcher>, &[Diagnostic]),
+        on_error: impl Fn(&PolicyError),
+    ) {
+        let path = self.path.clone();
+        let path = path.as_path();
+        let opts = self.opts.clone();
+        let opts = &opts;
+        let name = path.display().to_string();
+        while let Ok(first) = rx.recv() {
+            // Debounce: wait until the relevant files have been quiet for DEBOUNCE.
+            let mut relink = first == Change::BinaryLink;
+            loop {
+                match rx.recv_timeout(DEBOUNCE) {
+                    Ok(change) => relink |= change == Change::BinaryLink,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
             }
-        }
-        let source = match std::fs::read_to_string(path) {
-            Ok(s) => s,
-            Err(_) => {
-                // A replace may be half done (unlinked, not yet renamed): look again.
-                std::thread::sleep(DEBOUNCE);
-                match std::fs::read_to_string(path) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let marker = format!("\0io:{e}");
-                        if *last != marker {
-                            on_error(&io_error(path, e));
-                            *last = marker;
+            let source = match std::fs::read_to_string(path) {
+                Ok(s) => s,
+                Err(_) => {
+                    // A replace may be half done (unlinked, not yet renamed): look again.
+                    std::thread::sleep(DEBOUNCE);
+                    match std::fs::read_to_string(path) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let marker = format!("\0io:{e}");
+                            if *last != marker {
+                                on_error(&io_error(path, e));
+                                *last = marker;
+                            }
+                            continue;
                         }
-                        continue;
+                    }
+                }
+            };
+            let mut source = source;
+            let mut result = Policy::parse(&source, &name);
+            // A writer may be mid-way (truncated, half written): if the text is invalid,
+            // give it one more quiet period and use the newer text if it changed.
+            if result.is_err() {
+                std::thread::sleep(DEBOUNCE);
+                if let Ok(again) = std::fs::read_to_string(path) {
+                    if again != source {
+                        result = Policy::parse(&again, &name);
+                        source = again;
                     }
                 }
             }
-        };
-        let mut source = source;
-        let mut result = Policy::parse(&source, &name);
-        // A writer may be mid-way (truncated, half written): if the text is invalid,
-        // give it one more quiet period and use the newer text if it changed.
-        if result.is_err() {
-            std::thread::sleep(DEBOUNCE);
-            if let Ok(again) = std::fs::read_to_string(path) {
-                if again != source {
-                    result = Policy::parse(&again, &name);
-                    source = again;
-                }
+            // An unchanged policy is recompiled only when a listed binary link moved.
+            if source == *last && !(relink && result.is_ok()) {
+                continue;
             }
-        }
-        if source == *last {
-            continue;
-        }
-        *last = source;
-        match result {
-            Ok(loaded) => on_change(Arc::new(loaded.policy.compile(opts)), &loaded.warnings),
-            Err(e) => on_error(&e),
+            *last = source;
+            match result {
+                Ok(loaded) => {
+                    if let Some(w) = self.watcher.upgrade() {
+                        let links = linked_binaries(&loaded.policy, opts);
+                        watch_links(&w, &mut self.watched, &self.links, links);
+                    }
+                    on_change(Arc::new(loaded.policy.compile(opts)), &loaded.warnings)
+                }
+                Err(e) => on_error(&e),
+            }
         }
     }
 }

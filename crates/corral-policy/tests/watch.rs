@@ -159,3 +159,49 @@ fn a_busy_neighbour_file_does_not_hold_back_a_reload() {
         "the reload waited until the neighbouring log went quiet"
     );
 }
+
+#[test]
+fn an_upgrade_that_repoints_a_listed_binary_link_is_followed_without_editing_the_policy() {
+    let home = tempfile::tempdir().unwrap();
+    let versions = home.path().join(".local/share/claude/versions");
+    let bin = home.path().join(".local/bin");
+    std::fs::create_dir_all(&versions).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(versions.join("1.0.0"), "v1").unwrap();
+    std::fs::write(versions.join("1.1.0"), "v2").unwrap();
+    std::os::unix::fs::symlink(versions.join("1.0.0"), bin.join("claude")).unwrap();
+    let policy_dir = tempfile::tempdir().unwrap();
+    let p = policy_dir.path().join("policy.yaml");
+    std::fs::write(
+        &p,
+        "version: 1\nnetwork_policies:\n  llm:\n    endpoints:\n      - { host: gw.example, port: 443 }\n    binaries:\n      - { path: ~/.local/bin/claude }\n",
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let opts = CompileOptions {
+        home: Some(home.path().to_path_buf()),
+    };
+    let (first, _w) = PolicyWatcher::spawn(
+        p.clone(),
+        opts,
+        move |m, _| {
+            let _ = tx.send(m);
+        },
+        |_| {},
+    )
+    .unwrap();
+    let v1 = Identity::new(versions.join("1.0.0"));
+    let v2 = Identity::new(versions.join("1.1.0"));
+    assert!(first.decide(&v1, "gw.example", 443, None).is_allow());
+    assert!(!first.decide(&v2, "gw.example", 443, None).is_allow());
+
+    // The installer's atomic switch: a new link under a temporary name, renamed over.
+    let tmp = bin.join(".claude.tmp");
+    std::os::unix::fs::symlink(versions.join("1.1.0"), &tmp).unwrap();
+    std::fs::rename(&tmp, bin.join("claude")).unwrap();
+    let m = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the matcher follows the re-pointed link");
+    assert!(m.decide(&v2, "gw.example", 443, None).is_allow());
+    assert!(!m.decide(&v1, "gw.example", 443, None).is_allow());
+}
