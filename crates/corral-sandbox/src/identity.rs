@@ -37,6 +37,8 @@ pub enum IdentityError {
         first: String,
         now: String,
     },
+    #[error("the process was started with {0}, which can load foreign code into {1} and borrow its grants; its connections are refused (unset the variable, or run the program without it)")]
+    Injection(String, String),
     #[error("the process is gone")]
     Gone,
     #[error("cannot read the process's executable: {0}")]
@@ -51,6 +53,7 @@ impl IdentityError {
             IdentityError::Deleted(_) => "deleted_executable",
             IdentityError::Loader(_) => "loader_as_executable",
             IdentityError::Changed { .. } => "binary_changed",
+            IdentityError::Injection(..) => "injection_vector",
             IdentityError::Gone => "process_gone",
             IdentityError::Unreadable(_) => "executable_unreadable",
         }
@@ -107,6 +110,9 @@ impl IdentityResolver {
     /// The identity of process (or thread) `pid`.
     pub fn resolve(&self, pid: u32) -> Result<Identity, IdentityError> {
         let exe = executable_path(pid)?;
+        if let Some(var) = injection_vector(pid) {
+            return Err(IdentityError::Injection(var, exe.display().to_string()));
+        }
         let sha = self.hash_of(pid, &exe)?;
         Ok(Identity {
             exe,
@@ -213,6 +219,49 @@ pub fn check_executable(link: &Path) -> Result<(), IdentityError> {
     Ok(())
 }
 
+/// The first known code-injection route in the environment `pid` was started with:
+/// `LD_PRELOAD`/`LD_AUDIT` (the dynamic loader), `NODE_OPTIONS` with `--require`,
+/// `--import` or a loader (Node), `BUN_OPTIONS` with `--preload` (Bun, i.e. Claude Code),
+/// and `PYTHONSTARTUP`. An executable running with one of them is not only itself, so it
+/// cannot be given that executable's grants.
+///
+/// This reads `/proc/PID/environ`, the environment block as the process received it. A
+/// process that already runs foreign code can overwrite that block, so this is a guard
+/// against the easy route (`LD_PRELOAD=evil.so curl …` from a shell in the sandbox), not
+/// a proof of integrity.
+fn injection_vector(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| {
+            let (name, value) = kv.split_once('=')?;
+            injects(name, value).then(|| format!("{name}={value}"))
+        })
+}
+
+fn injects(name: &str, value: &str) -> bool {
+    let has = |flags: &[&str]| {
+        value.split_whitespace().any(|word| {
+            flags
+                .iter()
+                .any(|f| word == *f || word.starts_with(&format!("{f}=")))
+        })
+    };
+    match name {
+        "LD_PRELOAD" | "LD_AUDIT" | "PYTHONSTARTUP" => !value.trim().is_empty(),
+        "NODE_OPTIONS" => has(&[
+            "--require",
+            "-r",
+            "--import",
+            "--loader",
+            "--experimental-loader",
+        ]),
+        "BUN_OPTIONS" => has(&["--preload", "-r", "--require"]),
+        _ => false,
+    }
+}
+
 fn parent_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -237,6 +286,23 @@ fn sha256_of(file: &mut File) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_injection_routes_are_recognised_and_ordinary_settings_are_not() {
+        assert!(injects("LD_PRELOAD", "/tmp/evil.so"));
+        assert!(injects("LD_AUDIT", "x.so"));
+        assert!(!injects("LD_PRELOAD", ""));
+        assert!(injects(
+            "NODE_OPTIONS",
+            "--max-old-space-size=4096 --require /tmp/x.js"
+        ));
+        assert!(injects("NODE_OPTIONS", "--import=/tmp/x.mjs"));
+        assert!(!injects("NODE_OPTIONS", "--max-old-space-size=4096"));
+        assert!(injects("BUN_OPTIONS", "--preload ./evil.ts"));
+        assert!(!injects("BUN_OPTIONS", "--smol"));
+        assert!(injects("PYTHONSTARTUP", "/tmp/x.py"));
+        assert!(!injects("LD_LIBRARY_PATH", "/opt/lib"));
+    }
 
     #[test]
     fn refuses_executables_without_an_identity() {

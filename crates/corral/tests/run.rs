@@ -975,3 +975,47 @@ fn without_a_policy_the_embedded_default_refuses_everything_and_says_what_to_add
     }
     assert!(plain.requests().is_empty());
 }
+
+#[test]
+fn an_allowed_binary_started_with_a_code_injection_variable_is_refused() {
+    let up = upstreams();
+    let mut reached = 0;
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &policy(up.https.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let ca = up.ca.ca_path().display().to_string();
+            let url = up.url("allowed.test");
+            // The same curl, once plainly and once with LD_PRELOAD set by a shell in the
+            // sandbox (the library need not exist: the variable alone is the tell).
+            let out = sb.sh(&format!(
+                "/usr/bin/curl -sS --cacert {ca} {url} && \
+                 LD_PRELOAD=/tmp/not-there.so /usr/bin/curl -sS --cacert {ca} {url}; echo \"second: $?\""
+            ));
+            let text = stdout(&out);
+            assert!(
+                text.starts_with("hello from upstream: GET /x\n"),
+                "{}",
+                sb.context(&out)
+            );
+            assert!(!text.contains("second: 0"), "{}", sb.context(&out));
+            let log = sb.log();
+            assert!(
+                log.iter().any(|r| r["error"] == "injection_vector"
+                    && r["binary"] == "/usr/bin/curl"
+                    && r["reason"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("LD_PRELOAD=/tmp/not-there.so"))),
+                "{}",
+                sb.context(&out)
+            );
+            // Only the plain curl reached the upstream.
+            reached += 1;
+            assert_eq!(up.https.requests().len(), reached, "{}", sb.context(&out));
+        }
+    }
+}
