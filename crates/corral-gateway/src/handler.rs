@@ -286,7 +286,10 @@ async fn serve_api(
         }
         Endpoint::GetProfile { id } => get_profile(ex, caller.as_ref(), &id),
         Endpoint::Messages => {
-            let caller = caller.expect("authenticated");
+            let caller = match caller {
+                Some(c) => c,
+                None => authenticate(ex, req.headers())?,
+            };
             let (headers, bytes) = read_body(ex, req).await?;
             let mut body = parse_object(&bytes)?;
             let model = match body.remove("model") {
@@ -323,7 +326,10 @@ async fn serve_api(
             .await
         }
         Endpoint::Invoke { model, stream } => {
-            let caller = caller.expect("authenticated");
+            let caller = match caller {
+                Some(c) => c,
+                None => authenticate(ex, req.headers())?,
+            };
             let (headers, bytes) = read_body(ex, req).await?;
             let mut body = parse_object(&bytes)?;
             body.remove("anthropic_version");
@@ -349,7 +355,10 @@ async fn serve_api(
             .await
         }
         Endpoint::Converse { model, stream } => {
-            let caller = caller.expect("authenticated");
+            let caller = match caller {
+                Some(c) => c,
+                None => authenticate(ex, req.headers())?,
+            };
             let (_headers, bytes) = read_body(ex, req).await?;
             let conv = Value::Object(parse_object(&bytes)?);
             let body = translate::converse_to_messages(&conv).map_err(GwError::bad_request)?;
@@ -372,7 +381,10 @@ async fn serve_api(
             .await
         }
         Endpoint::AnthropicCountTokens => {
-            let caller = caller.expect("authenticated");
+            let caller = match caller {
+                Some(c) => c,
+                None => authenticate(ex, req.headers())?,
+            };
             let (headers, bytes) = read_body(ex, req).await?;
             let mut body = parse_object(&bytes)?;
             let model = match body.remove("model") {
@@ -393,7 +405,10 @@ async fn serve_api(
             ))
         }
         Endpoint::BedrockCountTokens { model } => {
-            let caller = caller.expect("authenticated");
+            let caller = match caller {
+                Some(c) => c,
+                None => authenticate(ex, req.headers())?,
+            };
             let (headers, bytes) = read_body(ex, req).await?;
             let outer = Value::Object(parse_object(&bytes)?);
             let mut body = if let Some(b64) = outer
