@@ -17,10 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper::body::Frame;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -321,72 +318,22 @@ async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     script: Arc<Script>,
     recorded: Arc<Mutex<Vec<LlmRequest>>>,
-    mut shutdown: oneshot::Receiver<()>,
+    shutdown: oneshot::Receiver<()>,
 ) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r { Ok(p) => p, Err(_) => continue },
+    crate::upstream::serve_http(listener, tls, shutdown, move |r| {
+        let path = r.target.split('?').next().unwrap_or("").to_string();
+        let request = LlmRequest {
+            method: r.method,
+            target: r.target,
+            headers: r.headers,
+            body: r.body,
         };
-        let _ = stream.set_nodelay(true);
-        let script = script.clone();
-        let recorded = recorded.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<Incoming>| {
-                let script = script.clone();
-                let recorded = recorded.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let target = parts
-                        .uri
-                        .path_and_query()
-                        .map(|p| p.to_string())
-                        .unwrap_or_default();
-                    let request = LlmRequest {
-                        method: parts.method.to_string(),
-                        target: target.clone(),
-                        headers: parts
-                            .headers
-                            .iter()
-                            .map(|(k, v)| {
-                                (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
-                            })
-                            .collect(),
-                        body,
-                    };
-                    let json = request.json();
-                    recorded.lock().expect("lock").push(request);
-                    Ok::<_, Infallible>(answer(
-                        &script,
-                        parts.method.as_str(),
-                        parts.uri.path(),
-                        &json,
-                    ))
-                }
-            });
-            let builder = hyper::server::conn::http1::Builder::new();
-            match acceptor {
-                Some(a) => {
-                    if let Ok(s) = a.accept(stream).await {
-                        let _ = builder.serve_connection(TokioIo::new(s), service).await;
-                    }
-                }
-                None => {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                }
-            }
-        });
-    }
+        let json = request.json();
+        let method = request.method.clone();
+        recorded.lock().expect("lock").push(request);
+        answer(&script, &method, &path, &json)
+    })
+    .await
 }
 
 /// A Bedrock `chunk` event-stream frame carrying `event_json`.

@@ -167,10 +167,37 @@ async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: Arc<Handler>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
-    mut shutdown: oneshot::Receiver<()>,
+    shutdown: oneshot::Receiver<()>,
 ) {
+    serve_http(listener, tls, shutdown, move |request: Recorded| {
+        let reply = handler(&request);
+        recorded.lock().expect("requests lock").push(request);
+        let mut response = hyper::Response::builder().status(reply.status);
+        for (name, value) in &reply.headers {
+            response = response.header(name, value);
+        }
+        response
+            .body(Full::new(reply.body))
+            .expect("valid response")
+    })
+    .await
+}
+
+/// The accept loop every test server shares: HTTP/1.1 (over TLS when `tls` is set) on
+/// `listener` until `shutdown`; each request's body is read whole and handed to `respond`
+/// as a [`Recorded`], whose answer may be any body (streamed ones included).
+pub(crate) async fn serve_http<B>(
+    listener: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut shutdown: oneshot::Receiver<()>,
+    respond: impl Fn(Recorded) -> hyper::Response<B> + Send + Sync + 'static,
+) where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let respond = Arc::new(respond);
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => return,
@@ -179,13 +206,12 @@ async fn serve(
                 Err(_) => continue,
             },
         };
-        let handler = handler.clone();
-        let recorded = recorded.clone();
+        let _ = stream.set_nodelay(true);
+        let respond = respond.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: hyper::Request<Incoming>| {
-                let handler = handler.clone();
-                let recorded = recorded.clone();
+                let respond = respond.clone();
                 async move {
                     let (parts, body) = req.into_parts();
                     let body = body
@@ -209,17 +235,7 @@ async fn serve(
                             .collect(),
                         body,
                     };
-                    let reply = handler(&request);
-                    recorded.lock().expect("requests lock").push(request);
-                    let mut response = hyper::Response::builder().status(reply.status);
-                    for (name, value) in &reply.headers {
-                        response = response.header(name, value);
-                    }
-                    Ok::<_, Infallible>(
-                        response
-                            .body(Full::new(reply.body))
-                            .expect("valid response"),
-                    )
+                    Ok::<_, Infallible>(respond(request))
                 }
             });
             let builder = hyper::server::conn::http1::Builder::new();
