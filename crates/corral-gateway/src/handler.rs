@@ -81,6 +81,19 @@ fn credential(headers: &http::HeaderMap) -> Result<String, AuthError> {
     Err(AuthError::Missing)
 }
 
+/// The caller of an endpoint that always needs a key: the one already authenticated, or
+/// (never expected, but without a panic path) a fresh check.
+fn authenticated(
+    ex: &mut Exchange,
+    caller: Option<Caller>,
+    headers: &http::HeaderMap,
+) -> Result<Caller, GwError> {
+    match caller {
+        Some(c) => Ok(c),
+        None => authenticate(ex, headers),
+    }
+}
+
 fn authenticate(ex: &mut Exchange, headers: &http::HeaderMap) -> Result<Caller, GwError> {
     let result = credential(headers).and_then(|c| ex.gw.keys.authenticate(&c));
     match result {
@@ -286,10 +299,7 @@ async fn serve_api(
         }
         Endpoint::GetProfile { id } => get_profile(ex, caller.as_ref(), &id),
         Endpoint::Messages => {
-            let caller = match caller {
-                Some(c) => c,
-                None => authenticate(ex, req.headers())?,
-            };
+            let caller = authenticated(ex, caller, req.headers())?;
             let (headers, bytes) = read_body(ex, req).await?;
             let mut body = parse_object(&bytes)?;
             let model = match body.remove("model") {
@@ -326,10 +336,7 @@ async fn serve_api(
             .await
         }
         Endpoint::Invoke { model, stream } => {
-            let caller = match caller {
-                Some(c) => c,
-                None => authenticate(ex, req.headers())?,
-            };
+            let caller = authenticated(ex, caller, req.headers())?;
             let (headers, bytes) = read_body(ex, req).await?;
             let mut body = parse_object(&bytes)?;
             body.remove("anthropic_version");
@@ -355,10 +362,7 @@ async fn serve_api(
             .await
         }
         Endpoint::Converse { model, stream } => {
-            let caller = match caller {
-                Some(c) => c,
-                None => authenticate(ex, req.headers())?,
-            };
+            let caller = authenticated(ex, caller, req.headers())?;
             let (_headers, bytes) = read_body(ex, req).await?;
             let conv = Value::Object(parse_object(&bytes)?);
             let body = translate::converse_to_messages(&conv).map_err(GwError::bad_request)?;
@@ -381,10 +385,7 @@ async fn serve_api(
             .await
         }
         Endpoint::AnthropicCountTokens => {
-            let caller = match caller {
-                Some(c) => c,
-                None => authenticate(ex, req.headers())?,
-            };
+            let caller = authenticated(ex, caller, req.headers())?;
             let (headers, bytes) = read_body(ex, req).await?;
             let mut body = parse_object(&bytes)?;
             let model = match body.remove("model") {
@@ -405,10 +406,7 @@ async fn serve_api(
             ))
         }
         Endpoint::BedrockCountTokens { model } => {
-            let caller = match caller {
-                Some(c) => c,
-                None => authenticate(ex, req.headers())?,
-            };
+            let caller = authenticated(ex, caller, req.headers())?;
             let (headers, bytes) = read_body(ex, req).await?;
             let outer = Value::Object(parse_object(&bytes)?);
             let mut body = if let Some(b64) = outer
