@@ -70,6 +70,8 @@ struct CEndpoint {
 
 #[derive(Debug)]
 struct CL7 {
+    /// See [`crate::model::Endpoint::restricts_requests`].
+    restricts: bool,
     access: Option<Access>,
     rules: Vec<(String, Glob)>,
     deny: Vec<(String, Glob)>,
@@ -104,13 +106,6 @@ fn rule_matches(rules: &[(String, Glob)], method: &str, path: &str) -> bool {
 }
 
 impl CL7 {
-    /// See [`crate::model::Endpoint::restricts_requests`].
-    fn restricts(&self) -> bool {
-        !self.rules.is_empty()
-            || !self.deny.is_empty()
-            || matches!(self.access, Some(Access::ReadOnly | Access::ReadWrite))
-    }
-
     fn allows(&self, req: &HttpRequestInfo<'_>) -> bool {
         if rule_matches(&self.deny, req.method, req.path) {
             return false;
@@ -232,6 +227,7 @@ impl Matcher {
             for ep in &np.endpoints {
                 let id = m.endpoints.len() as u32;
                 let l7 = ep.has_l7().then(|| CL7 {
+                    restricts: ep.restricts_requests(),
                     access: ep.access,
                     rules: compile_rules(&ep.rules),
                     deny: compile_rules(&ep.deny_rules),
@@ -382,7 +378,7 @@ impl Matcher {
                     }
                     // Fail closed: rules that cannot be checked must not widen into
                     // "anything goes inside the tunnel".
-                    None if l7.restricts() => {
+                    None if l7.restricts => {
                         opaque_fail.get_or_insert_with(|| DenyReason::RequestsNotVisible {
                             policy: pol.key.clone(),
                         });

@@ -99,14 +99,14 @@ fn linked_binaries(policy: &Policy, opts: &CompileOptions) -> Vec<PathBuf> {
             let Some(path) = crate::matcher::expand_home(&b.path, opts.home.as_deref()) else {
                 continue;
             };
+            if crate::glob::Glob::is_pattern(&path) {
+                continue;
+            }
             let path = PathBuf::from(path);
             let is_link = std::fs::symlink_metadata(&path)
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(false);
-            if !crate::glob::Glob::is_pattern(&path.to_string_lossy())
-                && is_link
-                && !links.contains(&path)
-            {
+            if is_link && !links.contains(&path) {
                 links.push(path);
             }
         }
