@@ -614,7 +614,7 @@ fn an_interactive_session_runs_on_a_terminal_with_job_control() {
     for runner in runners() {
         for mode in MODES {
             let sb = Sandbox::new(&runner, mode, &policy(1, &["/usr/bin/curl"]), &[]);
-            let corral = sb.command(&["/bin/sh", "-c", "trap 'echo interrupted; exit 5' INT; if [ -t 0 ] && [ -t 1 ]; then echo on-a-tty; fi; while :; do sleep 0.1; done"]);
+            let corral = sb.command(&["/bin/sh", "-c", "trap 'echo interrupted; exit 5' INT; if [ -t 0 ] && [ -t 1 ]; then echo on-a-tty; fi; read line; echo read-returned"]);
             let argv: Vec<String> = std::iter::once(corral.get_program())
                 .chain(corral.get_args())
                 .map(|a| shell_quote(&a.to_string_lossy()))
