@@ -33,11 +33,8 @@ pub struct ProxyArgs {
     /// Also write decision lines to stderr (default when --log is not given).
     #[arg(long)]
     pub log_stderr: bool,
-    /// Map HOST:PORT to fixed addresses instead of DNS, like curl's --resolve
-    /// (`HOST:PORT:ADDR[,ADDR…]`, PORT may be `*`). Repeatable. Addresses are still
-    /// classified: a private or loopback address needs `allowed_ips` in the policy.
-    #[arg(long = "resolve", value_name = "HOST:PORT:ADDR")]
-    pub resolve: Vec<String>,
+    #[command(flatten)]
+    pub names: NameOverrides,
     /// Chain allowed connections through this corporate proxy (`http://[user:pass@]host:port`).
     #[arg(long, value_name = "URL")]
     pub upstream_proxy: Option<String>,
@@ -59,6 +56,46 @@ pub struct ProxyArgs {
     pub max_connections: usize,
 }
 
+/// Where names lead before DNS; shared by `corral proxy` and `corral run`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NameOverrides {
+    /// Use these addresses for HOST:PORT instead of DNS, like curl's --resolve
+    /// (`HOST:PORT:ADDR[,ADDR…]`, PORT may be `*`). Repeatable. The addresses are classified
+    /// like a DNS answer: a private or loopback one needs `allowed_ips` in the policy.
+    #[arg(
+        long = "resolve",
+        value_name = "HOST:PORT:ADDR",
+        env = "CORRAL_RESOLVE",
+        value_delimiter = ' '
+    )]
+    pub resolve: Vec<String>,
+    /// Send connections for HOST:PORT to ADDR:PORT instead, like curl's --connect-to
+    /// (`HOST:PORT:ADDR:PORT`, the first PORT may be `*`). Repeatable. You vouch for the
+    /// target, so it is not refused by address class; the policy still decides who may
+    /// reach HOST.
+    #[arg(
+        long = "connect-to",
+        value_name = "HOST:PORT:ADDR:PORT",
+        env = "CORRAL_CONNECT_TO",
+        value_delimiter = ' '
+    )]
+    pub connect_to: Vec<String>,
+}
+
+impl NameOverrides {
+    /// The override table these flags describe.
+    pub fn table(&self) -> anyhow::Result<Overrides> {
+        let mut table = Overrides::default();
+        for entry in self.resolve.iter().filter(|e| !e.is_empty()) {
+            table.parse_entry(entry).map_err(anyhow::Error::msg)?;
+        }
+        for entry in self.connect_to.iter().filter(|e| !e.is_empty()) {
+            table.parse_route(entry).map_err(anyhow::Error::msg)?;
+        }
+        Ok(table)
+    }
+}
+
 /// `corral policy suggest --from LOG`
 #[derive(Debug, clap::Args)]
 pub struct SuggestArgs {
@@ -78,10 +115,7 @@ fn home() -> Option<PathBuf> {
 }
 
 pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    let mut overrides = Overrides::default();
-    for entry in &args.resolve {
-        overrides.parse_entry(entry).map_err(anyhow::Error::msg)?;
-    }
+    let overrides = args.names.table()?;
     let upstream_proxy = args
         .upstream_proxy
         .as_deref()

@@ -1,7 +1,7 @@
 //! The proxy's configuration: everything except the policy and the attribution.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 
 /// Everything `serve` needs besides the policy and the attribution.
 pub struct ProxyConfig {
-    /// Host → addresses, consulted before DNS (like curl's `--resolve`).
+    /// Where names are, consulted before DNS (`--resolve`, `--connect-to`).
     pub overrides: Overrides,
     /// Send every allowed connection through this corporate proxy instead of dialling.
     pub upstream_proxy: Option<UpstreamProxy>,
@@ -65,58 +65,85 @@ impl Default for Limits {
     }
 }
 
-/// Host → addresses table (like curl's `--resolve host:port:addr`). Overridden addresses
-/// are NOT trusted more than DNS answers: they are classified like any other, so mapping
-/// a name to 127.0.0.1 still needs `allowed_ips: [127.0.0.0/8]` on the endpoint.
-/// One override: a port (`None` = any) and its addresses.
-type PortAddrs = (Option<u16>, Vec<IpAddr>);
-
+/// Where the operator says a name is, consulted before DNS. Two kinds of entry:
+///
+/// - `--resolve HOST:PORT:ADDR[,ADDR…]` stands in for DNS (air-gapped hosts, tests): the
+///   addresses are classified like any DNS answer, so a private or loopback address still
+///   needs `allowed_ips` on the endpoint;
+/// - `--connect-to HOST:PORT:ADDR:PORT` routes a name to one socket address the operator
+///   vouches for (a gateway on this host, a mirror behind a port map): it is not refused by
+///   address class. The policy still decides whether the name may be reached at all, and
+///   nothing inside a sandbox can add an entry.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    /// Keyed by lower-case host without trailing dot; `None` port = every port.
-    entries: HashMap<String, Vec<PortAddrs>>,
+    /// Keyed by lower-case host without trailing dot.
+    entries: HashMap<String, Vec<Entry>>,
+}
+
+/// One override: a port (`None` = any) and where it leads.
+#[derive(Clone, Debug)]
+struct Entry {
+    port: Option<u16>,
+    target: Target,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Answer(Vec<IpAddr>),
+    Route(SocketAddr),
+}
+
+/// What the table says about `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Overridden {
+    /// Addresses to use instead of DNS, dialled on the requested port and classified.
+    Answer(Vec<IpAddr>),
+    /// The one socket address the operator routed this name to; trusted.
+    Route(SocketAddr),
 }
 
 impl Overrides {
+    /// Adds a `--resolve` entry.
     pub fn insert(&mut self, host: &str, port: Option<u16>, addrs: Vec<IpAddr>) {
+        self.push(host, port, Target::Answer(addrs));
+    }
+
+    /// Adds a `--connect-to` entry.
+    pub fn route(&mut self, host: &str, port: Option<u16>, to: SocketAddr) {
+        self.push(host, port, Target::Route(to));
+    }
+
+    fn push(&mut self, host: &str, port: Option<u16>, target: Target) {
         self.entries
             .entry(normalise(host))
             .or_default()
-            .push((port, addrs));
+            .push(Entry { port, target });
     }
 
-    /// Addresses for `host:port`, if overridden (an exact port wins over `*`).
-    pub fn lookup(&self, host: &str, port: u16) -> Option<&[IpAddr]> {
+    /// The entry for `host:port`, if any (an exact port wins over `*`).
+    pub fn lookup(&self, host: &str, port: u16) -> Option<Overridden> {
         let list = self.entries.get(&normalise(host))?;
-        list.iter()
-            .find(|(p, _)| *p == Some(port))
-            .or_else(|| list.iter().find(|(p, _)| p.is_none()))
-            .map(|(_, a)| a.as_slice())
+        let entry = list
+            .iter()
+            .find(|e| e.port == Some(port))
+            .or_else(|| list.iter().find(|e| e.port.is_none()))?;
+        Some(match &entry.target {
+            Target::Answer(a) => Overridden::Answer(a.clone()),
+            Target::Route(to) => Overridden::Route(*to),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Parses `host:port:addr[,addr…]` (`port` may be `*`; IPv6 addresses may be bracketed).
+    /// Parses a `--resolve` value: `host:port:addr[,addr…]` (`port` may be `*`; IPv6
+    /// addresses may be bracketed).
     pub fn parse_entry(&mut self, text: &str) -> Result<(), String> {
         let usage = || {
             format!("--resolve {text:?}: expected HOST:PORT:ADDR[,ADDR…] (PORT may be '*'), e.g. mirror.corp.example:443:10.0.0.7")
         };
-        let (host, rest) = text.split_once(':').ok_or_else(usage)?;
-        let (port, addrs) = rest.split_once(':').ok_or_else(usage)?;
-        if host.is_empty() {
-            return Err(usage());
-        }
-        let port = match port {
-            "*" => None,
-            p => Some(
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(usage)?,
-            ),
-        };
+        let (host, port, addrs) = split_host_port(text).ok_or_else(usage)?;
         let mut list = Vec::new();
         for a in addrs.split(',') {
             let a = a.trim().trim_start_matches('[').trim_end_matches(']');
@@ -128,6 +155,37 @@ impl Overrides {
         self.insert(host, port, list);
         Ok(())
     }
+
+    /// Parses a `--connect-to` value: `host:port:addr:port` (`port` may be `*`; an IPv6
+    /// address is bracketed: `gw.test:443:[::1]:8443`).
+    pub fn parse_route(&mut self, text: &str) -> Result<(), String> {
+        let usage = || {
+            format!("--connect-to {text:?}: expected HOST:PORT:ADDR:PORT (the first PORT may be '*'), e.g. llm-gateway.corp.example:443:127.0.0.1:8443")
+        };
+        let (host, port, to) = split_host_port(text).ok_or_else(usage)?;
+        let to: SocketAddr = to.trim().parse().map_err(|_| {
+            format!("--connect-to {text:?}: {to:?} is not an IP address and port (write [::1]:8443 for IPv6)")
+        })?;
+        if to.port() == 0 {
+            return Err(usage());
+        }
+        self.route(host, port, to);
+        Ok(())
+    }
+}
+
+/// `host:port:rest` → (host, port or `*`, rest).
+fn split_host_port(text: &str) -> Option<(&str, Option<u16>, &str)> {
+    let (host, rest) = text.split_once(':')?;
+    let (port, rest) = rest.split_once(':')?;
+    if host.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let port = match port {
+        "*" => None,
+        p => Some(p.parse::<u16>().ok().filter(|p| *p != 0)?),
+    };
+    Some((host, port, rest))
 }
 
 fn normalise(host: &str) -> String {
@@ -195,15 +253,45 @@ mod tests {
         let mut o = Overrides::default();
         o.parse_entry("Mirror.Test:443:127.0.0.2").unwrap();
         o.parse_entry("mirror.test:*:127.0.0.3,[::1]").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            o.lookup("mirror.test.", 443).unwrap(),
-            &["127.0.0.2".parse::<IpAddr>().unwrap()]
+            o.lookup("mirror.test.", 443),
+            Some(Overridden::Answer(vec![ip("127.0.0.2")]))
         );
-        assert_eq!(o.lookup("MIRROR.test", 80).unwrap().len(), 2);
+        assert_eq!(
+            o.lookup("MIRROR.test", 80),
+            Some(Overridden::Answer(vec![ip("127.0.0.3"), ip("::1")]))
+        );
         assert!(o.lookup("other.test", 443).is_none());
         assert!(o.parse_entry("mirror.test:443").is_err());
         assert!(o.parse_entry("mirror.test:0:127.0.0.1").is_err());
         assert!(o.parse_entry("mirror.test:443:not-an-ip").is_err());
+        assert!(o.parse_entry(":443:127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn routes_parse_and_win_by_port() {
+        let mut o = Overrides::default();
+        o.parse_route("gw.test:443:127.0.0.1:8443").unwrap();
+        o.parse_route("gw.test:*:[::1]:9000").unwrap();
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            o.lookup("GW.test.", 443),
+            Some(Overridden::Route(sa("127.0.0.1:8443")))
+        );
+        assert_eq!(
+            o.lookup("gw.test", 80),
+            Some(Overridden::Route(sa("[::1]:9000")))
+        );
+        for bad in [
+            "gw.test:443:127.0.0.1",
+            "gw.test:443:127.0.0.1:0",
+            "gw.test:443:::1:80",
+            "gw.test:443:name.test:80",
+            "gw.test:x:127.0.0.1:80",
+        ] {
+            assert!(o.parse_route(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

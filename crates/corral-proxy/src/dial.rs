@@ -1,5 +1,5 @@
 //! From an allowed name to a connected upstream socket: resolve once (override table or
-//! DNS), classify every address, dial exactly the addresses that passed — or, when chained,
+//! DNS), classify every address (an operator's `--connect-to` route is trusted), dial exactly the addresses that passed — or, when chained,
 //! hand the connection to the corporate upstream proxy.
 
 use std::io;
@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::addr::{self, RefusedAddr};
-use crate::config::{ProxyConfig, UpstreamProxy};
+use crate::config::{Overridden, ProxyConfig, UpstreamProxy};
 use crate::head::host_port;
 
 /// Why no upstream connection was made.
@@ -77,13 +77,21 @@ pub struct Dialled {
     pub addr: SocketAddr,
 }
 
-/// Resolves `host` (IP literal, override table, then DNS) into candidate addresses.
-async fn resolve(config: &ProxyConfig, host: &str, port: u16) -> Result<Vec<IpAddr>, DialError> {
+/// Where a name led: addresses to classify, or an operator route that is trusted.
+enum Resolved {
+    Candidates(Vec<IpAddr>),
+    Route(SocketAddr),
+}
+
+/// Resolves `host` (IP literal, override table, then DNS).
+async fn resolve(config: &ProxyConfig, host: &str, port: u16) -> Result<Resolved, DialError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![ip]);
+        return Ok(Resolved::Candidates(vec![ip]));
     }
-    if let Some(addrs) = config.overrides.lookup(host, port) {
-        return Ok(addrs.to_vec());
+    match config.overrides.lookup(host, port) {
+        Some(Overridden::Answer(addrs)) => return Ok(Resolved::Candidates(addrs)),
+        Some(Overridden::Route(to)) => return Ok(Resolved::Route(to)),
+        None => {}
     }
     let lookup = tokio::net::lookup_host((host.trim_end_matches('.'), port));
     match tokio::time::timeout(config.limits.dns_timeout, lookup).await {
@@ -97,7 +105,7 @@ async fn resolve(config: &ProxyConfig, host: &str, port: u16) -> Result<Vec<IpAd
             if out.is_empty() {
                 Err(DialError::Dns("no addresses".into()))
             } else {
-                Ok(out)
+                Ok(Resolved::Candidates(out))
             }
         }
         Ok(Err(e)) => Err(DialError::Dns(e.to_string())),
@@ -139,13 +147,18 @@ pub async fn dial_direct(
     port: u16,
     allowed: &[IpNet],
 ) -> Result<Dialled, DialError> {
-    let candidates = resolve(config, host, port).await?;
-    let addrs = check_addresses(&candidates, allowed).map_err(DialError::AddressClass)?;
+    let targets: Vec<SocketAddr> = match resolve(config, host, port).await? {
+        Resolved::Route(to) => vec![to],
+        Resolved::Candidates(candidates) => check_addresses(&candidates, allowed)
+            .map_err(DialError::AddressClass)?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+    };
     let mut refused = Vec::new();
     let mut timed_out = Vec::new();
     let mut other = None;
-    for ip in addrs {
-        let sa = SocketAddr::new(ip, port);
+    for sa in targets {
         match tokio::time::timeout(config.limits.connect_timeout, TcpStream::connect(sa)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -178,11 +191,16 @@ pub async fn dial_upstream_proxy(
     if let Ok(ip) = host.parse::<IpAddr>() {
         check_addresses(&[ip], allowed).map_err(DialError::AddressClass)?;
     }
-    let candidates = resolve(config, &proxy.host, proxy.port).await?;
+    let targets: Vec<SocketAddr> = match resolve(config, &proxy.host, proxy.port).await? {
+        Resolved::Route(to) => vec![to],
+        Resolved::Candidates(ips) => ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, proxy.port))
+            .collect(),
+    };
     let mut last = String::from("no address");
     let mut found = None;
-    for ip in candidates {
-        let sa = SocketAddr::new(ip, proxy.port);
+    for sa in targets {
         match tokio::time::timeout(config.limits.connect_timeout, TcpStream::connect(sa)).await {
             Ok(Ok(s)) => {
                 found = Some((s, sa));

@@ -37,7 +37,7 @@ pub mod suggest;
 mod sys;
 
 pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};
-pub use config::{Limits, Overrides, ProxyConfig, UpstreamProxy};
+pub use config::{Limits, Overridden, Overrides, ProxyConfig, UpstreamProxy};
 pub use log::{now_rfc3339, DecisionLog, LogRecord};
 pub use metrics::Metrics;
 pub use policy_handle::PolicyHandle;

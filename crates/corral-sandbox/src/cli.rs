@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use corral_policy::{CompileOptions, Policy, PolicyWatcher};
-use corral_proxy::{DecisionLog, LogRecord, Overrides, PolicyHandle, ProxyConfig};
+use corral_proxy::{DecisionLog, LogRecord, PolicyHandle, ProxyConfig};
 
 use crate::attribution::AttributionTable;
 use crate::broker::{Broker, ProxyAddresses, Refusal};
@@ -44,10 +44,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
-    /// Resolve HOST:PORT to ADDR in the proxy instead of DNS (like curl's --resolve);
-    /// repeatable. PORT may be `*`.
-    #[arg(long, value_name = "HOST:PORT:ADDR")]
-    pub resolve: Vec<String>,
+    #[command(flatten)]
+    pub names: corral_proxy::cli::NameOverrides,
 
     /// The command to run in the sandbox, with its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -142,10 +140,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &prepared.warnings {
         eprintln!("corral: warning: {w}");
     }
-    let mut overrides = Overrides::default();
-    for r in &args.resolve {
-        overrides.parse_entry(r).map_err(|e| anyhow!(e))?;
-    }
+    let overrides = args.names.table()?;
     let log_path = match &args.log {
         Some(p) => p.clone(),
         None => default_log_path()?,

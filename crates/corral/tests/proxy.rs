@@ -618,6 +618,9 @@ fn allowed_names_that_resolve_to_special_addresses_are_refused_unless_allowed_ip
     }
     groups.push_str("      - { host: trusted.test, port: 18080, allowed_ips: [127.0.0.0/8] }\n");
     groups.push_str("      - { host: 127.0.0.2, port: 18080 }\n");
+    // An operator's --connect-to route is trusted: no allowed_ips needed (the policy still
+    // has to list the name).
+    groups.push_str("      - { host: routed.test, port: 80 }\n");
     groups.push_str("    binaries:\n      - { path: /usr/bin/curl }\n");
     let resolves: Vec<String> = names
         .iter()
@@ -628,7 +631,12 @@ fn allowed_names_that_resolve_to_special_addresses_are_refused_unless_allowed_ip
         &policy(&groups),
         Some("/usr/bin/curl"),
         &resolves,
-        &[],
+        &[
+            "--connect-to",
+            "routed.test:80:127.0.0.2:18080",
+            "--connect-to",
+            "unlisted-route.test:80:127.0.0.2:18080",
+        ],
     );
     let curl = |url: &str| {
         let mut cmd = ns.command("curl");
@@ -665,6 +673,18 @@ fn allowed_names_that_resolve_to_special_addresses_are_refused_unless_allowed_ip
     // An IP literal gets the same classification.
     let head = curl("http://127.0.0.2:18080/");
     assert!(head.starts_with("HTTP/1.1 403"), "literal: {head}");
+    let routed = curl("http://routed.test/");
+    assert!(routed.starts_with("HTTP/1.1 200"), "routed.test: {routed}");
+    assert_eq!(
+        proxy.records_for("routed.test")[0]["addresses"][0],
+        "127.0.0.2:18080",
+        "the log shows where the route led"
+    );
+    let unlisted = curl("http://unlisted-route.test/");
+    assert!(
+        unlisted.contains("X-Corral-Error: no_endpoint"),
+        "a route does not allow a name the policy does not list: {unlisted}"
+    );
     let meta = proxy.records_for("meta.test");
     assert_eq!(meta[0]["addresses"][0], "169.254.169.254");
     assert!(meta[0]["suggestion"]
