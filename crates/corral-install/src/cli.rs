@@ -35,7 +35,9 @@ pub struct InstallArgs {
     /// `stable`, `latest`, or an exact version.
     #[arg(long, default_value = "stable")]
     pub channel: String,
-    /// Extra CA certificate(s) to trust for the mirror (PEM). SSL_CERT_FILE is honoured too.
+    /// Extra CA certificate(s) to trust (PEM): for the mirror, and for Claude Code's calls to
+    /// the gateway (written to settings.json as NODE_EXTRA_CA_CERTS). SSL_CERT_FILE is
+    /// honoured too.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
     /// The gateway speaks the Anthropic API: set ANTHROPIC_BASE_URL instead of Bedrock mode.
@@ -71,7 +73,9 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             region: args.region,
             model: args.model,
             channel: args.channel,
-            ca_file: args.ca_file,
+            ca_file: args
+                .ca_file
+                .map(|f| std::path::absolute(&f).unwrap_or(f)),
             first_party: args.first_party,
             platform: args.platform,
             modify_path: !args.no_modify_path,

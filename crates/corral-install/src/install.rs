@@ -170,6 +170,7 @@ pub fn install(layout: &Layout, plan: &Plan) -> anyhow::Result<Changes> {
         model: plan.model.as_deref(),
         first_party: plan.first_party,
         helper: &layout.helper,
+        ca_file: plan.ca_file.as_deref(),
     });
     if write_settings(layout, existing_settings, &desired, &mut record)? {
         changes.push(format!(

@@ -23,6 +23,9 @@ pub struct GatewaySettings<'a> {
     pub model: Option<&'a str>,
     pub first_party: bool,
     pub helper: &'a Path,
+    /// The corporate CA (absolute path): Claude Code trusts it through NODE_EXTRA_CA_CERTS,
+    /// which it reads from the settings' `env` block.
+    pub ca_file: Option<&'a Path>,
 }
 
 impl Desired {
@@ -36,6 +39,9 @@ impl Desired {
             env("AWS_REGION", s.region);
             env("ANTHROPIC_BEDROCK_BASE_URL", s.gateway);
             env("CLAUDE_CODE_SKIP_BEDROCK_AUTH", "1");
+        }
+        if let Some(ca) = s.ca_file {
+            env("NODE_EXTRA_CA_CERTS", &ca.to_string_lossy());
         }
         env("DISABLE_AUTOUPDATER", "1");
         env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
@@ -165,6 +171,7 @@ mod tests {
             model: Some("m1"),
             first_party: false,
             helper: Path::new("/h/.local/bin/corral-api-key-helper"),
+            ca_file: None,
         });
         for (k, v) in &desired.0 {
             set(&mut map, k, v.clone());

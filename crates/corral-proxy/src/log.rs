@@ -46,10 +46,19 @@ pub struct LogRecord {
     pub duration_ms: f64,
 }
 
-/// Where decision records go: a file (appended) and/or stderr. Cheap to share.
+/// Where decision records go: a file (appended) and/or stderr, plus optional one-line
+/// notices of refusals for a person watching the terminal. Cheap to share.
 pub struct DecisionLog {
     file: Option<Mutex<File>>,
     stderr: bool,
+    notices: Option<Notices>,
+}
+
+/// Human notices of refusals on stderr: each (binary, destination, reason) once, with the
+/// command that turns the log into the fix.
+struct Notices {
+    fix: String,
+    seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl DecisionLog {
@@ -58,6 +67,7 @@ impl DecisionLog {
         DecisionLog {
             file: None,
             stderr: false,
+            notices: None,
         }
     }
 
@@ -66,6 +76,7 @@ impl DecisionLog {
         DecisionLog {
             file: None,
             stderr: true,
+            notices: None,
         }
     }
 
@@ -80,6 +91,7 @@ impl DecisionLog {
         Ok(DecisionLog {
             file: Some(Mutex::new(file)),
             stderr: false,
+            notices: None,
         })
     }
 
@@ -89,9 +101,22 @@ impl DecisionLog {
         self
     }
 
+    /// Also tell a person on stderr about each distinct refusal, once, ending with `fix`
+    /// (the command that prints the policy lines, e.g. `corral policy suggest …`).
+    pub fn with_notices(mut self, fix: String) -> DecisionLog {
+        self.notices = Some(Notices {
+            fix,
+            seen: Mutex::new(Default::default()),
+        });
+        self
+    }
+
     /// Writes one record as one line. Each line is a single `write` on an `O_APPEND` file, so
     /// concurrent writers (the sandbox and the proxy) never interleave within a line.
     pub fn record(&self, record: &LogRecord) {
+        if let Some(n) = &self.notices {
+            n.tell(record);
+        }
         if self.file.is_none() && !self.stderr {
             return;
         }
@@ -111,6 +136,29 @@ impl DecisionLog {
         }
         if self.stderr {
             let _ = std::io::stderr().lock().write_all(&line);
+        }
+    }
+}
+
+impl Notices {
+    fn tell(&self, record: &LogRecord) {
+        let r = &record.report;
+        if r.decision != "deny" {
+            return;
+        }
+        let code = r.error.as_deref().unwrap_or("refused");
+        let key = format!("{}\0{}\0{}\0{code}", r.binary, r.host, r.port);
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        if first {
+            let line = format!(
+                "corral: refused {} -> {}:{} [{code}]: {}\ncorral:   to allow it: {}\n",
+                r.binary, r.host, r.port, r.reason, self.fix
+            );
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }
 }

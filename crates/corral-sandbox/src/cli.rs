@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -46,6 +46,11 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub names: corral_proxy::cli::NameOverrides,
+
+    /// Do not print a notice on stderr for each refused connection (for full-screen
+    /// programs); the decision log still records every one.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 
     /// The command to run in the sandbox, with its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -145,9 +150,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => default_log_path()?,
     };
+    let fix = suggest_command(&log_path, args.policy.as_deref());
     let log = || {
-        DecisionLog::to_file(&log_path)
-            .with_context(|| format!("opening the decision log {}", log_path.display()))
+        let log = DecisionLog::to_file(&log_path)
+            .with_context(|| format!("opening the decision log {}", log_path.display()))?;
+        anyhow::Ok(if args.quiet {
+            log
+        } else {
+            log.with_notices(fix.clone())
+        })
     };
 
     // Before any thread exists: signals the supervisor handles are blocked in every thread
@@ -272,6 +283,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(watcher);
     runtime.shutdown_background();
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// The command that turns this session's refusals into policy lines.
+fn suggest_command(log: &Path, policy: Option<&Path>) -> String {
+    let quote = |p: &Path| {
+        let s = p.to_string_lossy();
+        if s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b))
+        {
+            s.into_owned()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut cmd = format!("corral policy suggest --from {}", quote(log));
+    if let Some(p) = policy {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        cmd.push_str(&format!(" --policy {}", quote(&p)));
+    }
+    cmd
 }
 
 /// Starts the sandbox in the requested mode, downgrading only in `Auto` (and saying why).

@@ -51,7 +51,7 @@ fn check_accepts_the_corporate_example_with_exit_0() {
     let out = run(&["policy", "check", ex.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("corporate.yaml: ok (4 network policies, 0 warnings)"),
+        text(&out.stdout).contains("corporate.yaml: ok (5 network policies, 0 warnings)"),
         "{}",
         text(&out.stdout)
     );
