@@ -73,9 +73,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             region: args.region,
             model: args.model,
             channel: args.channel,
-            ca_file: args
-                .ca_file
-                .map(|f| std::path::absolute(&f).unwrap_or(f)),
+            ca_file: args.ca_file.map(|f| std::path::absolute(&f).unwrap_or(f)),
             first_party: args.first_party,
             platform: args.platform,
             modify_path: !args.no_modify_path,

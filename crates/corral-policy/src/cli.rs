@@ -221,6 +221,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         sha256,
         pid: None,
+        invoked_as: None,
     };
     let req = match (&args.method, &args.path) {
         (Some(m), Some(p)) => Some(HttpRequestInfo { method: m, path: p }),

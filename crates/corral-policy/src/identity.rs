@@ -13,6 +13,10 @@ pub struct Identity {
     pub sha256: Option<String>,
     /// Process id, when known (informational only).
     pub pid: Option<u32>,
+    /// The name the program was started as (its `argv[0]`), when that differs from the
+    /// executable's file name — `git-remote-https` for `/usr/lib/git-core/git-remote-http`.
+    /// Shown to people so they recognise the program; never decided on.
+    pub invoked_as: Option<String>,
 }
 
 impl Identity {
@@ -23,6 +27,21 @@ impl Identity {
             ancestors: Vec::new(),
             sha256: None,
             pid: None,
+            invoked_as: None,
         }
     }
+}
+
+/// `argv[0]` of process `pid` when its file name differs from `exe`'s (see
+/// [`Identity::invoked_as`]). Read from `/proc/PID/cmdline`, which the process controls:
+/// for display only.
+pub fn invoked_as(pid: u32, exe: &std::path::Path) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv0 = cmdline.split(|b| *b == 0).next()?;
+    let argv0 = String::from_utf8_lossy(argv0);
+    let name = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    let exe_name = exe.file_name()?.to_string_lossy().into_owned();
+    let shown = name(&argv0);
+    (!shown.is_empty() && shown != exe_name && !shown.contains(char::is_control))
+        .then(|| argv0.into_owned())
 }

@@ -14,6 +14,9 @@ pub struct Report {
     pub error: Option<String>,
     /// The executable that asked.
     pub binary: String,
+    /// The name it was started as, when that differs (`git-remote-https`); display only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoked_as: Option<String>,
     /// Its ancestors, parent first.
     pub ancestors: Vec<String>,
     /// The destination host as asked.
@@ -255,6 +258,7 @@ impl Report {
             decision: decision_s.to_string(),
             error,
             binary: exe,
+            invoked_as: who.invoked_as.clone(),
             ancestors: who
                 .ancestors
                 .iter()
@@ -273,7 +277,7 @@ impl Report {
     /// Multi-line human form (for `corral policy explain` and stderr).
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let mut what = format!("{} -> {}:{}", self.binary, self.host, self.port);
+        let mut what = format!("{} -> {}:{}", self.program(), self.host, self.port);
         if let (Some(m), Some(p)) = (&self.method, &self.path) {
             what.push_str(&format!(" {m} {p}"));
         }
@@ -297,6 +301,15 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The binary, with the name it was started as when that differs:
+    /// `/usr/lib/git-core/git-remote-http (started as git-remote-https)`.
+    pub fn program(&self) -> String {
+        match &self.invoked_as {
+            Some(name) => format!("{} (started as {name})", self.binary),
+            None => self.binary.clone(),
+        }
     }
 
     /// Single-line JSON (the proxy's log line and 403 body).

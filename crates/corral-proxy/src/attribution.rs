@@ -54,12 +54,7 @@ pub struct FixedIdentity(pub Identity);
 impl FixedIdentity {
     /// An identity with just an executable path.
     pub fn exe(path: impl Into<PathBuf>) -> FixedIdentity {
-        FixedIdentity(Identity {
-            exe: path.into(),
-            ancestors: Vec::new(),
-            sha256: None,
-            pid: None,
-        })
+        FixedIdentity(Identity::new(path))
     }
 }
 
@@ -243,6 +238,7 @@ impl ProcResolver {
             }
         }
         Some(Identity {
+            invoked_as: corral_policy::identity::invoked_as(pid, &exe),
             exe,
             ancestors,
             sha256,

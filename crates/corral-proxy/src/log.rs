@@ -154,10 +154,17 @@ impl Notices {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key);
         if first {
-            let line = format!(
-                "corral: refused {} -> {}:{} [{code}]: {}\ncorral:   to allow it: {}\n",
-                r.binary, r.host, r.port, r.reason, self.fix
+            let mut line = format!(
+                "corral: refused {} -> {}:{} [{code}]: {}\n",
+                r.program(),
+                r.host,
+                r.port,
+                r.reason
             );
+            // Only a policy refusal has policy lines that fix it.
+            if r.suggestion.is_some() {
+                line.push_str(&format!("corral:   to allow it: {}\n", self.fix));
+            }
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }

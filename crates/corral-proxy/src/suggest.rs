@@ -3,7 +3,8 @@
 //!
 //! Each refused (binary, host, port) becomes one endpoint. A binary already listed in a
 //! policy group gets the endpoint appended to that group (the group's other binaries gain
-//! it too — that is what a group means); a binary listed nowhere gets a new group of its
+//! it too — that is what a group means — so among several such groups the one with the
+//! fewest binaries is chosen); a binary listed nowhere gets a new group of its
 //! own holding exactly its refused endpoints. Adding a binary to an existing group is never
 //! suggested, because it would grant every endpoint of that group.
 //!
@@ -123,7 +124,8 @@ pub fn plan(refused: &[Refused], policy: Option<&Policy>, home: Option<&Path>) -
                         .any(|b| same_binary(&b.path, &r.binary, home))
                 })
                 .collect();
-            // Prefer a group that already talks to this host (a port is what's missing).
+            // Prefer a group that already talks to this host (a port is what's missing);
+            // else the one with the fewest programs, which the new endpoint widens least.
             listing
                 .iter()
                 .find(|g| {
@@ -131,7 +133,7 @@ pub fn plan(refused: &[Refused], policy: Option<&Policy>, home: Option<&Path>) -
                         .iter()
                         .any(|e| e.host.written.eq_ignore_ascii_case(&r.host))
                 })
-                .or(listing.first())
+                .or_else(|| listing.iter().min_by_key(|g| g.binaries.len()))
                 .map(|g| g.key.clone())
         });
         match group {

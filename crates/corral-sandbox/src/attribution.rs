@@ -100,10 +100,8 @@ mod tests {
 
     fn who(exe: &str) -> Identity {
         Identity {
-            exe: exe.into(),
-            ancestors: vec![],
-            sha256: None,
             pid: Some(7),
+            ..Identity::new(exe)
         }
     }
 

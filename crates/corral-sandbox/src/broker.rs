@@ -13,7 +13,8 @@
 //!    port, record `port → identity` in the [`AttributionTable`], then connect the
 //!    duplicate to the real proxy listener and answer with the result. The address the
 //!    supervisor connects to is its own, so rewriting the caller's buffer changes nothing;
-//! 4. any other inet destination, and every datagram with a destination, is refused and
+//! 4. any other inet destination, and every datagram with a destination (`dns_lookup` when it
+//!    goes to port 53), is refused and
 //!    reported as a [`Refusal`].
 
 use std::io;
@@ -46,11 +47,14 @@ pub struct Refusal {
     pub pid: u32,
     /// The caller's executable, when it could be read.
     pub binary: Option<PathBuf>,
+    /// The name it was started as, when that differs (display only).
+    pub invoked_as: Option<String>,
     pub ancestors: Vec<PathBuf>,
     pub syscall: &'static str,
     /// The destination the caller named, when it had one.
     pub destination: Option<SocketAddr>,
-    /// Short code: `direct_connect`, `datagram`, `unsupported_socket`, or an identity code.
+    /// Short code: `direct_connect`, `datagram`, `dns_lookup`, `unsupported_socket`, or an
+    /// identity code.
     pub code: &'static str,
     /// One sentence for humans.
     pub reason: String,
@@ -226,10 +230,7 @@ impl Broker {
             RawDestination::Inet(a) => a,
         };
         if !is_tcp(kind) {
-            self.refuse(n, "connect", Some(addr), "datagram", format!(
-                "connect of a non-TCP socket to {addr} refused: the sandbox reaches the network only through the proxy at {}",
-                self.proxy.advertised
-            ));
+            self.refuse_datagram(n, "connect", Some(addr));
             return Verdict::Fail(libc::EACCES);
         }
         if !self.is_proxy(addr) {
@@ -358,15 +359,25 @@ impl Broker {
             Some(RawDestination::Inet(a)) => Some(a),
             _ => None,
         };
-        let name = syscall_name(nr);
-        match dest {
-            Some(a) => self.refuse(n, name, Some(a), "datagram", format!(
-                "datagram to {a} refused: the sandbox reaches the network only through the proxy at {} (names are resolved by the proxy)",
-                self.proxy.advertised
-            )),
-            None => self.refuse(n, name, None, "datagram", "datagram refused: the sandbox reaches the network only through the proxy".to_string()),
-        }
+        self.refuse_datagram(n, syscall_name(nr), dest);
         Verdict::Fail(libc::EACCES)
+    }
+
+    /// Logs a refused datagram (or non-TCP connect). Port 53 is a name lookup: told apart,
+    /// because proxy-aware clients that look names up anyway (Bun does) need no answer.
+    fn refuse_datagram(&self, n: &Notification, syscall: &'static str, dest: Option<SocketAddr>) {
+        let proxy = self.proxy.advertised;
+        match dest {
+            Some(a) if a.port() == 53 => self.refuse(n, syscall, dest, "dns_lookup", format!(
+                "name lookup sent to {a} refused: the sandbox has no DNS; programs that use the proxy at {proxy} (HTTPS_PROXY) do not need it, the proxy resolves names"
+            )),
+            Some(a) => self.refuse(n, syscall, dest, "datagram", format!(
+                "datagram to {a} refused: the sandbox reaches the network only through the proxy at {proxy}"
+            )),
+            None => self.refuse(n, syscall, None, "datagram", format!(
+                "datagram refused: the sandbox reaches the network only through the proxy at {proxy}"
+            )),
+        }
     }
 
     /// The destination of the first message of a `sendmsg`/`sendmmsg` call.
@@ -415,6 +426,9 @@ impl Broker {
             .or_else(|| std::fs::read_link(format!("/proc/{}/exe", n.pid)).ok());
         let refusal = Refusal {
             pid: n.pid,
+            invoked_as: binary
+                .as_deref()
+                .and_then(|b| corral_policy::identity::invoked_as(n.pid, b)),
             binary,
             ancestors: self.identities.ancestors(n.pid),
             syscall,

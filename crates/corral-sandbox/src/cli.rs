@@ -438,6 +438,7 @@ fn refusal_record(r: &Refusal) -> LogRecord {
                 .as_ref()
                 .map(|b| b.display().to_string())
                 .unwrap_or_else(|| "(unknown)".into()),
+            invoked_as: r.invoked_as.clone(),
             ancestors: r
                 .ancestors
                 .iter()

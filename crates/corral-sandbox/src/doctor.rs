@@ -108,8 +108,15 @@ pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
         fix: port.is_err().then(|| "the loopback interface must be up with 127.0.0.1".to_string()),
     });
 
+    findings.extend(ca_findings());
+
     for f in &findings {
-        println!("{} {}", if f.ok { "ok  " } else { "FAIL" }, f.what);
+        let label = match (f.ok, f.fix.is_some()) {
+            (true, false) => "ok  ",
+            (true, true) => "warn",
+            (false, _) => "FAIL",
+        };
+        println!("{label} {}", f.what);
         if let Some(fix) = &f.fix {
             println!("     → {fix}");
         }
@@ -129,6 +136,57 @@ pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// System CA bundles, in the order TLS libraries look for them.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// Environment variables through which clients in the sandbox trust a (corporate) CA.
+const CA_VARIABLES: &[(&str, &str)] = &[
+    ("SSL_CERT_FILE", "OpenSSL-based clients, Python"),
+    ("NODE_EXTRA_CA_CERTS", "Node and Claude Code"),
+    ("CURL_CA_BUNDLE", "curl"),
+    ("GIT_SSL_CAINFO", "git"),
+    ("REQUESTS_CA_BUNDLE", "Python requests"),
+];
+
+/// Where TLS clients in the sandbox find their CAs. Warnings only: `corral run` works
+/// without them, the clients inside do not.
+fn ca_findings() -> Vec<Finding> {
+    let readable = |p: &str| std::fs::File::open(p).is_ok();
+    let mut out = Vec::new();
+    let system = SYSTEM_BUNDLES.iter().find(|p| readable(p));
+    out.push(Finding {
+        ok: true,
+        what: match system {
+            Some(p) => format!("CA bundle: {p}"),
+            None => "CA bundle: none of the system paths exists".into(),
+        },
+        fix: system.is_none().then(|| {
+            "TLS clients in the sandbox will trust nothing: install your distribution's ca-certificates, or set SSL_CERT_FILE".to_string()
+        }),
+    });
+    for (var, who) in CA_VARIABLES {
+        let Some(value) = std::env::var_os(var) else {
+            continue;
+        };
+        let path = value.to_string_lossy().into_owned();
+        let ok = readable(&path);
+        out.push(Finding {
+            ok: true,
+            what: format!(
+                "{var}={path} ({who}): {}",
+                if ok { "readable" } else { "NOT readable" }
+            ),
+            fix: (!ok).then(|| format!("point {var} at a readable PEM file, or unset it")),
+        });
+    }
+    out
 }
 
 fn parse_version(release: &str) -> (u32, u32) {

@@ -115,6 +115,7 @@ impl IdentityResolver {
         }
         let sha = self.hash_of(pid, &exe)?;
         Ok(Identity {
+            invoked_as: corral_policy::identity::invoked_as(pid, &exe),
             exe,
             ancestors: self.ancestors(pid),
             sha256: Some(sha),

@@ -93,3 +93,32 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the calling test again in a fresh network namespace that holds only loopback
+/// (`unshare -n`, or `unshare -rn` when not root), with everything it starts inside.
+///
+/// Returns true when already inside (run the test body); outside, it runs the test there,
+/// asserts that it passed, and returns false. Use it for tests whose clients could call
+/// home if something were broken: inside, any such packet fails locally.
+pub fn rerun_in_private_network(test: &str) -> bool {
+    const INSIDE: &str = "CORRAL_TEST_IN_PRIVATE_NETNS";
+    if std::env::var_os(INSIDE).is_some() {
+        return true;
+    }
+    let flags = if crate::user::is_root() { "-n" } else { "-rn" };
+    let out = crate::process::output(
+        Command::new("unshare")
+            .arg(flags)
+            .args(["sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().expect("current exe"))
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(INSIDE, "1"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} inside a private network namespace failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
+    false
+}

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use corral_testsupport::llm_upstream::{LlmUpstream, Script};
+use corral_testsupport::netns::rerun_in_private_network;
 use corral_testsupport::process::{corral_bin, output, Background};
 use corral_testsupport::tls::TestCa;
 use serde_json::Value;
@@ -896,36 +897,6 @@ fn keys_cli_shows_a_secret_once_and_the_key_helper_guards_its_file() {
 // loopback (gateway, upstream and claude all inside), so the CLI cannot reach anything else
 // even if a release started calling home.
 
-const IN_NETNS: &str = "CORRAL_GATEWAY_TEST_IN_NETNS";
-
-/// True inside the namespace (run the test body); outside, runs this test in one and
-/// returns false after checking it passed.
-fn inside_private_network(test: &str) -> bool {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return true;
-    }
-    let flags = if corral_testsupport::user::is_root() {
-        "-n"
-    } else {
-        "-rn"
-    };
-    let out = output(
-        Command::new("unshare")
-            .arg(flags)
-            .args(["sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-            .arg(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env(IN_NETNS, "1"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} inside a private network namespace failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-    );
-    false
-}
-
 enum ClaudeMode<'a> {
     /// `CLAUDE_CODE_USE_BEDROCK=1` with `AWS_BEARER_TOKEN_BEDROCK`.
     BedrockBearer(&'a str),
@@ -1026,7 +997,7 @@ fn assert_claude_answered(gw: &Gateway, key_id: &str, result: (bool, String, Str
 
 #[test]
 fn claude_code_in_bedrock_mode_with_a_bearer_key() {
-    if !inside_private_network("claude_code_in_bedrock_mode_with_a_bearer_key") {
+    if !rerun_in_private_network("claude_code_in_bedrock_mode_with_a_bearer_key") {
         return;
     }
     let gw = Gateway::start(Script::default());
@@ -1037,7 +1008,7 @@ fn claude_code_in_bedrock_mode_with_a_bearer_key() {
 
 #[test]
 fn claude_code_in_bedrock_mode_with_an_api_key_helper() {
-    if !inside_private_network("claude_code_in_bedrock_mode_with_an_api_key_helper") {
+    if !rerun_in_private_network("claude_code_in_bedrock_mode_with_an_api_key_helper") {
         return;
     }
     let gw = Gateway::start(Script::default());
@@ -1053,7 +1024,7 @@ fn claude_code_in_bedrock_mode_with_an_api_key_helper() {
 
 #[test]
 fn claude_code_in_first_party_mode_through_the_gateway() {
-    if !inside_private_network("claude_code_in_first_party_mode_through_the_gateway") {
+    if !rerun_in_private_network("claude_code_in_first_party_mode_through_the_gateway") {
         return;
     }
     let gw = Gateway::start(Script::default());
