@@ -6,7 +6,7 @@
 #     downloads from it, while the same curl is still refused everywhere else;
 #  3. `corral policy suggest` turns the logged refusal into the exact policy lines.
 # Nothing leaves the machine: the mirror is corral's own, on 127.0.0.1, named
-# mirror.corp.example through the proxy's address override.
+# mirror.corp.example with --connect-to (an address the operator vouches for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +33,7 @@ for _ in $(seq 50); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$por
 echo "mirror.corp.example:$port -> 127.0.0.1:$port"
 
 step "corral run with the embedded default policy: everything is refused"
-(cd "$work" && "$corral" run --log "$work/default.log" --resolve "mirror.corp.example:$port:127.0.0.1" \
+(cd "$work" && "$corral" run --log "$work/default.log" --connect-to "mirror.corp.example:$port:127.0.0.1:$port" \
   -- curl -sS "http://mirror.corp.example:$port/stable") || true
 
 step "A policy that lets curl reach the mirror (corral policy check)"
@@ -42,8 +42,7 @@ version: 1
 network_policies:
   mirror_downloads:
     endpoints:
-      # The demo mirror runs on loopback, which corral refuses unless allowed_ips says so.
-      - { host: mirror.corp.example, port: $port, allowed_ips: [127.0.0.0/8] }
+      - { host: mirror.corp.example, port: $port }
     binaries:
       - { path: /usr/bin/curl }
 YAML
@@ -52,7 +51,7 @@ cat "$work/policy.yaml"
 
 step "corral run: curl may download from the mirror, and nothing else"
 (cd "$work" && "$corral" run --policy "$work/policy.yaml" --log "$work/decisions.log" \
-  --resolve "mirror.corp.example:$port:127.0.0.1" -- sh -c "
+  --connect-to "mirror.corp.example:$port:127.0.0.1:$port" -- sh -c "
     echo '\$ curl http://mirror.corp.example:$port/stable'; curl -sS http://mirror.corp.example:$port/stable; echo
     echo '\$ curl http://unlisted.example/'; curl -sS http://unlisted.example/; echo
     echo '\$ python3 straight to 127.0.0.1:$port (no proxy)'
