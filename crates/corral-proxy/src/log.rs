@@ -154,11 +154,13 @@ impl Notices {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key);
         if first {
+            let dest = match r.port {
+                0 => r.host.clone(),
+                port => format!("{}:{port}", r.host),
+            };
             let mut line = format!(
-                "corral: refused {} -> {}:{} [{code}]: {}\n",
+                "corral: refused {} -> {dest} [{code}]: {}\n",
                 r.program(),
-                r.host,
-                r.port,
                 r.reason
             );
             // Only a policy refusal has policy lines that fix it.

@@ -6,8 +6,9 @@
 //!
 //! 1. `pidfd_open` the caller (a thread id is retried with `PIDFD_THREAD`), check the
 //!    notification is still valid, duplicate its socket with `pidfd_getfd`;
-//! 2. unix and netlink sockets: the kernel performs the call (`CONTINUE`) — their
-//!    destinations cannot leave the machine, and a socket's family cannot change;
+//! 2. netlink sockets: the kernel performs the call (`CONTINUE`); unix sockets: only the
+//!    sandbox's own listeners may be reached ([`crate::unix_guard`]), a host socket is
+//!    refused (`unix_socket`);
 //! 3. `connect` of a TCP socket to the proxy's documented address: resolve the caller's
 //!    [`Identity`](corral_policy::Identity), bind the duplicate to an ephemeral loopback
 //!    port, record `port → identity` in the [`AttributionTable`], then connect the
@@ -19,7 +20,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use crate::identity::{IdentityError, IdentityResolver};
 use crate::sys;
 use crate::sys::net::{RawDestination, SocketKind};
 use crate::sys::seccomp::{Notification, Verdict};
+use crate::unix_guard::{UnixCheck, UnixGuard};
 
 /// Where callers must connect (inside the sandbox) and where the supervisor really
 /// connects their sockets.
@@ -53,8 +55,10 @@ pub struct Refusal {
     pub syscall: &'static str,
     /// The destination the caller named, when it had one.
     pub destination: Option<SocketAddr>,
-    /// Short code: `direct_connect`, `datagram`, `dns_lookup`, `unsupported_socket`, or an
-    /// identity code.
+    /// The unix socket it named (`unix:/run/docker.sock`, `unix:@name`), for `unix_socket`.
+    pub unix: Option<String>,
+    /// Short code: `direct_connect`, `datagram`, `dns_lookup`, `unix_socket`,
+    /// `unsupported_socket`, or an identity code.
     pub code: &'static str,
     /// One sentence for humans.
     pub reason: String,
@@ -74,6 +78,7 @@ pub struct Broker {
     identities: Arc<IdentityResolver>,
     proxy: ProxyAddresses,
     refusals: RefusalSink,
+    unix: UnixGuard,
 }
 
 impl Broker {
@@ -83,6 +88,7 @@ impl Broker {
         identities: Arc<IdentityResolver>,
         proxy: ProxyAddresses,
         refusals: RefusalSink,
+        unix: UnixGuard,
     ) -> Broker {
         Broker {
             listener,
@@ -90,6 +96,7 @@ impl Broker {
             identities,
             proxy,
             refusals,
+            unix,
         }
     }
 
@@ -177,7 +184,8 @@ impl Broker {
             Err(e) => return Some(Verdict::Fail(e.raw_os_error().unwrap_or(libc::ENOTSOCK))),
         };
         match kind.domain {
-            libc::AF_UNIX | libc::AF_NETLINK => return Some(Verdict::Continue),
+            libc::AF_NETLINK => return Some(Verdict::Continue),
+            libc::AF_UNIX => return Some(self.unix(n, nr, sock.as_fd())),
             libc::AF_INET | libc::AF_INET6 => {}
             _ => {
                 self.refuse(
@@ -202,12 +210,67 @@ impl Broker {
     }
 
     fn read_sockaddr(&self, n: &Notification, addr: u64, len: u64) -> Result<RawDestination, i32> {
+        Ok(sys::net::parse_sockaddr(
+            &self.sockaddr_bytes(n, addr, len)?,
+        ))
+    }
+
+    fn sockaddr_bytes(&self, n: &Notification, addr: u64, len: u64) -> Result<Vec<u8>, i32> {
         let len = (len as usize).min(MAX_SOCKADDR);
         let bytes = sys::read_process_memory(n.pid, addr, len).map_err(|_| libc::EFAULT)?;
         if !self.valid(n) {
             return Err(libc::ESRCH);
         }
-        Ok(sys::net::parse_sockaddr(&bytes))
+        Ok(bytes)
+    }
+
+    /// A unix-domain socket: see [`crate::unix_guard`]. A connect to a socket of the
+    /// sandbox is performed here, on the descriptor that was checked; a datagram to one is
+    /// sent by the kernel (the address is read again then: a swapped symlink could send it
+    /// elsewhere, which is a datagram on the host, never a connection).
+    fn unix(&self, n: &Notification, nr: i64, sock: BorrowedFd<'_>) -> Verdict {
+        let named = if nr == libc::SYS_connect {
+            Some((n.data.args[1], n.data.args[2]))
+        } else if nr == libc::SYS_sendto {
+            Some((n.data.args[4], n.data.args[5])).filter(|(p, l)| *p != 0 && *l != 0)
+        } else {
+            match self.msghdr_name(n) {
+                Ok(v) => v,
+                Err(e) => return Verdict::Fail(e),
+            }
+        };
+        let Some((ptr, len)) = named else {
+            // A send on a connected socket: its peer was checked when it connected.
+            return Verdict::Continue;
+        };
+        let bytes = match self.sockaddr_bytes(n, ptr, len) {
+            Ok(b) => b,
+            Err(e) => return Verdict::Fail(e),
+        };
+        let Some(addr) = sys::net::parse_unix_sockaddr(&bytes) else {
+            return Verdict::Fail(libc::EINVAL);
+        };
+        match self.unix.check(n.pid, &addr) {
+            UnixCheck::Continue => Verdict::Continue,
+            UnixCheck::Refuse {
+                target,
+                reason,
+                errno,
+            } => {
+                if errno == libc::EACCES {
+                    self.refuse_unix(n, syscall_name(nr), target, reason);
+                }
+                Verdict::Fail(errno)
+            }
+            UnixCheck::Sandbox(file) if nr == libc::SYS_connect => {
+                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                match sys::net::connect_unix(sock, path.as_bytes()) {
+                    Ok(()) => Verdict::Return(0),
+                    Err(e) => Verdict::Fail(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
+                }
+            }
+            UnixCheck::Sandbox(_) => Verdict::Continue,
+        }
     }
 
     fn connect(&self, n: &Notification, sock: BorrowedFd<'_>, kind: SocketKind) -> Verdict {
@@ -382,6 +445,14 @@ impl Broker {
 
     /// The destination of the first message of a `sendmsg`/`sendmmsg` call.
     fn msghdr_destination(&self, n: &Notification) -> Result<Option<RawDestination>, i32> {
+        match self.msghdr_name(n)? {
+            Some((name, len)) => self.read_sockaddr(n, name, len).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the first message of a `sendmsg`/`sendmmsg` names its destination, if it does.
+    fn msghdr_name(&self, n: &Notification) -> Result<Option<(u64, u64)>, i32> {
         // struct msghdr starts with { void *msg_name; socklen_t msg_namelen; … }, and so does
         // the first struct mmsghdr.
         let head = sys::read_process_memory(n.pid, n.data.args[1], 12).map_err(|_| libc::EFAULT)?;
@@ -390,10 +461,7 @@ impl Broker {
         }
         let name = u64::from_ne_bytes(head[0..8].try_into().unwrap_or_default());
         let len = u32::from_ne_bytes(head[8..12].try_into().unwrap_or_default());
-        if name == 0 || len == 0 {
-            return Ok(None);
-        }
-        self.read_sockaddr(n, name, u64::from(len)).map(Some)
+        Ok((name != 0 && len != 0).then_some((name, u64::from(len))))
     }
 
     fn is_proxy(&self, addr: SocketAddr) -> bool {
@@ -419,6 +487,22 @@ impl Broker {
         code: &'static str,
         reason: String,
     ) {
+        self.report(n, syscall, destination, None, code, reason)
+    }
+
+    fn refuse_unix(&self, n: &Notification, syscall: &'static str, target: String, reason: String) {
+        self.report(n, syscall, None, Some(target), "unix_socket", reason)
+    }
+
+    fn report(
+        &self,
+        n: &Notification,
+        syscall: &'static str,
+        destination: Option<SocketAddr>,
+        unix: Option<String>,
+        code: &'static str,
+        reason: String,
+    ) {
         let binary = self
             .identities
             .executable(n.pid)
@@ -433,6 +517,7 @@ impl Broker {
             ancestors: self.identities.ancestors(n.pid),
             syscall,
             destination,
+            unix,
             code,
             reason,
         };

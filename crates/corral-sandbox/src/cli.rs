@@ -16,6 +16,7 @@ use crate::identity::IdentityResolver;
 use crate::landlock_rules::{self, FsSpec};
 use crate::launch::{self, Launch, Mode, ModeRequest, Started, PROXY_PORT};
 use crate::sys;
+use crate::unix_guard::{UnixGuard, UnixScope};
 
 /// `corral run --policy P [--] CMD ARGS…`
 #[derive(Debug, clap::Args)]
@@ -214,6 +215,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             actual,
         },
         Arc::new(move |r: &Refusal| sink_log.record(&refusal_record(r))),
+        UnixGuard::new(match (started.mode, &started.inner_diag) {
+            (Mode::Namespaces, Some(diag)) => {
+                UnixScope::SandboxNamespace(diag.try_clone().context("sock_diag socket")?)
+            }
+            (Mode::Namespaces, None) => UnixScope::Unknown,
+            (Mode::SeccompOnly, _) => UnixScope::descendants_of(sys::getpid()),
+        }),
     );
     broker.spawn(4).context("starting the connect broker")?;
 
@@ -422,9 +430,10 @@ fn default_log_path() -> anyhow::Result<PathBuf> {
 
 /// A broker refusal as a decision-log record (`kind: direct`).
 fn refusal_record(r: &Refusal) -> LogRecord {
-    let (host, port) = match r.destination {
-        Some(a) => (a.ip().to_string(), a.port()),
-        None => (String::new(), 0),
+    let (host, port) = match (r.destination, &r.unix) {
+        (Some(a), _) => (a.ip().to_string(), a.port()),
+        (None, Some(unix)) => (unix.clone(), 0),
+        (None, None) => (String::new(), 0),
     };
     LogRecord {
         time: corral_proxy::now_rfc3339(),

@@ -60,6 +60,8 @@ pub struct Started {
     pub notifier: OwnedFd,
     /// The proxy listener created inside the sandbox (namespace mode).
     pub inner_listener: Option<OwnedFd>,
+    /// A `sock_diag` socket created inside the sandbox's network namespace (namespace mode).
+    pub inner_diag: Option<OwnedFd>,
     /// Whether the filter has `WAIT_KILLABLE_RECV`.
     pub killable: bool,
     pub warnings: Vec<String>,
@@ -161,6 +163,7 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
     })?;
     let mut warnings = Vec::new();
     let mut inner_listener = None;
+    let mut inner_diag = None;
     loop {
         let msg = match sys::recv_with_fds(report.as_fd()) {
             Ok(Some(m)) => m,
@@ -192,7 +195,10 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
                     message: what,
                 });
             }
-            Some(b'L') if !fds.is_empty() => inner_listener = Some(fds.remove(0)),
+            Some(b'L') if !fds.is_empty() => {
+                inner_listener = Some(fds.remove(0));
+                inner_diag = fds.pop();
+            }
             Some(b'R') if data.len() == 6 => {
                 let killable = data[1] == 1;
                 let target = i32::from_le_bytes([data[2], data[3], data[4], data[5]]);
@@ -219,6 +225,7 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
                     pid,
                     notifier,
                     inner_listener,
+                    inner_diag,
                     killable,
                     warnings,
                     report,

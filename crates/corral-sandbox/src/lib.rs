@@ -35,3 +35,4 @@ pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
 pub mod sys;
+pub mod unix_guard;

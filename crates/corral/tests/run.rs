@@ -343,6 +343,80 @@ fn a_binary_replaced_at_an_allowed_path_is_refused() {
 const PY: &str = "/usr/bin/python3";
 
 #[test]
+fn host_unix_sockets_are_refused_and_the_sandboxs_own_work() {
+    // A host service on a unix socket anyone may open (a container engine's socket is the
+    // dangerous case: it starts processes outside, with the host's network).
+    let dir = corral_testsupport::fs::world_readable_tempdir();
+    let host_sock = dir.path().join("host.sock");
+    let host = std::os::unix::net::UnixListener::bind(&host_sock).unwrap();
+    std::fs::set_permissions(
+        &host_sock,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    host.set_nonblocking(true).unwrap();
+    let host_path = host_sock.display().to_string();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &[PY]), &[]);
+            // Tries the host socket straight, through a symlink made inside, and as a
+            // datagram destination; then serves and reaches its own socket, by absolute and
+            // relative path.
+            let script = format!(
+                "import socket, errno, os\n\
+                 def attempt(what, f):\n\
+                 \x20   try:\n        f(); print(what, 'OK')\n\
+                 \x20   except OSError as e:\n        print(what, errno.errorcode[e.errno])\n\
+                 def conn(p):\n    c = socket.socket(socket.AF_UNIX); c.connect(p)\n\
+                 attempt('host', lambda: conn({host_path:?}))\n\
+                 os.symlink({host_path:?}, 'link.sock')\n\
+                 attempt('symlink', lambda: conn('link.sock'))\n\
+                 d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                 attempt('dgram', lambda: d.sendto(b'x', {host_path:?}))\n\
+                 s = socket.socket(socket.AF_UNIX); s.bind('own.sock'); s.listen()\n\
+                 attempt('own', lambda: conn(os.path.abspath('own.sock')))\n\
+                 attempt('own-relative', lambda: conn('own.sock'))\n"
+            );
+            let out = sb.run(&[PY, "-c", &script]);
+            let text = stdout(&out);
+            for expected in [
+                "host EACCES",
+                "symlink EACCES",
+                "dgram EACCES",
+                "own OK",
+                "own-relative OK",
+            ] {
+                assert!(text.contains(expected), "{expected}: {}", sb.context(&out));
+            }
+            assert!(
+                host.accept().is_err(),
+                "the host service was reached: {}",
+                sb.context(&out)
+            );
+            let refused: Vec<Value> = sb
+                .log()
+                .into_iter()
+                .filter(|r| r["error"] == "unix_socket")
+                .collect();
+            assert!(
+                refused
+                    .iter()
+                    .any(|r| r["host"] == format!("unix:{host_path}")
+                        && r["binary"].as_str().unwrap_or("").starts_with(PY)),
+                "{}",
+                sb.context(&out)
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(&format!("-> unix:{host_path} [unix_socket]")),
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}
+
+#[test]
 fn python_connecting_straight_to_a_server_is_refused_and_logged() {
     let v4 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let v6 = std::net::TcpListener::bind("[::1]:0").ok();

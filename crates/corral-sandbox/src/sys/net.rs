@@ -249,6 +249,162 @@ fn raw_bytes(addr: &SocketAddr) -> Vec<u8> {
     .to_vec()
 }
 
+/// The address of a unix-domain `sockaddr_un`, as the caller wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnixAddress {
+    /// A filesystem path (without its terminating NUL).
+    Path(Vec<u8>),
+    /// An abstract name (the bytes after the leading NUL).
+    Abstract(Vec<u8>),
+    /// No name at all (`addrlen == sizeof(sa_family_t)`).
+    Unnamed,
+}
+
+/// Parses a `struct sockaddr_un` of `bytes.len()` bytes; `None` if it is not `AF_UNIX`.
+pub fn parse_unix_sockaddr(bytes: &[u8]) -> Option<UnixAddress> {
+    if bytes.len() < 2 || u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 {
+        return None;
+    }
+    let path = &bytes[2..];
+    Some(match path.first() {
+        None => UnixAddress::Unnamed,
+        Some(0) => UnixAddress::Abstract(path[1..].to_vec()),
+        Some(_) => {
+            // The kernel stops at the first NUL.
+            let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
+            UnixAddress::Path(path[..end].to_vec())
+        }
+    })
+}
+
+/// `connect(fd, {AF_UNIX, path})`.
+pub fn connect_unix(fd: BorrowedFd<'_>, path: &[u8]) -> io::Result<()> {
+    // SAFETY: a zeroed sockaddr_un is valid; we copy at most sun_path.len() - 1 bytes so the
+    // path stays NUL-terminated.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if path.len() >= sun.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sun.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
+    // SAFETY: `sun` is a valid sockaddr_un of at least `len` bytes.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// A `NETLINK_SOCK_DIAG` socket in the calling thread's network namespace.
+pub fn sock_diag_socket() -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: socket() with constant arguments; the result is a new descriptor we own.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    } as libc::c_long)?;
+    // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const UDIAG_SHOW_VFS: u32 = 0x2;
+const UNIX_DIAG_VFS: u16 = 1;
+
+/// Asks the unix-socket diagnostics of `diag`'s network namespace for a socket bound at the
+/// file `(dev, ino)` (as `stat` reports them); returns the socket's own inode.
+pub fn unix_socket_bound_at(diag: BorrowedFd<'_>, dev: u64, ino: u64) -> io::Result<Option<u32>> {
+    // nlmsghdr (16) + unix_diag_req (24).
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    req.push(libc::AF_UNIX as u8);
+    req.push(0); // protocol
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&0u32.to_ne_bytes()); // any inode
+    req.extend_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 8]); // cookie
+                                      // SAFETY: sending our buffer of req.len() bytes on a descriptor we hold.
+    cvt(
+        unsafe { libc::send(diag.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } as libc::c_long,
+    )?;
+    // The kernel reports the device in its internal encoding (major << 20 | minor); `stat`
+    // gives glibc's.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let want_dev = ((major << 20) | (minor & 0xf_ffff)) as u32;
+    let mut found = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = retry(|| {
+            // SAFETY: recv writes at most buf.len() bytes into our buffer.
+            cvt(
+                unsafe { libc::recv(diag.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) }
+                    as libc::c_long,
+            )
+        })? as usize;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            if len < 16 || off + len > n {
+                return Err(io::Error::from_raw_os_error(libc::EBADMSG));
+            }
+            match ty {
+                t if t == libc::NLMSG_DONE as u16 => return Ok(found),
+                t if t == libc::NLMSG_ERROR as u16 => {
+                    let errno =
+                        i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or([0; 4]));
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+                SOCK_DIAG_BY_FAMILY if found.is_none() => {
+                    found = vfs_match(&buf[off + 16..off + len], want_dev, ino);
+                }
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// In one `unix_diag_msg` (+ attributes): the socket inode if its VFS attribute is
+/// `(dev, ino)`.
+fn vfs_match(msg: &[u8], dev: u32, ino: u64) -> Option<u32> {
+    if msg.len() < 16 {
+        return None;
+    }
+    let sock_ino = u32::from_ne_bytes(msg[4..8].try_into().ok()?);
+    let mut off = 16;
+    while off + 4 <= msg.len() {
+        let len = u16::from_ne_bytes(msg[off..off + 2].try_into().ok()?) as usize;
+        let ty = u16::from_ne_bytes(msg[off + 2..off + 4].try_into().ok()?);
+        if len < 4 || off + len > msg.len() {
+            return None;
+        }
+        if ty == UNIX_DIAG_VFS && len >= 12 {
+            let vfs_ino = u32::from_ne_bytes(msg[off + 4..off + 8].try_into().ok()?);
+            let vfs_dev = u32::from_ne_bytes(msg[off + 8..off + 12].try_into().ok()?);
+            if u64::from(vfs_ino) == ino && vfs_dev == dev {
+                return Some(sock_ino);
+            }
+        }
+        off += (len + 3) & !3;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +424,41 @@ mod tests {
             RawDestination::Invalid { family: Some(10) }
         );
         assert_eq!(parse_sockaddr(&[0, 0]), RawDestination::Unspecified);
+    }
+
+    #[test]
+    fn unix_addresses_parse_like_the_kernel_reads_them() {
+        let mut b = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        assert_eq!(parse_unix_sockaddr(&b), Some(UnixAddress::Unnamed));
+        b.extend_from_slice(b"/run/x.sock\0garbage");
+        assert_eq!(
+            parse_unix_sockaddr(&b),
+            Some(UnixAddress::Path(b"/run/x.sock".to_vec()))
+        );
+        let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(b"\0name");
+        assert_eq!(
+            parse_unix_sockaddr(&a),
+            Some(UnixAddress::Abstract(b"name".to_vec()))
+        );
+        assert_eq!(parse_unix_sockaddr(&[2, 0, 0, 80]), None);
+    }
+
+    #[test]
+    fn the_diag_query_finds_a_listener_by_its_file_and_nothing_else() {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let diag = sock_diag_socket().unwrap();
+        let found = unix_socket_bound_at(diag.as_fd(), meta.dev(), meta.ino()).unwrap();
+        assert!(found.is_some());
+        let other = std::fs::metadata(dir.path()).unwrap();
+        assert_eq!(
+            unix_socket_bound_at(diag.as_fd(), other.dev(), other.ino()).unwrap(),
+            None
+        );
     }
 }

@@ -309,13 +309,41 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
             Ok(fd) => fd,
             Err(e) => fail(rep, b"listening on the proxy address inside the sandbox", e),
         };
-        if send_with_fds(rep, b"L", &[listener]).is_err() {
+        // Unix sockets belong to the network namespace they are created in: a sock_diag
+        // socket made here lets the supervisor tell the sandbox's listeners from the host's.
+        // SAFETY: socket() with constant arguments.
+        let diag = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if diag < 0 {
+            report(
+                rep,
+                b'W',
+                b"opening sock_diag in the sandbox (every named unix socket will be refused)",
+                errno(),
+            );
+        }
+        let sent = if diag >= 0 {
+            send_with_fds(rep, b"L", &[listener, diag])
+        } else {
+            send_with_fds(rep, b"L", &[listener])
+        };
+        if sent.is_err() {
             // The supervisor is gone: nothing may run unsupervised.
             // SAFETY: _exit never returns.
             unsafe { libc::_exit(127) }
         }
-        // SAFETY: our descriptor; the supervisor holds its own copy now.
-        unsafe { libc::close(listener) };
+        // SAFETY: our descriptors; the supervisor holds its own copies now.
+        unsafe {
+            libc::close(listener);
+            if diag >= 0 {
+                libc::close(diag);
+            }
+        }
     }
     if let Some(ruleset) = &plan.landlock {
         // SAFETY: prctl and landlock_restrict_self with a ruleset descriptor we hold.

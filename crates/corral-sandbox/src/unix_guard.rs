@@ -1,0 +1,284 @@
+//! Unix-domain sockets: the sandbox reaches the ones its own processes listen on, and none
+//! of the host's. A host socket is a way out that no proxy sees: a container engine's
+//! socket starts containers with the host's network, a name-service cache or the system
+//! bus resolves names (DNS carries data), an agent socket signs for you.
+//!
+//! Who listens is asked of the kernel, never guessed from paths:
+//! - namespace mode: unix sockets belong to the network namespace they were created in, so
+//!   the child opens a `sock_diag` socket inside the sandbox's namespace; a listener found
+//!   through it is the sandbox's;
+//! - seccomp-only mode: the host's `sock_diag` names the listening socket, and one of the
+//!   processes holding it must descend from the supervisor.
+//!
+//! The supervisor then connects the caller's socket itself, to `/proc/self/fd/N` of the
+//! file it checked (opened `O_PATH`), so swapping a symlink after the check changes
+//! nothing. Abstract names are per network namespace: allowed in namespace mode, refused in
+//! seccomp-only mode (they would be the host's).
+
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use crate::sys::net::{sock_diag_socket, unix_socket_bound_at, UnixAddress};
+
+/// How the guard tells the sandbox's sockets from the host's.
+pub enum UnixScope {
+    /// A `sock_diag` socket created inside the sandbox's network namespace.
+    SandboxNamespace(OwnedFd),
+    /// The host's `sock_diag`; holders must descend from `supervisor`.
+    Descendants { diag: OwnedFd, supervisor: u32 },
+    /// Nothing to ask: every named socket is refused.
+    Unknown,
+}
+
+impl UnixScope {
+    /// Seccomp-only mode: the host's diagnostics and the supervisor's descendants.
+    pub fn descendants_of(supervisor: u32) -> UnixScope {
+        match sock_diag_socket() {
+            Ok(diag) => UnixScope::Descendants { diag, supervisor },
+            Err(e) => {
+                tracing::warn!("no sock_diag socket ({e}): unix sockets will be refused");
+                UnixScope::Unknown
+            }
+        }
+    }
+}
+
+/// What to do with a unix-domain destination.
+pub enum UnixCheck {
+    /// Let the kernel perform the call (no name, or an abstract name in the sandbox's own
+    /// namespace).
+    Continue,
+    /// A socket of the sandbox: perform the call on this `O_PATH` descriptor of it.
+    Sandbox(File),
+    /// Refused, with the path (or name) for the log, a sentence, and the errno to return.
+    Refuse {
+        target: String,
+        reason: String,
+        errno: i32,
+    },
+}
+
+pub struct UnixGuard {
+    scope: UnixScope,
+}
+
+impl UnixGuard {
+    pub fn new(scope: UnixScope) -> UnixGuard {
+        UnixGuard { scope }
+    }
+
+    /// Decides on `addr`, named by process `pid` (a relative path is relative to its
+    /// working directory, an absolute one to its root).
+    pub fn check(&self, pid: u32, addr: &UnixAddress) -> UnixCheck {
+        let path = match addr {
+            UnixAddress::Unnamed => return UnixCheck::Continue,
+            UnixAddress::Abstract(name) => {
+                return match self.scope {
+                    UnixScope::SandboxNamespace(_) => UnixCheck::Continue,
+                    _ => UnixCheck::Refuse {
+                        target: format!("unix:@{}", String::from_utf8_lossy(name)),
+                        reason: "abstract unix sockets are the host's in seccomp-only mode: refused (namespace mode gives the sandbox its own)".into(),
+                        errno: libc::EACCES,
+                    },
+                };
+            }
+            UnixAddress::Path(p) => p,
+        };
+        let shown = format!("unix:{}", String::from_utf8_lossy(path));
+        let refuse = |reason: String, errno: i32| UnixCheck::Refuse {
+            target: shown.clone(),
+            reason,
+            errno,
+        };
+        let file = match open_as(pid, path) {
+            Ok(f) => f,
+            // What the caller's own connect would have said.
+            Err(e) => {
+                return refuse(
+                    format!("{shown}: {e}"),
+                    e.raw_os_error().unwrap_or(libc::ENOENT),
+                )
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return refuse(format!("{shown}: {e}"), libc::EACCES),
+        };
+        if !meta.file_type().is_socket() {
+            return refuse(format!("{shown} is not a socket"), libc::ECONNREFUSED);
+        }
+        match self.owned_by_sandbox(meta.dev(), meta.ino()) {
+            Ok(true) => UnixCheck::Sandbox(file),
+            Ok(false) => refuse(
+                format!("{shown} is a socket of the host, not of a process in the sandbox: refused (host services reached through unix sockets bypass the proxy)"),
+                libc::EACCES,
+            ),
+            Err(e) => refuse(
+                format!("{shown}: cannot tell who listens on it ({e}): refused"),
+                libc::EACCES,
+            ),
+        }
+    }
+
+    fn owned_by_sandbox(&self, dev: u64, ino: u64) -> io::Result<bool> {
+        match &self.scope {
+            UnixScope::SandboxNamespace(diag) => {
+                Ok(unix_socket_bound_at(diag.as_fd(), dev, ino)?.is_some())
+            }
+            UnixScope::Descendants { diag, supervisor } => {
+                match unix_socket_bound_at(diag.as_fd(), dev, ino)? {
+                    Some(sock) => Ok(holders(sock)
+                        .into_iter()
+                        .any(|pid| descends_from(pid, *supervisor))),
+                    None => Ok(false),
+                }
+            }
+            UnixScope::Unknown => Ok(false),
+        }
+    }
+}
+
+/// Opens `path` as process `pid` would resolve it, without opening the socket itself.
+fn open_as(pid: u32, path: &[u8]) -> io::Result<File> {
+    let base = if path.starts_with(b"/") {
+        format!("/proc/{pid}/root")
+    } else {
+        format!("/proc/{pid}/cwd/")
+    };
+    let mut full = PathBuf::from(base);
+    full.push(OsStr::from_bytes(path.strip_prefix(b"/").unwrap_or(path)));
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(full)
+}
+
+/// Processes holding socket inode `sock` (those whose descriptors we may read).
+fn holders(sock: u32) -> Vec<u32> {
+    let want = format!("socket:[{sock}]");
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid`'s parent chain reaches `ancestor`.
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // The command name may hold spaces and parentheses: the ppid follows the last ')'.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        if ppid == ancestor {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_descends_from_us_and_we_do_not_descend_from_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        assert!(descends_from(child.id(), me));
+        assert!(!descends_from(me, child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn own_listeners_are_the_sandboxs_and_a_stranger_s_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&ours).unwrap();
+        let me = std::process::id();
+        // "The sandbox" = descendants of our parent: we are one, so our listener counts.
+        let parent = std::os::unix::process::parent_id();
+        let guard = UnixGuard::new(UnixScope::descendants_of(parent));
+        let addr = UnixAddress::Path(ours.as_os_str().as_bytes().to_vec());
+        assert!(matches!(guard.check(me, &addr), UnixCheck::Sandbox(_)));
+        // Descendants of a process that is not our ancestor: our listener is foreign.
+        let mut other = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let guard = UnixGuard::new(UnixScope::descendants_of(other.id()));
+        assert!(matches!(
+            guard.check(me, &addr),
+            UnixCheck::Refuse {
+                errno: libc::EACCES,
+                ..
+            }
+        ));
+        other.kill().unwrap();
+        other.wait().unwrap();
+        // Missing paths and non-sockets answer like the kernel would.
+        let missing = UnixAddress::Path(b"/nonexistent/x.sock".to_vec());
+        assert!(matches!(
+            guard.check(me, &missing),
+            UnixCheck::Refuse {
+                errno: libc::ENOENT,
+                ..
+            }
+        ));
+        let file = UnixAddress::Path(b"/etc/hostname".to_vec());
+        assert!(matches!(
+            guard.check(me, &file),
+            UnixCheck::Refuse {
+                errno: libc::ECONNREFUSED,
+                ..
+            }
+        ));
+        // Abstract names are the host's in this scope.
+        assert!(matches!(
+            guard.check(me, &UnixAddress::Abstract(b"x".to_vec())),
+            UnixCheck::Refuse { .. }
+        ));
+        assert!(matches!(
+            guard.check(me, &UnixAddress::Unnamed),
+            UnixCheck::Continue
+        ));
+    }
+}
