@@ -44,9 +44,11 @@ fn main() {
     let mut corral = spawn_corral(dir.path(), upstream);
     if std::env::var("BENCH_ONLY_CORRAL").is_ok() {
         let r = measure(Some(corral.1), upstream, rounds, mib, 0, None);
+        let d = &results[0].1;
         println!(
-            "corral p50 {:.0} µs p99 {:.0} µs {:.0} MiB/s; direct p50 {:.0} µs {:.0} MiB/s",
-            r.p50_us, r.p99_us, r.mib_s, results[0].1.p50_us, results[0].1.mib_s
+            "corral p50 {:.0} µs (open {:.0} + echo {:.0}) p99 {:.0} µs {:.0} MiB/s; direct p50 {:.0} µs (open {:.0} + echo {:.0}) {:.0} MiB/s",
+            r.p50_us, r.setup_p50_us, r.echo_p50_us, r.p99_us, r.mib_s,
+            d.p50_us, d.setup_p50_us, d.echo_p50_us, d.mib_s
         );
         let _ = corral.0.kill();
         return;
@@ -84,8 +86,8 @@ fn main() {
     }
 
     let direct = &results[0].1;
-    println!("| path | TTFB p50 | TTFB p99 | added p50 vs direct | throughput | vs direct | RSS idle | RSS with {tunnels} tunnels | per tunnel |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| path | TTFB p50 | TTFB p99 | added p50 vs direct | open p50 | echo p50 (open connection) | throughput | vs direct | RSS idle | RSS with {tunnels} tunnels | per tunnel |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, r) in &results {
         let rss = match (r.rss_idle, r.rss_loaded) {
             (Some(i), Some(l)) => format!(
@@ -97,10 +99,12 @@ fn main() {
             _ => "– | – | –".into(),
         };
         println!(
-            "| {name} | {:.0} µs | {:.0} µs | {:+.0} µs | {:.0} MiB/s | {:.2} | {rss} |",
+            "| {name} | {:.0} µs | {:.0} µs | {:+.0} µs | {:.0} µs | {:.0} µs | {:.0} MiB/s | {:.2} | {rss} |",
             r.p50_us,
             r.p99_us,
             r.p50_us - direct.p50_us,
+            r.setup_p50_us,
+            r.echo_p50_us,
             r.mib_s,
             r.mib_s / direct.mib_s,
         );
@@ -114,6 +118,10 @@ fn main() {
 struct Result {
     p50_us: f64,
     p99_us: f64,
+    /// The TTFB split: opening (connect, and CONNECT → 200 through a proxy) …
+    setup_p50_us: f64,
+    /// … and one byte's round trip on a connection already open.
+    echo_p50_us: f64,
     mib_s: f64,
     rss_idle: Option<u64>,
     rss_loaded: Option<u64>,
@@ -131,7 +139,10 @@ fn open(proxy: Option<SocketAddr>, upstream: SocketAddr) -> std::io::Result<TcpS
         Some(p) => {
             let mut s = TcpStream::connect(p)?;
             s.set_nodelay(true)?;
-            write!(s, "CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n")?;
+            // One write, as real clients send it (write! on the stream would send each
+            // formatted piece as its own segment, and wake the proxy for each).
+            let head = format!("CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n");
+            s.write_all(head.as_bytes())?;
             // The upstream speaks only after the client does, so reading past the head
             // cannot swallow tunnel bytes.
             let mut head = Vec::new();
@@ -165,6 +176,8 @@ fn measure(
     let mut r = Result::default();
     // Warm up, then time connect → CONNECT → 200 → first echoed byte.
     let mut samples = Vec::with_capacity(rounds);
+    let mut setups = Vec::with_capacity(rounds);
+    let mut echoes = Vec::with_capacity(rounds);
     for i in 0..rounds + 100 {
         let start = Instant::now();
         let mut s = match open(proxy, upstream) {
@@ -174,13 +187,27 @@ fn measure(
                 return r;
             }
         };
-        s.write_all(b"p").unwrap();
+        let opened = start.elapsed();
         let mut b = [0u8; 1];
+        s.write_all(b"p").unwrap();
+        s.read_exact(&mut b).unwrap();
+        let first = start.elapsed();
+        // A second byte on the now-open connection: the relay's own round trip.
+        let again = Instant::now();
+        s.write_all(b"p").unwrap();
         s.read_exact(&mut b).unwrap();
         if i >= 100 {
-            samples.push(start.elapsed());
+            samples.push(first);
+            setups.push(opened);
+            echoes.push(again.elapsed());
         }
     }
+    let p50 = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    r.setup_p50_us = p50(&mut setups);
+    r.echo_p50_us = p50(&mut echoes);
     samples.sort();
     r.p50_us = samples[samples.len() / 2].as_secs_f64() * 1e6;
     r.p99_us = samples[samples.len() * 99 / 100].as_secs_f64() * 1e6;
@@ -371,7 +398,9 @@ fn child(spec: &str) {
     .enable_all()
     .build()
     .unwrap();
-    rt.block_on(async move {
+    // The accept loop runs as a task on a worker (as in `corral run` and `corral proxy`), so
+    // each connection's task starts on the same thread without a cross-thread wake-up.
+    let serving = rt.spawn(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
         let config = Arc::new(corral_proxy::ProxyConfig::new(
             corral_proxy::DecisionLog::disabled(),
@@ -386,6 +415,7 @@ fn child(spec: &str) {
         .await
         .unwrap();
     });
+    rt.block_on(serving).unwrap();
 }
 
 fn spawn_squid(dir: &Path) -> Option<(Child, SocketAddr)> {

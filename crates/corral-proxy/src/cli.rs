@@ -240,7 +240,17 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                 "/proc"
             }
         );
-        crate::serve(listener, config, policy, attribution, shutdown_signal()).await?;
+        // The accept loop runs on a worker, so each connection's task starts on that same
+        // thread instead of waking another one (docs/benchmarks.md).
+        tokio::spawn(crate::serve(
+            listener,
+            config,
+            policy,
+            attribution,
+            shutdown_signal(),
+        ))
+        .await
+        .context("the proxy's accept loop panicked")??;
         tracing::info!("corral proxy stopped");
         Ok::<_, anyhow::Error>(())
     })?;
