@@ -151,9 +151,24 @@ impl PolicyWatcher {
     ) -> Result<(Arc<Matcher>, PolicyWatcher), PolicyError> {
         let source = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
         let loaded = Policy::parse(&source, &path.display().to_string())?;
-        let first = Arc::new(loaded.policy.compile(&opts));
+        PolicyWatcher::spawn_loaded(path, source, &loaded.policy, opts, on_change, on_error)
+    }
+
+    /// Like [`PolicyWatcher::spawn`], for a policy the caller already read (`source`) and
+    /// parsed (`policy`), so one reading of the file decides everything at start-up. An edit
+    /// made after that reading and before the watch is in place is picked up at once.
+    pub fn spawn_loaded(
+        path: PathBuf,
+        source: String,
+        policy: &Policy,
+        opts: CompileOptions,
+        on_change: impl Fn(Arc<Matcher>, &[Diagnostic]) + Send + 'static,
+        on_error: impl Fn(&PolicyError) + Send + 'static,
+    ) -> Result<(Arc<Matcher>, PolicyWatcher), PolicyError> {
+        let first = Arc::new(policy.compile(&opts));
 
         let (tx, rx) = mpsc::channel::<Change>();
+        let recheck = tx.clone();
         let relevant = relevant_names(&path);
         let links: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
         let links_seen = links.clone();
@@ -184,8 +199,12 @@ impl PolicyWatcher {
             &watcher,
             &mut watched,
             &links,
-            linked_binaries(&loaded.policy, &opts),
+            linked_binaries(policy, &opts),
         );
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(source.as_str()) {
+            let _ = recheck.send(Change::Policy);
+        }
+        drop(recheck);
         // The worker holds the watcher weakly: dropping PolicyWatcher drops the watcher,
         // which closes the event channel and ends the worker.
         let state = Worker {

@@ -205,3 +205,30 @@ fn an_upgrade_that_repoints_a_listed_binary_link_is_followed_without_editing_the
     assert!(m.decide(&v2, "gw.example", 443, None).is_allow());
     assert!(!m.decide(&v1, "gw.example", 443, None).is_allow());
 }
+
+#[test]
+fn an_edit_between_the_first_reading_and_the_watch_is_not_lost() {
+    // The caller read and parsed version A; the file already says B when the watch starts.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    let read_earlier = policy("a.example");
+    std::fs::write(&p, policy("b.example")).unwrap();
+    let parsed = corral_policy::Policy::parse(&read_earlier, "policy.yaml").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let (first, _w) = PolicyWatcher::spawn_loaded(
+        p.clone(),
+        read_earlier,
+        &parsed.policy,
+        CompileOptions::default(),
+        move |m, _| {
+            let _ = tx.send(Ev::Changed(m));
+        },
+        move |e: &PolicyError| {
+            let _ = tx2.send(Ev::Error(e.to_string()));
+        },
+    )
+    .unwrap();
+    assert!(first.decide(&curl(), "a.example", 443, None).is_allow());
+    expect_allows(&rx, "b.example");
+}

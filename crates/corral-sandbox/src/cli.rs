@@ -71,12 +71,16 @@ const DEFAULT_POLICY: &str = include_str!("default-policy.yaml");
 /// Watches `path`; each new valid policy is swapped into the handle once it exists.
 fn watch_policy(
     path: &std::path::Path,
+    source: String,
+    policy: &Policy,
     opts: CompileOptions,
     slot: Arc<std::sync::OnceLock<PolicyHandle>>,
 ) -> anyhow::Result<(Arc<corral_policy::Matcher>, PolicyWatcher)> {
     let shown = path.to_path_buf();
-    PolicyWatcher::spawn(
+    PolicyWatcher::spawn_loaded(
         path.to_path_buf(),
+        source,
+        policy,
         opts,
         move |m, warnings| {
             if let Some(h) = slot.get() {
@@ -114,9 +118,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(127));
     }
-    let loaded = match &args.policy {
-        Some(path) => Policy::load(path),
-        None => {
+    // The file is read once: that reading decides the filesystem rules and the first
+    // network policy; the watcher then takes over from it.
+    let source = match &args.policy {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the policy {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let loaded = match (&args.policy, &source) {
+        (Some(path), Some(text)) => Policy::parse(text, &path.display().to_string()),
+        _ => {
             eprintln!(
                 "corral: no --policy given: the embedded default policy allows no connection; \
                  each refusal names what to add (see `corral policy suggest`)"
@@ -235,7 +248,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
     let (matcher, watcher) = match &args.policy {
         Some(path) => {
-            let (matcher, watcher) = watch_policy(path, opts, handle_slot.clone())?;
+            let source = source.unwrap_or_default();
+            let (matcher, watcher) =
+                watch_policy(path, source, &loaded.policy, opts, handle_slot.clone())?;
             (matcher, Some(watcher))
         }
         None => (Arc::new(loaded.policy.compile(&opts)), None),
