@@ -43,6 +43,9 @@ const STEPS: &[&str] = &[
     "suggest",
     "retry",
     "git-clone",
+    "upgrade-publish",
+    "upgrade",
+    "hello-again",
     "git-only",
 ];
 
@@ -337,11 +340,16 @@ fn the_guide_deploys_claude_code_behind_corral() {
         .as_str()
         .unwrap()
         .to_string();
+    let next_version = format!("{claude_version}-1");
     let p = |s: &Path| s.to_string_lossy().into_owned();
     let settings: Vec<(String, String)> = [
         ("CORP_CA", p(ca.ca_path())),
         ("CLAUDE_BINARY", format!("{CLAUDE_PACKAGE}/claude")),
         ("CLAUDE_VERSION", claude_version.clone()),
+        // The next release: the same build under a new version number is enough to move
+        // the symlink.
+        ("CLAUDE_NEXT_BINARY", format!("{CLAUDE_PACKAGE}/claude")),
+        ("CLAUDE_NEXT_VERSION", next_version.clone()),
         ("MODEL", MODEL.to_string()),
         ("MIRROR_DIR", p(&platform.join("mirror"))),
         (
@@ -402,7 +410,7 @@ fn the_guide_deploys_claude_code_behind_corral() {
         let step = block.step.as_str();
         let platform_step = matches!(
             step,
-            "mirror" | "mirror-serve" | "gateway-config" | "gateway-serve"
+            "mirror" | "mirror-serve" | "gateway-config" | "gateway-serve" | "upgrade-publish"
         );
         match block.kind {
             Kind::Service if step == "session" => {
@@ -671,10 +679,55 @@ fn the_guide_deploys_claude_code_behind_corral() {
                 );
                 assert!(!world.home.join("app2").join(README.0).exists());
             }
+            "upgrade-publish" => {
+                assert!(ran.output.contains(&next_version), "{}", context());
+            }
+            "upgrade" => {
+                let next = world
+                    .home
+                    .join(".local/share/claude/versions")
+                    .join(&next_version);
+                assert_eq!(
+                    std::fs::read_link(world.home.join(".local/bin/claude")).unwrap(),
+                    next,
+                    "{}",
+                    context()
+                );
+                assert!(
+                    world
+                        .home
+                        .join(".local/share/claude/versions")
+                        .join(&claude_version)
+                        .is_file(),
+                    "the previous version stays for --rollback"
+                );
+            }
+            "hello-again" => {
+                // The session's policy was never edited for the new path: the watched
+                // symlink moved, and the matcher followed it.
+                assert!(ran.output.contains(ANSWER), "{}", context());
+                let next = std::fs::canonicalize(world.home.join(".local/bin/claude")).unwrap();
+                let records = since(&world, before);
+                assert!(
+                    records.iter().any(|r| field(r, "kind") == "connect"
+                        && field(r, "decision") == "allow"
+                        && Path::new(field(r, "binary")) == next),
+                    "{}",
+                    context()
+                );
+                assert!(
+                    records
+                        .iter()
+                        .all(|r| field(r, "decision") == "allow"
+                            || field(r, "error") == "dns_lookup"),
+                    "{}",
+                    context()
+                );
+            }
             "key" => {}
             other => panic!("no check for step {other}"),
         }
-        if step == "git-clone" {
+        if step == "hello-again" {
             let status = session.take().unwrap().exit();
             assert!(status.success(), "the sandboxed shell exited with {status}");
         }
