@@ -37,9 +37,15 @@ import anthropic, boto3, requests
 PY
 
 # --- node clients ----------------------------------------------------------------------
-if [ ! -e "$PREFIX/node/node_modules/@anthropic-ai/claude-code/package.json" ]; then
+# Claude Code is pinned: the scenario test asserts that it talks to nothing but the
+# gateway, and a new release may behave differently. Bump deliberately, then run make test.
+CLAUDE_CODE_VERSION=2.1.197
+installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
+  "$PREFIX/node/node_modules/@anthropic-ai/claude-code/package.json" 2>/dev/null | head -1)"
+if [ "$installed" != "$CLAUDE_CODE_VERSION" ]; then
   mkdir -p "$PREFIX/node"
-  (cd "$PREFIX/node" && npm install --silent --no-audit --no-fund --prefix "$PREFIX/node" @anthropic-ai/claude-code >/dev/null)
+  (cd "$PREFIX/node" && npm install --silent --no-audit --no-fund --prefix "$PREFIX/node" \
+    "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null)
 fi
 
 chmod -R a+rX "$PREFIX"
