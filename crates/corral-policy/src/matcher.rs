@@ -41,6 +41,8 @@ pub struct Matcher {
     binary_exact: HashMap<String, Vec<u32>>,
     /// (glob, policy) for suggestions.
     binary_globs: Vec<(Glob, u32)>,
+    /// `unix_sockets`, home-expanded.
+    unix_sockets: Vec<Glob>,
 }
 
 #[derive(Debug)]
@@ -176,6 +178,12 @@ impl Matcher {
             label_globs: HashMap::new(),
             binary_exact: HashMap::new(),
             binary_globs: Vec::new(),
+            unix_sockets: policy
+                .unix_sockets
+                .iter()
+                .filter_map(|p| expand_home(p, opts.home.as_deref()))
+                .map(|p| Glob::new(&p))
+                .collect(),
         };
         // realpath() once per distinct exact binary path.
         let mut resolved: HashMap<String, Option<String>> = HashMap::new();
@@ -296,6 +304,12 @@ impl Matcher {
             out.dedup();
         }
         out
+    }
+
+    /// Whether the policy's `unix_sockets` lists the host socket at `path` (its real path,
+    /// symlinks resolved: a pattern never matches through a link).
+    pub fn allows_unix_socket(&self, path: &str) -> bool {
+        self.unix_sockets.iter().any(|g| g.matches(path))
     }
 
     /// Decide whether `who` may reach `host:port` (and, for endpoints with L7 rules,

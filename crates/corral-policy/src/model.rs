@@ -21,6 +21,9 @@ pub struct Policy {
     pub landlock_compatibility: LandlockCompatibility,
     /// `process` (default: both unset).
     pub process: ProcessPolicy,
+    /// `unix_sockets` (corral's addition): host unix sockets the sandbox may connect to,
+    /// as written (absolute or `~/…`, globs allowed). Empty: none.
+    pub unix_sockets: Vec<String>,
 }
 
 /// A policy that loaded, and the warnings found while loading it.

@@ -367,3 +367,48 @@ network_policies:
         .decide(&who("/usr/bin/gh"), "api.anthropic.com", 443, None)
         .is_allow());
 }
+
+#[test]
+fn unix_sockets_list_host_sockets_by_real_path_with_globs_and_home() {
+    let yaml = "version: 1\nnetwork_policies: {}\nunix_sockets:\n  - /run/user/*/gnupg/S.gpg-agent\n  - ~/.ssh/agent.sock\n";
+    let loaded = Policy::parse(yaml, "p.yaml").unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let m = loaded.policy.compile(&CompileOptions {
+        home: Some(PathBuf::from("/home/alice")),
+    });
+    assert!(m.allows_unix_socket("/run/user/1000/gnupg/S.gpg-agent"));
+    assert!(!m.allows_unix_socket("/run/user/1000/x/gnupg/S.gpg-agent"));
+    assert!(m.allows_unix_socket("/home/alice/.ssh/agent.sock"));
+    assert!(!m.allows_unix_socket("/run/docker.sock"));
+    // Nothing listed: nothing reachable.
+    let none = Policy::parse("version: 1\nnetwork_policies: {}\n", "p.yaml").unwrap();
+    assert!(!none
+        .policy
+        .compile(&CompileOptions::default())
+        .allows_unix_socket("/run/user/1000/gnupg/S.gpg-agent"));
+}
+
+#[test]
+fn unix_sockets_reject_relative_paths_and_warn_about_ways_out() {
+    let err = Policy::parse(
+        "version: 1\nnetwork_policies: {}\nunix_sockets:\n  - run/docker.sock\n",
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("p.yaml:4:5"), "{err}");
+    assert!(err.contains("not an absolute path"), "{err}");
+    let loaded = Policy::parse(
+        "version: 1\nnetwork_policies: {}\nunix_sockets: [/run/docker.sock]\n",
+        "p.yaml",
+    )
+    .unwrap();
+    let w = loaded
+        .warnings
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(w.contains("way out of the sandbox"), "{w}");
+    assert!(w.contains("host's network"), "{w}");
+}

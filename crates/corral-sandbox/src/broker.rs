@@ -262,14 +262,14 @@ impl Broker {
                 }
                 Verdict::Fail(errno)
             }
-            UnixCheck::Sandbox(file) if nr == libc::SYS_connect => {
+            UnixCheck::Reach(file) if nr == libc::SYS_connect => {
                 let path = format!("/proc/self/fd/{}", file.as_raw_fd());
                 match sys::net::connect_unix(sock, path.as_bytes()) {
                     Ok(()) => Verdict::Return(0),
                     Err(e) => Verdict::Fail(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
                 }
             }
-            UnixCheck::Sandbox(_) => Verdict::Continue,
+            UnixCheck::Reach(_) => Verdict::Continue,
         }
     }
 

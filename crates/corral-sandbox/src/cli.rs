@@ -210,34 +210,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("corral: warning: {w}");
     }
 
-    let table = Arc::new(AttributionTable::new());
-    // Ancestor walks stop at the supervisor, and in namespace mode at the sandbox's init.
-    let mut roots = vec![sys::getpid()];
-    if started.mode == Mode::Namespaces {
-        roots.push(started.pid);
-    }
-    let identities = Arc::new(IdentityResolver::new(roots));
-    let refusal_log = Arc::new(log()?);
-    let sink_log = refusal_log.clone();
-    let broker = Broker::new(
-        started.notifier.try_clone()?,
-        table.clone(),
-        identities,
-        ProxyAddresses {
-            advertised: SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_PORT)),
-            actual,
-        },
-        Arc::new(move |r: &Refusal| sink_log.record(&refusal_record(r))),
-        UnixGuard::new(match (started.mode, &started.inner_diag) {
-            (Mode::Namespaces, Some(diag)) => {
-                UnixScope::SandboxNamespace(diag.try_clone().context("sock_diag socket")?)
-            }
-            (Mode::Namespaces, None) => UnixScope::Unknown,
-            (Mode::SeccompOnly, _) => UnixScope::descendants_of(sys::getpid()),
-        }),
-    );
-    broker.spawn(4).context("starting the connect broker")?;
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("corral-proxy")
@@ -257,6 +229,42 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let policy = PolicyHandle::new(matcher);
     let _ = handle_slot.set(policy.clone());
+    // The guard asks the policy in force whether a host socket is listed.
+    let listed = {
+        let policy = policy.clone();
+        move |path: &str| policy.current().0.allows_unix_socket(path)
+    };
+    let table = Arc::new(AttributionTable::new());
+    // Ancestor walks stop at the supervisor, and in namespace mode at the sandbox's init.
+    let mut roots = vec![sys::getpid()];
+    if started.mode == Mode::Namespaces {
+        roots.push(started.pid);
+    }
+    let identities = Arc::new(IdentityResolver::new(roots));
+    let refusal_log = Arc::new(log()?);
+    let sink_log = refusal_log.clone();
+    let broker = Broker::new(
+        started.notifier.try_clone()?,
+        table.clone(),
+        identities,
+        ProxyAddresses {
+            advertised: SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_PORT)),
+            actual,
+        },
+        Arc::new(move |r: &Refusal| sink_log.record(&refusal_record(r))),
+        UnixGuard::new(
+            match (started.mode, &started.inner_diag) {
+                (Mode::Namespaces, Some(diag)) => {
+                    UnixScope::SandboxNamespace(diag.try_clone().context("sock_diag socket")?)
+                }
+                (Mode::Namespaces, None) => UnixScope::Unknown,
+                (Mode::SeccompOnly, _) => UnixScope::descendants_of(sys::getpid()),
+            },
+            Box::new(listed),
+        ),
+    );
+    broker.spawn(4).context("starting the connect broker")?;
+
     let mut config = ProxyConfig::new(log()?);
     config.overrides = overrides;
     let config = Arc::new(config);

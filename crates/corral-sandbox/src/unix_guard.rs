@@ -18,7 +18,7 @@
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -53,8 +53,9 @@ pub enum UnixCheck {
     /// Let the kernel perform the call (no name, or an abstract name in the sandbox's own
     /// namespace).
     Continue,
-    /// A socket of the sandbox: perform the call on this `O_PATH` descriptor of it.
-    Sandbox(File),
+    /// A socket of the sandbox, or a host socket the policy's `unix_sockets` lists: perform
+    /// the call on this `O_PATH` descriptor of it.
+    Reach(File),
     /// Refused, with the path (or name) for the log, a sentence, and the errno to return.
     Refuse {
         target: String,
@@ -63,13 +64,17 @@ pub enum UnixCheck {
     },
 }
 
+/// Whether the policy in force lists a host socket (its real path) under `unix_sockets`.
+pub type HostAllowList = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub struct UnixGuard {
     scope: UnixScope,
+    listed: HostAllowList,
 }
 
 impl UnixGuard {
-    pub fn new(scope: UnixScope) -> UnixGuard {
-        UnixGuard { scope }
+    pub fn new(scope: UnixScope, listed: HostAllowList) -> UnixGuard {
+        UnixGuard { scope, listed }
     }
 
     /// Decides on `addr`, named by process `pid` (a relative path is relative to its
@@ -113,11 +118,20 @@ impl UnixGuard {
             return refuse(format!("{shown} is not a socket"), libc::ECONNREFUSED);
         }
         match self.owned_by_sandbox(meta.dev(), meta.ino()) {
-            Ok(true) => UnixCheck::Sandbox(file),
-            Ok(false) => refuse(
-                format!("{shown} is a socket of the host, not of a process in the sandbox: refused (host services reached through unix sockets bypass the proxy)"),
-                libc::EACCES,
-            ),
+            Ok(true) => UnixCheck::Reach(file),
+            Ok(false) => {
+                // The file actually checked, symlinks resolved: what a pattern must name.
+                let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !real.is_empty() && (self.listed)(&real) {
+                    return UnixCheck::Reach(file);
+                }
+                refuse(
+                    format!("{shown} is a socket of the host ({real}), not of a process in the sandbox: refused, since host services reached through unix sockets bypass the proxy; if this one must be reachable, list `{real}` under `unix_sockets:` in the policy"),
+                    libc::EACCES,
+                )
+            }
             Err(e) => refuse(
                 format!("{shown}: cannot tell who listens on it ({e}): refused"),
                 libc::EACCES,
@@ -236,15 +250,15 @@ mod tests {
         let me = std::process::id();
         // "The sandbox" = descendants of our parent: we are one, so our listener counts.
         let parent = std::os::unix::process::parent_id();
-        let guard = UnixGuard::new(UnixScope::descendants_of(parent));
+        let guard = UnixGuard::new(UnixScope::descendants_of(parent), Box::new(|_| false));
         let addr = UnixAddress::Path(ours.as_os_str().as_bytes().to_vec());
-        assert!(matches!(guard.check(me, &addr), UnixCheck::Sandbox(_)));
+        assert!(matches!(guard.check(me, &addr), UnixCheck::Reach(_)));
         // Descendants of a process that is not our ancestor: our listener is foreign.
         let mut other = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
             .unwrap();
-        let guard = UnixGuard::new(UnixScope::descendants_of(other.id()));
+        let guard = UnixGuard::new(UnixScope::descendants_of(other.id()), Box::new(|_| false));
         assert!(matches!(
             guard.check(me, &addr),
             UnixCheck::Refuse {
@@ -252,6 +266,13 @@ mod tests {
                 ..
             }
         ));
+        // … unless the policy lists its real path.
+        let real = std::fs::canonicalize(&ours).unwrap();
+        let listed = UnixGuard::new(
+            UnixScope::descendants_of(other.id()),
+            Box::new(move |p| p == real.to_str().unwrap()),
+        );
+        assert!(matches!(listed.check(me, &addr), UnixCheck::Reach(_)));
         other.kill().unwrap();
         other.wait().unwrap();
         // Missing paths and non-sockets answer like the kernel would.

@@ -412,6 +412,40 @@ fn host_unix_sockets_are_refused_and_the_sandboxs_own_work() {
                 "{}",
                 sb.context(&out)
             );
+            assert!(
+                err.contains("under `unix_sockets:`"),
+                "the refusal says how to allow it: {}",
+                sb.context(&out)
+            );
+
+            // Listed under unix_sockets by its real path, the host socket is reachable —
+            // straight and through a link to it; nothing else is.
+            let real = std::fs::canonicalize(&host_sock).unwrap();
+            let listed = Sandbox::new(
+                &runner,
+                mode,
+                &format!(
+                    "{}unix_sockets:\n  - {}\n",
+                    policy(1, &[PY]),
+                    real.display()
+                ),
+                &[],
+            );
+            let script = format!(
+                "import socket, errno, os\n\
+                 def attempt(what, p):\n\
+                 \x20   c = socket.socket(socket.AF_UNIX)\n\
+                 \x20   try:\n        c.connect(p); print(what, 'OK')\n\
+                 \x20   except OSError as e:\n        print(what, errno.errorcode[e.errno])\n\
+                 attempt('listed', {host_path:?})\n\
+                 os.symlink({host_path:?}, 'link.sock')\n\
+                 attempt('listed-link', 'link.sock')\n"
+            );
+            let out = listed.run(&[PY, "-c", &script]);
+            let text = stdout(&out);
+            assert!(text.contains("listed OK"), "{}", listed.context(&out));
+            assert!(text.contains("listed-link OK"), "{}", listed.context(&out));
+            while host.accept().is_ok() {}
         }
     }
 }

@@ -21,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "filesystem_policy",
     "landlock",
     "process",
+    "unix_sockets",
 ];
 
 pub(crate) fn parse(source: &str, file_name: &str) -> Result<Loaded, PolicyError> {
@@ -86,6 +87,7 @@ impl Ctx<'_> {
             filesystem: FilesystemPolicy::default(),
             landlock_compatibility: LandlockCompatibility::default(),
             process: ProcessPolicy::default(),
+            unix_sockets: Vec::new(),
         };
         let mut saw_version = false;
         for e in &entries {
@@ -100,6 +102,7 @@ impl Ctx<'_> {
                         policy.filesystem = fs;
                     }
                 }
+                "unix_sockets" => policy.unix_sockets = self.unix_sockets(e.value),
                 "landlock" => {
                     if let Some(ents) = self.mapping(
                         e.value,
@@ -199,6 +202,66 @@ impl Ctx<'_> {
                 }
                 out.push(PathBuf::from(s));
             }
+        }
+        out
+    }
+
+    /// `unix_sockets`: host sockets the sandbox may connect to (corral's addition).
+    fn unix_sockets(&mut self, node: &Node) -> Vec<String> {
+        let example = "unix_sockets:\n  - /run/user/*/gnupg/S.gpg-agent";
+        let Some(items) = self.seq(node, "`unix_sockets`", example) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for it in items {
+            let Some(s) = self.string(it, "an entry of `unix_sockets`", example) else {
+                continue;
+            };
+            let home_relative = ["~/", "$HOME/", "${HOME}/"]
+                .iter()
+                .any(|p| s.starts_with(p));
+            if !s.starts_with('/') && !home_relative {
+                self.error(
+                    it.pos,
+                    format!("`{s}` in `unix_sockets` is not an absolute path"),
+                    "write the socket's real path (`/run/…`, not a symlinked `/var/run/…`), or start it with `~/`",
+                );
+                continue;
+            }
+            const WAYS_OUT: &[(&str, &str)] = &[
+                (
+                    "docker.sock",
+                    "a container engine starts containers with the host's network",
+                ),
+                (
+                    "podman",
+                    "a container engine starts containers with the host's network",
+                ),
+                (
+                    "containerd",
+                    "a container engine starts containers with the host's network",
+                ),
+                (
+                    "nscd",
+                    "a name-service cache resolves names: DNS queries carry data out",
+                ),
+                (
+                    "io.systemd.Resolve",
+                    "systemd-resolved resolves names: DNS queries carry data out",
+                ),
+                (
+                    "system_bus_socket",
+                    "the system bus reaches every system service, resolved included",
+                ),
+            ];
+            if let Some((_, why)) = WAYS_OUT.iter().find(|(name, _)| s.contains(name)) {
+                self.warn(
+                    it.pos,
+                    format!("`{s}` in `unix_sockets` is a way out of the sandbox"),
+                    format!("{why}, and no proxy sees it; list it only if that is intended"),
+                );
+            }
+            out.push(s);
         }
         out
     }
