@@ -146,9 +146,9 @@ impl UnixGuard {
             }
             UnixScope::Descendants { diag, supervisor } => {
                 match unix_socket_bound_at(diag.as_fd(), dev, ino)? {
-                    Some(sock) => Ok(holders(sock)
+                    Some(sock) => Ok(descendants(*supervisor)
                         .into_iter()
-                        .any(|pid| descends_from(pid, *supervisor))),
+                        .any(|pid| holds(pid, sock))),
                     None => Ok(false),
                 }
             }
@@ -172,57 +172,40 @@ fn open_as(pid: u32, path: &[u8]) -> io::Result<File> {
         .open(full)
 }
 
-/// Processes holding socket inode `sock` (those whose descriptors we may read).
-fn holders(sock: u32) -> Vec<u32> {
-    let want = format!("socket:[{sock}]");
-    let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+/// Every process below `root` (children of every thread, recursively). The sandbox is a
+/// handful of processes, so this is much cheaper than scanning all of `/proc`.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        if fds
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
-        {
-            out.push(pid);
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                if !found.contains(&child) && found.len() < 65_536 {
+                    found.push(child);
+                    queue.push(child);
+                }
+            }
         }
     }
-    out
+    found
 }
 
-/// Whether `pid`'s parent chain reaches `ancestor`.
-fn descends_from(mut pid: u32, ancestor: u32) -> bool {
-    for _ in 0..64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // The command name may hold spaces and parentheses: the ppid follows the last ')'.
-        let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            return false;
-        };
-        if ppid == ancestor {
-            return true;
-        }
-        if ppid <= 1 {
-            return false;
-        }
-        pid = ppid;
-    }
-    false
+/// Whether process `pid` holds socket inode `sock` among its descriptors.
+fn holds(pid: u32, sock: u32) -> bool {
+    let want = format!("socket:[{sock}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+    })
 }
 
 #[cfg(test)]
@@ -230,14 +213,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_child_descends_from_us_and_we_do_not_descend_from_it() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
+    fn descendants_include_grandchildren_and_not_ourselves() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
             .spawn()
             .unwrap();
         let me = std::process::id();
-        assert!(descends_from(child.id(), me));
-        assert!(!descends_from(me, child.id()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut below = descendants(me);
+        while below.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            below = descendants(me);
+        }
+        assert!(below.contains(&child.id()), "{below:?}");
+        assert!(below.len() >= 2, "the grandchild too: {below:?}");
+        assert!(!below.contains(&me));
         child.kill().unwrap();
         child.wait().unwrap();
     }
