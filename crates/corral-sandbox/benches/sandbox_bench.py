@@ -121,3 +121,34 @@ print(f"| broker table (corral run), 1 idle process | {table1:.0f} µs | 1.00x |
 print(f"| broker table (corral run), 1,000 idle processes | {table1000:.0f} µs | {table1000 / table1:.2f}x |")
 print(f"| /proc scan (corral proxy), 1 idle process | {proc1:.0f} µs | {proc1 / table1:.2f}x |")
 print(f"| /proc scan (corral proxy), 1,000 idle processes | {proc1000:.0f} µs | {proc1000 / table1:.2f}x (1,000 vs 1: {proc1000 / proc1:.2f}) |")
+
+# Unix-domain connects to a socket the sandbox itself listens on: the broker asks the kernel
+# who listens (sock_diag in the sandbox's namespace, or the supervisor's descendants in
+# seccomp-only mode) and connects the checked file itself.
+unix_client = r'''
+import socket, os, sys, time, statistics
+p = '/tmp/corral-bench-%d.sock' % os.getpid()
+s = socket.socket(socket.AF_UNIX); s.bind(p); s.listen(512)
+ts = []
+for i in range(int(sys.argv[1]) + 20):
+    t = time.perf_counter()
+    c = socket.socket(socket.AF_UNIX); c.connect(p)
+    ts.append(time.perf_counter() - t)
+    a, _ = s.accept(); a.close(); c.close()
+os.unlink(p)
+print(statistics.median(ts[20:]) * 1e6)
+'''
+
+
+def unix_us(argv_prefix):
+    out = subprocess.run([*argv_prefix, "/usr/bin/python3", "-c", unix_client, str(CONNECTS)],
+                         check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+print(f"\n## unix-domain connect to the sandbox's own listener (median of {CONNECTS})")
+plain_unix = unix_us([])
+print(f"| unchecked (outside any sandbox) | {plain_unix:.0f} µs | 1.00x |")
+for mode in ("namespaces", "seccomp-only"):
+    us = unix_us(corral(mode))
+    print(f"| checked, {mode} | {us:.0f} µs | {us / plain_unix:.2f}x |")

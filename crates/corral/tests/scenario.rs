@@ -707,14 +707,21 @@ fn the_guide_deploys_claude_code_behind_corral() {
                 // symlink moved, and the matcher followed it.
                 assert!(ran.output.contains(ANSWER), "{}", context());
                 let next = std::fs::canonicalize(world.home.join(".local/bin/claude")).unwrap();
+                // A tunnel's record is written when it closes, which the still-running
+                // session's proxy notices just after claude exits.
+                let allowed = |records: &[Value]| {
+                    records.iter().any(|r| {
+                        field(r, "kind") == "connect"
+                            && field(r, "decision") == "allow"
+                            && Path::new(field(r, "binary")) == next
+                    })
+                };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !allowed(&since(&world, before)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 let records = since(&world, before);
-                assert!(
-                    records.iter().any(|r| field(r, "kind") == "connect"
-                        && field(r, "decision") == "allow"
-                        && Path::new(field(r, "binary")) == next),
-                    "{}",
-                    context()
-                );
+                assert!(allowed(&records), "{}", context());
                 assert!(
                     records
                         .iter()
