@@ -108,6 +108,20 @@ pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
         fix: port.is_err().then(|| "the loopback interface must be up with 127.0.0.1".to_string()),
     });
 
+    // `corral run` needs no fixed port (its proxy address exists only inside the sandbox);
+    // a standalone `corral proxy` listens on 127.0.0.1:3128 unless told otherwise.
+    let standalone = std::net::TcpListener::bind("127.0.0.1:3128");
+    findings.push(Finding {
+        ok: true,
+        what: match &standalone {
+            Ok(_) => "127.0.0.1:3128 (default of `corral proxy`): free".into(),
+            Err(e) => format!("127.0.0.1:3128 (default of `corral proxy`): {e}"),
+        },
+        fix: standalone.is_err().then(|| {
+            "another program listens there: give `corral proxy --listen ADDR` (corral run is not affected)".to_string()
+        }),
+    });
+    drop(standalone);
     findings.extend(ca_findings());
 
     for f in &findings {

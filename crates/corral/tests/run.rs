@@ -1031,10 +1031,27 @@ fn doctor_reports_the_mode_this_host_gets() {
             "pidfd_getfd",
             "Landlock",
             "namespaces",
+            "CA bundle: ",
+            "(default of `corral proxy`)",
             "mode: ",
         ] {
             assert!(text.contains(line), "[{}] {line}: {text}", who(&runner));
         }
+        // A CA variable pointing nowhere is a warning with its fix, not a failure.
+        let out = runner
+            .command(corral_bin())
+            .arg("doctor")
+            .env("NODE_EXTRA_CA_CERTS", "/nonexistent/corp-ca.pem")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "[{}] {text}", who(&runner));
+        assert!(
+            text.contains("warn NODE_EXTRA_CA_CERTS=/nonexistent/corp-ca.pem")
+                && text.contains("point NODE_EXTRA_CA_CERTS at a readable PEM file"),
+            "[{}] {text}",
+            who(&runner)
+        );
     }
 }
 
