@@ -729,7 +729,10 @@ fn an_interactive_session_runs_on_a_terminal_with_job_control() {
                 .collect();
             let mut c = sb.runner.command("/usr/bin/script");
             c.current_dir(sb.home.path()).env("HOME", sb.home.path());
-            c.args(["-qfec", &argv.join(" "), "/dev/null"]);
+            // `exec`: no shell of script's may sit between the terminal and corral (a
+            // non-interactive shell waiting for its child dies of the ^C itself, and script
+            // would report that).
+            c.args(["-qfec", &format!("exec {}", argv.join(" ")), "/dev/null"]);
             c.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
