@@ -374,6 +374,27 @@ impl Conn {
         self.send_report(403, &report, true).await;
     }
 
+    /// Records a refusal from [`Ctx::decide_and_dial`] and answers it. Logged before
+    /// answering: a client holding its 403 finds the record written.
+    pub(crate) async fn refuse_decided(
+        &mut self,
+        kind: &str,
+        r: Refusal,
+        started: Instant,
+        close: bool,
+    ) {
+        self.ctx.record(
+            kind,
+            r.report.clone(),
+            r.generation,
+            r.status,
+            r.addresses,
+            Default::default(),
+            started,
+        );
+        self.send_report(r.status, &r.report, close).await;
+    }
+
     /// Writes an error answer: status, `X-Corral-Error`, the report as JSON.
     pub(crate) async fn send_report(&mut self, status: u16, report: &Report, close: bool) {
         let mut body = serde_json::to_vec_pretty(report).unwrap_or_default();
@@ -396,17 +417,7 @@ impl Conn {
     async fn connect(&mut self, who: &Identity, head: &RequestHead, started: Instant) -> Step {
         match self.ctx.decide_and_dial(who, head, true).await {
             Err(r) => {
-                // Logged before answering: a client holding its 403 finds the record written.
-                self.ctx.record(
-                    "connect",
-                    r.report.clone(),
-                    r.generation,
-                    r.status,
-                    r.addresses,
-                    Default::default(),
-                    started,
-                );
-                self.send_report(r.status, &r.report, false).await;
+                self.refuse_decided("connect", r, started, false).await;
                 Step::Continue
             }
             Ok((dialled, report, generation)) => {

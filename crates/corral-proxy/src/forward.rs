@@ -27,16 +27,7 @@ impl Conn {
             Err(r) => {
                 // An unread body would be taken for the next request: close unless bodiless.
                 let close = client_close || framing != BodyFraming::None;
-                self.ctx.record(
-                    "http",
-                    r.report.clone(),
-                    r.generation,
-                    r.status,
-                    r.addresses,
-                    Default::default(),
-                    started,
-                );
-                self.send_report(r.status, &r.report, close).await;
+                self.refuse_decided("http", r, started, close).await;
                 return if close { Step::Close } else { Step::Continue };
             }
         };
