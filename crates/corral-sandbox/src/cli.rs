@@ -120,16 +120,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // The file is read once: that reading decides the filesystem rules and the first
     // network policy; the watcher then takes over from it.
-    let source = match &args.policy {
-        Some(path) => Some(
+    let file = match &args.policy {
+        Some(path) => Some((
+            path.as_path(),
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the policy {}", path.display()))?,
-        ),
+        )),
         None => None,
     };
-    let loaded = match (&args.policy, &source) {
-        (Some(path), Some(text)) => Policy::parse(text, &path.display().to_string()),
-        _ => {
+    let loaded = match &file {
+        Some((path, text)) => Policy::parse(text, &path.display().to_string()),
+        None => {
             eprintln!(
                 "corral: no --policy given: the embedded default policy allows no connection; \
                  each refusal names what to add (see `corral policy suggest`)"
@@ -218,9 +219,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the proxy runtime")?;
     let opts = CompileOptions { home };
     let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
-    let (matcher, watcher) = match &args.policy {
-        Some(path) => {
-            let source = source.unwrap_or_default();
+    let (matcher, watcher) = match file {
+        Some((path, source)) => {
             let (matcher, watcher) =
                 watch_policy(path, source, &loaded.policy, opts, handle_slot.clone())?;
             (matcher, Some(watcher))
