@@ -137,7 +137,11 @@ fn resolve(host: &str, addr: SocketAddr) -> String {
 
 /// A command with no proxy settings inherited from the environment.
 fn clean(program: &str) -> Command {
-    let mut cmd = Command::new(program);
+    without_proxy_env(Command::new(program))
+}
+
+/// `cmd` without the proxy settings of this environment.
+fn without_proxy_env(mut cmd: Command) -> Command {
     for var in [
         "http_proxy",
         "https_proxy",
@@ -639,17 +643,7 @@ fn allowed_names_that_resolve_to_special_addresses_are_refused_unless_allowed_ip
         ],
     );
     let curl = |url: &str| {
-        let mut cmd = ns.command("curl");
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = without_proxy_env(ns.command("curl"));
         let out = output(
             cmd.args(["-sS", "-o", "/dev/null", "-D", "-", "-x", &proxy.url()])
                 .arg(url),
@@ -1191,17 +1185,7 @@ fn a_private_address_is_reachable_only_for_the_endpoint_whose_allowed_ips_covers
         &[],
     );
     let curl = |url: &str| {
-        let mut cmd = proxy_ns.command("curl");
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = without_proxy_env(proxy_ns.command("curl"));
         let out = output(cmd.args(["-sS", "-i", "-x", &proxy.url()]).arg(url));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

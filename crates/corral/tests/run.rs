@@ -342,6 +342,18 @@ fn a_binary_replaced_at_an_allowed_path_is_refused() {
 
 const PY: &str = "/usr/bin/python3";
 
+/// Python: `attempt(what, f)` prints `what OK` or `what ERRNO`; `conn(p)` connects a unix
+/// stream socket to `p`.
+const UNIX_ATTEMPT: &str = "import socket, errno, os
+def attempt(what, f):
+    try:
+        f(); print(what, 'OK')
+    except OSError as e:
+        print(what, errno.errorcode[e.errno])
+def conn(p):
+    c = socket.socket(socket.AF_UNIX); c.connect(p)
+";
+
 #[test]
 fn host_unix_sockets_are_refused_and_the_sandboxs_own_work() {
     // A host service on a unix socket anyone may open (a container engine's socket is the
@@ -363,11 +375,7 @@ fn host_unix_sockets_are_refused_and_the_sandboxs_own_work() {
             // datagram destination; then serves and reaches its own socket, by absolute and
             // relative path.
             let script = format!(
-                "import socket, errno, os\n\
-                 def attempt(what, f):\n\
-                 \x20   try:\n        f(); print(what, 'OK')\n\
-                 \x20   except OSError as e:\n        print(what, errno.errorcode[e.errno])\n\
-                 def conn(p):\n    c = socket.socket(socket.AF_UNIX); c.connect(p)\n\
+                "{UNIX_ATTEMPT}\
                  attempt('host', lambda: conn({host_path:?}))\n\
                  os.symlink({host_path:?}, 'link.sock')\n\
                  attempt('symlink', lambda: conn('link.sock'))\n\
@@ -432,14 +440,10 @@ fn host_unix_sockets_are_refused_and_the_sandboxs_own_work() {
                 &[],
             );
             let script = format!(
-                "import socket, errno, os\n\
-                 def attempt(what, p):\n\
-                 \x20   c = socket.socket(socket.AF_UNIX)\n\
-                 \x20   try:\n        c.connect(p); print(what, 'OK')\n\
-                 \x20   except OSError as e:\n        print(what, errno.errorcode[e.errno])\n\
-                 attempt('listed', {host_path:?})\n\
+                "{UNIX_ATTEMPT}\
+                 attempt('listed', lambda: conn({host_path:?}))\n\
                  os.symlink({host_path:?}, 'link.sock')\n\
-                 attempt('listed-link', 'link.sock')\n"
+                 attempt('listed-link', lambda: conn('link.sock'))\n"
             );
             let out = listed.run(&[PY, "-c", &script]);
             let text = stdout(&out);
