@@ -167,6 +167,9 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         None => Arc::new(ProcResolver::new()),
     };
 
+    if let Some(limit) = crate::sys::raise_open_files_limit() {
+        tracing::debug!("up to {limit} open descriptors");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,13 +16,28 @@ use crate::conn::{self, Shared};
 use crate::metrics::Metrics;
 use crate::policy_handle::PolicyHandle;
 
+/// Descriptors a served client holds at once: its own socket and its upstream's.
+const FDS_PER_CONNECTION: usize = 2;
+/// Descriptors kept free beyond the clients' share: for accepting a client only to answer
+/// `503`, for attribution's `/proc` and netlink lookups, name resolution, the decision log
+/// and policy reloads.
+const FD_HEADROOM: usize = 16;
+
+/// The answer to a client the proxy has no room for.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nX-Corral-Error: overloaded\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Serves proxy clients on `listener` until `shutdown` completes. In-flight connections are
 /// left to finish on their own tasks (the runtime's shutdown ends them).
 ///
 /// At most `config.limits.max_connections` clients are served at once; beyond that the loop
-/// stops accepting and clients wait in the kernel's listen backlog (back-pressure). When
-/// the process runs out of file descriptors, a reserved descriptor is released to accept
-/// the waiting client, answer `503`, and close it; the loop backs off and keeps serving.
+/// stops accepting and clients wait in the kernel's listen backlog (back-pressure).
+///
+/// Running out of file descriptors must not leave a client waiting for an answer that
+/// never comes, so descriptors are budgeted: once the clients being served hold all the
+/// process may give them (its limit, less what was open at start and [`FD_HEADROOM`]), a
+/// new client is accepted from the headroom, answered `503`, and closed. Should the
+/// process still run out (a burst of lookups), one descriptor kept in reserve is released
+/// to accept and answer the waiting client the same way.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ProxyConfig>,
@@ -41,6 +56,9 @@ pub async fn serve(
     });
     let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
     let mut reserve = open_reserve();
+    let budget = descriptor_budget();
+    tracing::debug!("descriptors allow {budget} clients at once");
+    let mut warned = false;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -52,7 +70,16 @@ pub async fn serve(
             a = listener.accept() => a,
         };
         match accepted {
+            Ok((stream, _)) if config.metrics.connections_active.load(Relaxed) >= budget as i64 => {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(
+                        "{budget} clients hold all the descriptors the limit allows; answering 503 until some finish (raise `ulimit -n`)"
+                    );
+                }
+                refuse_overloaded(stream, &config).await;
+            }
             Ok((stream, peer)) => {
+                warned = false;
                 let local = stream.local_addr().unwrap_or(local);
                 let shared = shared.clone();
                 config.metrics.connections_total.fetch_add(1, Relaxed);
@@ -70,22 +97,18 @@ pub async fn serve(
             Err(e) => {
                 config.metrics.accept_errors_total.fetch_add(1, Relaxed);
                 // EMFILE (24) or ENFILE (23).
-                let out_of_fds = matches!(e.raw_os_error(), Some(24) | Some(23));
-                if out_of_fds {
-                    tracing::warn!("out of file descriptors; answering 503 and backing off");
-                    if reserve.take().is_some() {
-                        if let Ok((mut stream, _)) = listener.accept().await {
-                            config
-                                .metrics
-                                .overload_rejections_total
-                                .fetch_add(1, Relaxed);
-                            let _ = stream
-                                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nX-Corral-Error: overloaded\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                                .await;
+                if matches!(e.raw_os_error(), Some(24) | Some(23)) {
+                    tracing::warn!("out of file descriptors; answering 503");
+                    if reserve.take().or_else(open_reserve).is_some() {
+                        if let Ok((stream, _)) = listener.accept().await {
+                            refuse_overloaded(stream, &config).await;
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    reserve = reserve.or_else(open_reserve);
+                    reserve = open_reserve();
+                    if reserve.is_none() {
+                        // Not even one descriptor came back: wait for clients to finish.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 } else {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -93,6 +116,27 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// How many clients the descriptor limit lets the process serve at once.
+fn descriptor_budget() -> usize {
+    let Some(limit) = crate::sys::open_files_limit() else {
+        return i64::MAX as usize;
+    };
+    // The directory's own descriptor is among the entries.
+    let open = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count().saturating_sub(1))
+        .unwrap_or(0);
+    (limit.saturating_sub(open + FD_HEADROOM) / FDS_PER_CONNECTION).max(1)
+}
+
+async fn refuse_overloaded(mut stream: tokio::net::TcpStream, config: &ProxyConfig) {
+    config
+        .metrics
+        .overload_rejections_total
+        .fetch_add(1, Relaxed);
+    // A fresh socket's send buffer takes these bytes at once; the stream closes on drop.
+    let _ = stream.write_all(OVERLOADED).await;
 }
 
 /// A descriptor kept in reserve for answering 503 when the process has none left.

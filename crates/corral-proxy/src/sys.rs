@@ -1,5 +1,6 @@
 //! The only module with raw system calls: one netlink `sock_diag` query that maps a TCP
-//! connection to its socket inode without reading all of `/proc/net/tcp`.
+//! connection to its socket inode without reading all of `/proc/net/tcp`, and the limit
+//! on open descriptors.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,41 @@ pub fn tcp_socket_inode(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<u
         return Err(io::Error::last_os_error());
     }
     parse_reply(&reply[..got as usize])
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`), or `None` when it is unlimited
+/// or cannot be read.
+pub fn open_files_limit() -> Option<usize> {
+    let (soft, _) = nofile()?;
+    (soft != libc::RLIM_INFINITY).then(|| usize::try_from(soft).unwrap_or(usize::MAX))
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, as servers that hold one
+/// descriptor per connection do (Go's runtime, nginx's `worker_rlimit_nofile`): the
+/// usual soft default of 1024 would cap the proxy at a few hundred tunnels. Returns the
+/// soft limit in force afterwards.
+pub fn raise_open_files_limit() -> Option<usize> {
+    let (soft, hard) = nofile()?;
+    if soft < hard {
+        let raised = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: hard,
+        };
+        // SAFETY: `raised` is a valid rlimit that lives for the call; the kernel only
+        // reads it. Raising the soft limit up to the hard one needs no privilege.
+        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+    }
+    open_files_limit()
+}
+
+fn nofile() -> Option<(libc::rlim_t, libc::rlim_t)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a writable rlimit that outlives the call; the kernel fills it.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0).then_some((limit.rlim_cur, limit.rlim_max))
 }
 
 fn build_request(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {

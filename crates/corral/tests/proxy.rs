@@ -1092,15 +1092,15 @@ fn out_of_file_descriptors_the_proxy_answers_503_or_502_and_recovers() {
     )
     .unwrap();
     let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    // A proxy with only 48 descriptors: a couple of dozen tunnels exhaust it.
+    // A proxy with only 64 descriptors: a couple of dozen tunnels exhaust it.
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg("ulimit -n 48 && exec \"$0\" proxy --policy \"$1\" --listen \"$2\" --identity-exe /usr/bin/curl --resolve \"$3\" --log /dev/null")
+        .arg("ulimit -n 64 && exec \"$0\" proxy --policy \"$1\" --listen \"$2\" --identity-exe /usr/bin/curl --resolve \"$3\" --log /dev/null")
         .arg(corral_bin())
         .arg(&policy_path)
         .arg(addr.to_string())
         .arg(resolve("echo.test", up.addr()));
-    let mut proxy = Background::spawn("corral proxy (48 fds)", cmd);
+    let mut proxy = Background::spawn("corral proxy (64 fds)", cmd);
     proxy.wait_for_port(addr, Duration::from_secs(20));
     let connect = format!(
         "CONNECT echo.test:{0} HTTP/1.1\r\nHost: echo.test:{0}\r\n\r\n",
@@ -1120,7 +1120,7 @@ fn out_of_file_descriptors_the_proxy_answers_503_or_502_and_recovers() {
         *answers.entry(status).or_insert(0) += 1;
         tunnels.push(s);
     }
-    eprintln!("answers with 48 descriptors: {answers:?}");
+    eprintln!("answers with 64 descriptors: {answers:?}");
     assert!(
         answers.keys().all(|s| [200, 502, 503].contains(s)),
         "{answers:?}"
@@ -1128,7 +1128,12 @@ fn out_of_file_descriptors_the_proxy_answers_503_or_502_and_recovers() {
     assert!(answers.get(&200).copied().unwrap_or(0) > 5, "{answers:?}");
     assert!(
         answers.get(&503).copied().unwrap_or(0) + answers.get(&502).copied().unwrap_or(0) > 0,
-        "48 descriptors cannot hold 40 tunnels: {answers:?}"
+        "64 descriptors cannot hold 40 tunnels: {answers:?}"
+    );
+    assert!(
+        proxy.stderr().contains("raise `ulimit -n`"),
+        "the operator is not told why clients get 503\n{}",
+        proxy.stderr()
     );
     // Descriptors free up: the proxy serves again.
     drop(tunnels);
