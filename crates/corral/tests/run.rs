@@ -949,6 +949,18 @@ print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subproc
     }
 }
 
+/// How many `sleep 67` processes (the job of [`job_control_works_in_tmux`]) are stopped.
+fn stopped_sleeps() -> usize {
+    let out = Command::new("ps")
+        .args(["-eo", "stat=,args="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with('T') && l.ends_with("sleep 67"))
+        .count()
+}
+
 /// Drives an interactive shell in tmux: ^Z stops the sandboxed job, `fg` resumes it, ^C
 /// ends it with 130.
 #[test]
@@ -983,7 +995,7 @@ fn job_control_works_in_tmux() {
             let corral = sb.command(&[
                 "/bin/sh",
                 "-c",
-                "echo ready-$((40+2)); sleep 60; echo late-$((40+2))",
+                "echo ready-$((40+2)); sleep 67; echo late-$((40+2))",
             ]);
             let line: Vec<String> = std::iter::once(corral.get_program())
                 .chain(corral.get_args())
@@ -1015,8 +1027,15 @@ fn job_control_works_in_tmux() {
             tmux(&["send-keys", "-t", &session, "C-z"]);
             tmux(&["send-keys", "-t", &session, "echo back-$((40+2))", "Enter"]);
             wait_for("back-42");
+            assert!(stopped_sleeps() > 0, "^Z did not stop the sandboxed job");
             tmux(&["send-keys", "-t", &session, "fg", "Enter"]);
-            std::thread::sleep(Duration::from_millis(300));
+            // The shell hands the terminal to the job before it sends SIGCONT: once the
+            // sleep runs again, a ^C reaches the job and not the shell.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stopped_sleeps() > 0 {
+                assert!(Instant::now() < deadline, "`fg` never resumed the job");
+                std::thread::sleep(Duration::from_millis(50));
+            }
             tmux(&["send-keys", "-t", &session, "C-c"]);
             tmux(&["send-keys", "-t", &session, "echo exit-code=$?", "Enter"]);
             wait_for("exit-code=130");
