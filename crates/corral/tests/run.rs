@@ -684,6 +684,77 @@ fn exit_codes_and_signals_are_propagated() {
     }
 }
 
+/// `kill -9` of the supervisor opens no way out: a detached process that keeps connecting
+/// straight to a server on the host is refused before the kill and after it (the kernel
+/// fails a filtered call whose listener is gone; in namespace mode the whole sandbox dies
+/// with it, and its network has only its own loopback).
+#[test]
+fn killing_the_supervisor_opens_no_way_out() {
+    let server = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let script = format!(
+        "import socket, errno, sys, time\n\
+         out = open(sys.argv[1], 'a', buffering=1)\n\
+         end = time.time() + 2\n\
+         while time.time() < end:\n\
+         \x20   s = socket.socket()\n\
+         \x20   try:\n\
+         \x20       s.connect(('127.0.0.2', {port})); out.write('CONNECTED\\n')\n\
+         \x20   except OSError as e:\n\
+         \x20       out.write(errno.errorcode.get(e.errno, str(e.errno)) + '\\n')\n\
+         \x20   s.close()\n\
+         \x20   time.sleep(0.05)\n\
+         out.write('done\\n')\n"
+    );
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &[PY]), &[]);
+            let results = sb.home.join("results");
+            let mut cmd = sb.command(&[
+                "/bin/sh",
+                "-c",
+                "setsid \"$0\" -c \"$1\" \"$2\" </dev/null >/dev/null 2>&1 & sleep 60",
+                PY,
+                &script,
+                &results.display().to_string(),
+            ]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            let mut corral = corral_testsupport::process::Background::spawn("corral run", cmd);
+            let read = || std::fs::read_to_string(&results).unwrap_or_default();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while read().lines().count() < 3 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "[{} / {mode}] the detached client never ran: {:?}",
+                    who(&runner),
+                    read()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let before = read().lines().count();
+            corral.signal(9);
+            corral.wait();
+            // The client goes on for up to two seconds, or dies with the sandbox.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+            while !read().contains("done") && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let text = read();
+            let what = format!("[{} / {mode}] {text:?}", who(&runner));
+            assert!(!text.contains("CONNECTED"), "{what}");
+            assert!(
+                text.lines().take(before).all(|l| l == "ECONNREFUSED"),
+                "{what}"
+            );
+            match server.accept() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => panic!("the host server was reached: {other:?}; {what}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn the_sandbox_sees_the_proxy_environment_and_keeps_the_users_uid() {
     for runner in runners() {
