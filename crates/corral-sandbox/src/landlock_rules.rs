@@ -4,7 +4,9 @@
 //! - File system: when the policy lists `read_only` or `read_write` paths, everything else
 //!   is inaccessible. `include_workdir` adds the working directory read-write. corral adds
 //!   the device files every program expects ([`IMPLICIT_READ_WRITE`],
-//!   [`IMPLICIT_READ_ONLY`]). A policy that lists no paths leaves the file system alone.
+//!   [`IMPLICIT_READ_ONLY`]). A policy that lists no paths leaves the file system alone,
+//!   except `/proc`: nothing under it is opened for writing, so a process cannot patch the
+//!   memory of another (`/proc/PID/mem`) and borrow its grants ([`guard_proc`]).
 //! - Network (Landlock ABI ≥ 4): TCP `connect` is handled with no port allowed, so even a
 //!   path around the seccomp broker could not open a TCP connection; the supervisor (outside
 //!   the Landlock domain) makes the brokered connects.
@@ -59,6 +61,8 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
     let kernel_abi = crate::sys::landlock_abi();
     let mut warnings = Vec::new();
     let restrict_fs = !spec.read_only.is_empty() || !spec.read_write.is_empty();
+    // With paths listed, /proc is already read-only (IMPLICIT_READ_ONLY).
+    let guard_proc = !restrict_fs;
     let restrict_net = spec.deny_tcp_connect && kernel_abi >= 4;
     if kernel_abi == 0 {
         if spec.hard_requirement {
@@ -73,15 +77,6 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
             summary: "landlock unavailable".into(),
         });
     }
-    if !restrict_fs && !restrict_net {
-        return Ok(Prepared {
-            ruleset: None,
-            warnings,
-            summary: format!(
-                "landlock ABI {kernel_abi}: not needed (no filesystem paths in the policy)"
-            ),
-        });
-    }
     let compat = if spec.hard_requirement {
         CompatLevel::HardRequirement
     } else {
@@ -92,6 +87,10 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
         ruleset = ruleset
             .handle_access(AccessFs::from_all(FS_ABI))
             .context("preparing the Landlock filesystem rules")?;
+    } else if guard_proc {
+        ruleset = ruleset
+            .handle_access(AccessFs::WriteFile)
+            .context("preparing the Landlock rule for /proc")?;
     }
     if restrict_net {
         ruleset = ruleset
@@ -151,9 +150,21 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
             count += 1;
         }
     }
+    if guard_proc {
+        for path in guard_proc_rules() {
+            if let Ok(fd) = PathFd::new(&path) {
+                created = created
+                    .add_rule(PathBeneath::new(fd, AccessFs::WriteFile))
+                    .with_context(|| format!("adding the Landlock rule for {}", path.display()))?;
+            }
+        }
+    }
     let mut parts = Vec::new();
     if restrict_fs {
         parts.push(format!("filesystem ({count} paths)"));
+    }
+    if guard_proc {
+        parts.push("no writes under /proc".to_string());
     }
     if restrict_net {
         parts.push("no direct TCP connect".to_string());
@@ -170,6 +181,26 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
         warnings,
         summary: format!("landlock ABI {kernel_abi}: {}", parts.join(", ")),
     })
+}
+
+/// Where files may still be opened for writing when the policy restricts no paths: beneath
+/// every top-level entry of `/` but `/proc`. Writing `/proc/PID/mem` is how one process
+/// patches another it may trace (same user, no Yama): it would let a script take over an
+/// allowed client it started, and connect as that client. `ptrace`,
+/// `process_vm_writev` and `pidfd_getfd` are refused by the seccomp filter for the same
+/// reason. Files opened through `/proc/self/fd/N` are checked at their real path, and
+/// pipes and sockets are not subject to Landlock, so `> /dev/stdout` still works.
+fn guard_proc_rules() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/") else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name() != "proc")
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    paths
 }
 
 fn is_dir(p: &Path) -> bool {

@@ -1020,6 +1020,59 @@ print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subproc
     }
 }
 
+/// A script in the sandbox cannot take over an allowed client it started (and connect as
+/// it): the client's memory cannot be written through `/proc/PID/mem`, nor its connected
+/// sockets taken with `pidfd_getfd`, nor its memory patched with `process_vm_writev`.
+/// Ordinary writes (files, `/dev/stdout` on a pipe) still work.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_process_cannot_take_over_another_in_the_sandbox() {
+    let script = r#"
+import ctypes, errno, os, subprocess
+def attempt(name, f):
+    try:
+        f(); print(name, 'ALLOWED')
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno))
+libc = ctypes.CDLL(None, use_errno=True)
+def sys_(nr, *a):
+    r = libc.syscall(nr, *a)
+    if r < 0:
+        raise OSError(ctypes.get_errno(), 'syscall')
+    return r
+victim = subprocess.Popen(['sleep', '30'], stdin=subprocess.PIPE)
+attempt('mem-write', lambda: open('/proc/%d/mem' % victim.pid, 'r+b'))
+attempt('mem-read', lambda: open('/proc/%d/mem' % victim.pid, 'rb'))
+pidfd = sys_(434, victim.pid, 0)
+attempt('pidfd_getfd', lambda: sys_(438, pidfd, 0, 0))
+attempt('process_vm_writev', lambda: sys_(311, victim.pid, 0, 0, 0, 0, 0))
+victim.kill()
+with open(os.path.join(os.environ['HOME'], 'note'), 'w') as f:
+    f.write('x')
+print('home-write ok')
+# A pipe of the sandbox's own (the test's pipe belongs to root, whom the ordinary user
+# could not reopen it as anywhere).
+print(subprocess.run(['sh', '-c', 'echo dev-stdout ok > /dev/stdout'], stdout=subprocess.PIPE).stdout.decode())
+"#;
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            let out = sb.run(&[PY, "-c", script]);
+            let text = stdout(&out);
+            for expected in [
+                "mem-write EACCES",
+                "mem-read ALLOWED",
+                "pidfd_getfd EPERM",
+                "process_vm_writev EPERM",
+                "home-write ok",
+                "dev-stdout ok",
+            ] {
+                assert!(text.contains(expected), "{expected}: {}", sb.context(&out));
+            }
+        }
+    }
+}
+
 /// How many `sleep 67` processes (the job of [`job_control_works_in_tmux`]) are stopped.
 fn stopped_sleeps() -> usize {
     let out = Command::new("ps")

@@ -70,7 +70,8 @@ const fn off_arg_hi(i: u32) -> u32 {
     16 + 8 * i + 4
 }
 
-/// Syscalls refused with `EPERM`: debugging other processes, new namespaces, mounts,
+/// Syscalls refused with `EPERM`: debugging other processes or taking their descriptors
+/// (a connected socket would carry its owner's grants), new namespaces, mounts,
 /// kernel-side programs and modules, the kernel keyring, and io_uring (whose connect
 /// operation never meets seccomp).
 pub const DENIED: &[(&str, i64)] = &[
@@ -80,6 +81,7 @@ pub const DENIED: &[(&str, i64)] = &[
     ("ptrace", libc::SYS_ptrace),
     ("process_vm_readv", libc::SYS_process_vm_readv),
     ("process_vm_writev", libc::SYS_process_vm_writev),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
     ("unshare", libc::SYS_unshare),
     ("setns", libc::SYS_setns),
     ("mount", libc::SYS_mount),
