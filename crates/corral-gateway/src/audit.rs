@@ -8,13 +8,10 @@
 //! power loss at the cost of a disk flush per request. Secrets never reach this file: key
 //! ids are logged, keys are not, and request headers are not logged at all.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+
+use corral_logfile::LineLog;
 
 use serde::Serialize;
 
@@ -54,9 +51,8 @@ pub struct Record {
 }
 
 pub struct AuditLog {
-    path: PathBuf,
-    file: Mutex<File>,
-    fsync: bool,
+    /// Mode 0640; rotation is followed (`corral-logfile`).
+    file: LineLog,
     /// False after a failed write, true again after a successful one. While false the
     /// gateway refuses model calls (fail closed: no unaudited use) and `/readyz` says so.
     healthy: AtomicBool,
@@ -69,12 +65,11 @@ impl AuditLog {
                 anyhow::anyhow!("cannot create audit log directory {}: {e}", dir.display())
             })?;
         }
-        let file = open_append(path)
-            .map_err(|e| anyhow::anyhow!("cannot open audit log {}: {e}", path.display()))?;
+        let file = LineLog::open(path, 0o640)
+            .map_err(|e| anyhow::anyhow!("cannot open audit log {}: {e}", path.display()))?
+            .with_fsync(fsync);
         Ok(AuditLog {
-            path: path.to_path_buf(),
-            file: Mutex::new(file),
-            fsync,
+            file,
             healthy: AtomicBool::new(true),
         })
     }
@@ -89,39 +84,14 @@ impl AuditLog {
             }
         };
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        self.follow_rotation(&mut file);
-        let result =
-            file.write_all(&line)
-                .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
-        match result {
+        match self.file.append(&line) {
             Ok(()) => self.healthy.store(true, Ordering::Relaxed),
             Err(e) => {
                 tracing::error!(
+                    path = %self.file.path().display(),
                     "audit log write failed: {e}; refusing model calls until a write succeeds"
                 );
                 self.healthy.store(false, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// After logrotate (or anyone) renamed or removed the file, continue in a new file at
-    /// the configured path instead of writing into the renamed or unlinked one.
-    fn follow_rotation(&self, file: &mut File) {
-        let current = file.metadata().map(|m| (m.dev(), m.ino())).ok();
-        let at_path = std::fs::metadata(&self.path)
-            .map(|m| (m.dev(), m.ino()))
-            .ok();
-        if current.is_some() && current == at_path {
-            return;
-        }
-        match open_append(&self.path) {
-            Ok(f) => {
-                tracing::info!(path = %self.path.display(), "audit log reopened (rotated or removed)");
-                *file = f;
-            }
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), "cannot reopen the rotated audit log: {e}")
             }
         }
     }
@@ -130,14 +100,6 @@ impl AuditLog {
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
-}
-
-fn open_append(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
 }
 
 /// Replaces the values of `fields` (at any depth) by `"[redacted]"`.

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -66,7 +66,8 @@ struct Shared {
     public_url: Option<String>,
     redirect: Option<RedirectConfig>,
     script: ScriptSettings,
-    log: Mutex<Box<dyn Write + Send>>,
+    /// The access log; stdout when `None`.
+    log: Option<corral_logfile::LineLog>,
 }
 
 /// Binds the listeners (failing fast with the address on error), then serves until SIGINT or
@@ -78,15 +79,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             config.root.display()
         )
     })?;
-    let log: Box<dyn Write + Send> = match &config.access_log {
-        Some(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+    let log = match &config.access_log {
+        Some(path) => Some(
+            corral_logfile::LineLog::open(path, 0o640)
                 .with_context(|| format!("cannot open access log {}", path.display()))?,
         ),
-        None => Box::new(std::io::stdout()),
+        None => None,
     };
     let mirror = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -126,7 +124,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .map(|u| u.trim_end_matches('/').to_string()),
         redirect: config.redirect,
         script: config.script,
-        log: Mutex::new(log),
+        log,
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(accept_loop(
@@ -236,9 +234,14 @@ impl Shared {
             "note": note,
             "ttfb_ms": started.elapsed().as_secs_f64() * 1000.0,
         });
-        if let Ok(mut log) = self.log.lock() {
-            let _ = writeln!(log, "{line}");
-            let _ = log.flush();
+        let mut line = line.to_string().into_bytes();
+        line.push(b'\n');
+        let written = match &self.log {
+            Some(file) => file.append(&line),
+            None => std::io::stdout().lock().write_all(&line),
+        };
+        if let Err(e) = written {
+            tracing::error!("cannot write the access log: {e}");
         }
     }
 

@@ -1,12 +1,12 @@
 //! The decision log: one JSON object per line for every decision, allow and deny.
 //! The format is documented in `docs/logs.md`; `corral policy suggest` reads it back.
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use corral_logfile::LineLog;
 use corral_policy::Report;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ pub struct LogRecord {
 /// Where decision records go: a file (appended) and/or stderr, plus optional one-line
 /// notices of refusals for a person watching the terminal. Cheap to share.
 pub struct DecisionLog {
-    file: Option<Mutex<File>>,
+    file: Option<LineLog>,
     stderr: bool,
     notices: Option<Notices>,
 }
@@ -80,16 +80,11 @@ impl DecisionLog {
         }
     }
 
-    /// Appends JSON lines to `path` (created with mode 0600 if missing).
+    /// Appends JSON lines to `path` (created with mode 0600 if missing), following log
+    /// rotation.
     pub fn to_file(path: &Path) -> std::io::Result<DecisionLog> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
         Ok(DecisionLog {
-            file: Some(Mutex::new(file)),
+            file: Some(LineLog::open(path, 0o600)?),
             stderr: false,
             notices: None,
         })
@@ -129,9 +124,8 @@ impl DecisionLog {
         };
         line.push(b'\n');
         if let Some(file) = &self.file {
-            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = f.write_all(&line) {
-                tracing::error!("cannot write the decision log: {e}");
+            if let Err(e) = file.append(&line) {
+                tracing::error!("cannot write the decision log {}: {e}", file.path().display());
             }
         }
         if self.stderr {

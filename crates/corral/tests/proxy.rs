@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -690,6 +691,54 @@ fn allowed_names_that_resolve_to_special_addresses_are_refused_unless_allowed_ip
         mapped[0]["addresses"][0], "127.0.0.2",
         "mapped addresses are canonicalised"
     );
+}
+
+/// logrotate renames the decision log (no signal, no copytruncate): the next record goes
+/// to a new file at the configured path.
+#[test]
+fn the_decision_log_follows_logrotate() {
+    let up = Upstream::echo(None);
+    let proxy = Proxy::start(
+        &policy(&group("g", "/usr/bin/curl", &[("echo.test", up.port())])),
+        Some("/usr/bin/curl"),
+        &[resolve("echo.test", up.addr())],
+        &[],
+    );
+    let get = |path: &str| {
+        let answer = raw(
+            proxy.addr,
+            format!(
+                "GET http://echo.test:{0}/{path} HTTP/1.1\r\nHost: echo.test:{0}\r\nConnection: close\r\n\r\n",
+                up.port()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(status_of(&answer), 200, "{answer}");
+    };
+    let logged = |file: &Path, path: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .contains(&format!("\"path\":\"/{path}\""))
+    };
+    let wait_logged = |file: &Path, path: &str| {
+        for _ in 0..250 {
+            if logged(file, path) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("/{path} never logged in {}", file.display());
+    };
+    get("before-rotation");
+    wait_logged(&proxy.log_path(), "before-rotation");
+    let rotated = proxy.log_path().with_extension("log.1");
+    std::fs::rename(proxy.log_path(), &rotated).unwrap();
+    get("after-rotation");
+    wait_logged(&proxy.log_path(), "after-rotation");
+    assert!(!logged(&rotated, "after-rotation"));
+    assert!(!logged(&proxy.log_path(), "before-rotation"));
+    let mode = std::fs::metadata(proxy.log_path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the new log is as private as the first");
 }
 
 #[test]
