@@ -6,7 +6,9 @@
 //!   and proxy — never interleave, and a `kill -9` never leaves half a line behind.
 //! - Rotation is followed: when logrotate (or anyone) renames or removes the file, the next
 //!   line goes to a new file at the configured path, not into the renamed or unlinked one.
-//!   No signal, no `copytruncate`.
+//!   No signal, no `copytruncate`. The path is looked up in the directory opened at start,
+//!   so moving that directory (or a parent) away and making another at the old path does
+//!   not send later lines to a file someone else prepared.
 //! - With [`LineLog::with_fsync`] every line is also flushed to disk before
 //!   [`LineLog::append`] returns.
 
@@ -20,6 +22,10 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct LineLog {
     path: PathBuf,
+    /// The file's name in its directory as opened at start (`/proc/self/fd/N/NAME`), or
+    /// the path when the directory cannot be held open.
+    pinned: PathBuf,
+    _dir: Option<File>,
     mode: u32,
     fsync: bool,
     file: Mutex<File>,
@@ -29,9 +35,28 @@ impl LineLog {
     /// Opens `path` for appending, creating it with permission bits `mode` if missing (the
     /// directory must exist).
     pub fn open(path: &Path, mode: u32) -> io::Result<LineLog> {
+        use std::os::fd::AsRawFd;
+        let file = open_append(path, mode)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => File::open(d).ok(),
+            _ => File::open(".").ok(),
+        };
+        let pinned = match (&dir, path.file_name()) {
+            (Some(d), Some(name)) => {
+                PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd())).join(name)
+            }
+            _ => path.to_path_buf(),
+        };
+        let pinned = if pinned.exists() {
+            pinned
+        } else {
+            path.to_path_buf()
+        };
         Ok(LineLog {
-            file: Mutex::new(open_append(path, mode)?),
+            file: Mutex::new(file),
             path: path.to_path_buf(),
+            pinned,
+            _dir: dir,
             mode,
             fsync: false,
         })
@@ -65,10 +90,10 @@ impl LineLog {
     /// replaced), opens the one at the path instead.
     fn follow_rotation(&self, file: &mut File) -> io::Result<()> {
         let open = file.metadata().map(|m| (m.dev(), m.ino()))?;
-        match std::fs::metadata(&self.path) {
+        match std::fs::metadata(&self.pinned) {
             Ok(m) if (m.dev(), m.ino()) == open => Ok(()),
             _ => {
-                *file = open_append(&self.path, self.mode)?;
+                *file = open_append(&self.pinned, self.mode)?;
                 Ok(())
             }
         }
@@ -149,6 +174,32 @@ mod tests {
             let first = l.as_bytes()[0];
             assert!(l.bytes().all(|b| b == first), "a torn line");
         }
+    }
+
+    #[test]
+    fn a_directory_moved_away_and_replaced_does_not_receive_the_lines() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let log = LineLog::open(&logs.join("x.log"), 0o600).unwrap();
+        log.append(b"one\n").unwrap();
+        let moved = root.path().join("logs.moved");
+        std::fs::rename(&logs, &moved).unwrap();
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("x.log"), "").unwrap();
+        log.append(b"two\n").unwrap();
+        // The file itself is rotated in its real directory: a new one starts there.
+        std::fs::rename(moved.join("x.log"), moved.join("x.log.1")).unwrap();
+        log.append(b"three\n").unwrap();
+        assert_eq!(std::fs::read_to_string(logs.join("x.log")).unwrap(), "");
+        assert_eq!(
+            std::fs::read_to_string(moved.join("x.log.1")).unwrap(),
+            "one\ntwo\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(moved.join("x.log")).unwrap(),
+            "three\n"
+        );
     }
 
     #[test]

@@ -39,6 +39,44 @@ impl std::fmt::Debug for PolicyWatcher {
     }
 }
 
+/// The policy file, read through its directory as it was opened at start: renaming the
+/// directory or one of its parents (from inside a sandbox, say) and putting another file
+/// at the old path does not redirect a reload. A symlink in the directory is still
+/// followed (relative targets from that same directory), so an editor's rename or a
+/// Kubernetes `..data` swap is picked up.
+struct PinnedFile {
+    /// `/proc/self/fd/N/NAME` while the directory is held open, else the path itself.
+    read_path: PathBuf,
+    /// Keeps the directory (and so `read_path`) valid.
+    _dir: Option<std::fs::File>,
+}
+
+impl PinnedFile {
+    fn new(path: &Path) -> PinnedFile {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(parent_of(path)).ok();
+        let read_path = match (&dir, path.file_name()) {
+            (Some(d), Some(name)) => {
+                let pinned = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd())).join(name);
+                if pinned.exists() {
+                    pinned
+                } else {
+                    path.to_path_buf()
+                }
+            }
+            _ => path.to_path_buf(),
+        };
+        PinnedFile {
+            read_path,
+            _dir: dir,
+        }
+    }
+
+    fn read(&self) -> std::io::Result<String> {
+        std::fs::read_to_string(&self.read_path)
+    }
+}
+
 fn parent_of(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -166,6 +204,7 @@ impl PolicyWatcher {
         on_error: impl Fn(&PolicyError) + Send + 'static,
     ) -> Result<(Arc<Matcher>, PolicyWatcher), PolicyError> {
         let first = Arc::new(policy.compile(&opts));
+        let file = PinnedFile::new(&path);
 
         let (tx, rx) = mpsc::channel::<Change>();
         let recheck = tx.clone();
@@ -201,7 +240,7 @@ impl PolicyWatcher {
             &links,
             linked_binaries(policy, &opts),
         );
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(source.as_str()) {
+        if file.read().ok().as_deref() != Some(source.as_str()) {
             let _ = recheck.send(Change::Policy);
         }
         drop(recheck);
@@ -209,6 +248,7 @@ impl PolicyWatcher {
         // which closes the event channel and ends the worker.
         let state = Worker {
             path: path.clone(),
+            file,
             opts,
             watcher: Arc::downgrade(&watcher),
             watched,
@@ -235,6 +275,7 @@ impl PolicyWatcher {
 /// The watcher thread's state.
 struct Worker {
     path: PathBuf,
+    file: PinnedFile,
     opts: CompileOptions,
     watcher: Weak<Mutex<RecommendedWatcher>>,
     watched: Vec<PathBuf>,
@@ -264,12 +305,12 @@ impl Worker {
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            let source = match std::fs::read_to_string(path) {
+            let source = match self.file.read() {
                 Ok(s) => s,
                 Err(_) => {
                     // A replace may be half done (unlinked, not yet renamed): look again.
                     std::thread::sleep(DEBOUNCE);
-                    match std::fs::read_to_string(path) {
+                    match self.file.read() {
                         Ok(s) => s,
                         Err(e) => {
                             let marker = format!("\0io:{e}");
@@ -288,7 +329,7 @@ impl Worker {
             // give it one more quiet period and use the newer text if it changed.
             if result.is_err() {
                 std::thread::sleep(DEBOUNCE);
-                if let Ok(again) = std::fs::read_to_string(path) {
+                if let Ok(again) = self.file.read() {
                     if again != source {
                         result = Policy::parse(&again, &name);
                         source = again;

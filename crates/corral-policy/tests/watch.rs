@@ -232,3 +232,38 @@ fn an_edit_between_the_first_reading_and_the_watch_is_not_lost() {
     assert!(first.decide(&curl(), "a.example", 443, None).is_allow());
     expect_allows(&rx, "b.example");
 }
+
+/// Moving the policy's directory away and putting another policy at the old path does not
+/// redirect reloads: the watcher keeps reading the directory it opened at start.
+#[test]
+fn a_directory_moved_away_and_replaced_does_not_redirect_reloads() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let p = conf.join("policy.yaml");
+    std::fs::write(&p, policy("a.example")).unwrap();
+    let (_w, rx) = start(&p);
+    let moved = root.path().join("conf.moved");
+    std::fs::rename(&conf, &moved).unwrap();
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(&p, policy("evil.example")).unwrap();
+    // An edit of the real file (now under conf.moved) is what gets published.
+    std::fs::write(moved.join("policy.yaml"), policy("b.example")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ev::Changed(m)) => {
+                assert!(
+                    !m.decide(&curl(), "evil.example", 443, None).is_allow(),
+                    "a reload read the file put at the old path"
+                );
+                if m.decide(&curl(), "b.example", 443, None).is_allow() {
+                    return;
+                }
+            }
+            Ok(Ev::Error(_)) => {}
+            Err(_) => panic!("the edit of the real file was not reloaded"),
+        }
+    }
+}

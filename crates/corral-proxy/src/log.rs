@@ -125,7 +125,10 @@ impl DecisionLog {
         line.push(b'\n');
         if let Some(file) = &self.file {
             if let Err(e) = file.append(&line) {
-                tracing::error!("cannot write the decision log {}: {e}", file.path().display());
+                tracing::error!(
+                    "cannot write the decision log {}: {e}",
+                    file.path().display()
+                );
             }
         }
         if self.stderr {

@@ -737,7 +737,11 @@ fn the_decision_log_follows_logrotate() {
     wait_logged(&proxy.log_path(), "after-rotation");
     assert!(!logged(&rotated, "after-rotation"));
     assert!(!logged(&proxy.log_path(), "before-rotation"));
-    let mode = std::fs::metadata(proxy.log_path()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(proxy.log_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "the new log is as private as the first");
 }
 
