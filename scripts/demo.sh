@@ -32,12 +32,15 @@ mirror_pid=$!
 for _ in $(seq 50); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$port/stable" && break; sleep 0.1; done
 echo "mirror.corp.example:$port -> 127.0.0.1:$port"
 
+# corral's own files live in directories of their own, which the sandbox sees read-only.
+mkdir -p "$work/etc" "$work/logs"
+
 step "corral run with the embedded default policy: everything is refused"
-(cd "$work" && "$corral" run --log "$work/default.log" --connect-to "mirror.corp.example:$port:127.0.0.1:$port" \
+(cd "$work" && "$corral" run --log "$work/logs/default.log" --connect-to "mirror.corp.example:$port:127.0.0.1:$port" \
   -- curl -sS "http://mirror.corp.example:$port/stable") || true
 
 step "A policy that lets curl reach the mirror (corral policy check)"
-cat > "$work/policy.yaml" <<YAML
+cat > "$work/etc/policy.yaml" <<YAML
 version: 1
 network_policies:
   mirror_downloads:
@@ -46,11 +49,11 @@ network_policies:
     binaries:
       - { path: /usr/bin/curl }
 YAML
-cat "$work/policy.yaml"
-"$corral" policy check "$work/policy.yaml"
+cat "$work/etc/policy.yaml"
+"$corral" policy check "$work/etc/policy.yaml"
 
 step "corral run: curl may download from the mirror, and nothing else"
-(cd "$work" && "$corral" run --policy "$work/policy.yaml" --log "$work/decisions.log" \
+(cd "$work" && "$corral" run --policy "$work/etc/policy.yaml" --log "$work/logs/decisions.log" \
   --connect-to "mirror.corp.example:$port:127.0.0.1:$port" -- sh -c "
     echo '\$ curl http://mirror.corp.example:$port/stable'; curl -sS http://mirror.corp.example:$port/stable; echo
     echo '\$ curl http://unlisted.example/'; curl -sS http://unlisted.example/; echo
@@ -59,7 +62,7 @@ step "corral run: curl may download from the mirror, and nothing else"
   ") || true
 
 step "The decision log (one JSON line per decision; docs/logs.md)"
-cut -c1-160 "$work/decisions.log"
+cut -c1-160 "$work/logs/decisions.log"
 
 step "corral policy suggest: the lines that would allow what was refused"
-"$corral" policy suggest --from "$work/decisions.log" --policy "$work/policy.yaml"
+"$corral" policy suggest --from "$work/logs/decisions.log" --policy "$work/etc/policy.yaml"

@@ -15,6 +15,7 @@ use crate::broker::{Broker, ProxyAddresses, Refusal};
 use crate::identity::IdentityResolver;
 use crate::landlock_rules::{self, FsSpec};
 use crate::launch::{self, Launch, Mode, ModeRequest, Started, PROXY_PORT};
+use crate::own_files;
 use crate::sys;
 use crate::unix_guard::{UnixGuard, UnixScope};
 
@@ -176,6 +177,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
+    // The log exists before the sandbox starts, in a directory the sandbox cannot change.
+    let refusal_log = Arc::new(log()?);
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let read_only =
+        own_files::protected_dirs(args.policy.as_deref(), &log_path, home.as_deref(), &cwd)?;
+
     // Before any thread exists: signals the supervisor handles are blocked in every thread
     // (the main thread waits for them), and orphans of the sandbox are re-parented to us.
     let supervised = sys::SigSet::of(sys::SUPERVISED_SIGNALS);
@@ -187,6 +194,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         command: args.command.clone(),
         env: sandbox_env(mode),
         landlock: landlock.as_ref().and_then(|f| f.try_clone().ok()),
+        read_only: read_only.clone(),
     };
     let (started, downgrade) = start_sandbox(request, &launch_in)?;
     let listener = match started.inner_listener.as_ref() {
@@ -210,6 +218,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &started.warnings {
         eprintln!("corral: warning: {w}");
     }
+    // Without a mount namespace nothing keeps the sandbox from rewriting the policy: then
+    // it is not reloaded, or an edit from inside would apply within a second.
+    let reload = match (&file, started.mode) {
+        (Some((path, _)), Mode::SeccompOnly) => !own_files::writable_without_namespaces(path),
+        _ => true,
+    };
+    if !reload {
+        eprintln!(
+            "corral: warning: in seccomp-only mode the sandbox can write the policy {} and the decision log {}: the policy is not reloaded while it runs, and check both before you trust them again (namespace mode makes them read-only inside; see `corral doctor`)",
+            args.policy.as_deref().unwrap_or(Path::new("")).display(),
+            log_path.display()
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -220,12 +241,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = CompileOptions { home };
     let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
     let (matcher, watcher) = match file {
-        Some((path, source)) => {
+        Some((path, source)) if reload => {
             let (matcher, watcher) =
                 watch_policy(path, source, &loaded.policy, opts, handle_slot.clone())?;
             (matcher, Some(watcher))
         }
-        None => (Arc::new(loaded.policy.compile(&opts)), None),
+        _ => (Arc::new(loaded.policy.compile(&opts)), None),
     };
     let policy = PolicyHandle::new(matcher);
     let _ = handle_slot.set(policy.clone());
@@ -241,7 +262,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         roots.push(started.pid);
     }
     let identities = Arc::new(IdentityResolver::new(roots));
-    let refusal_log = Arc::new(log()?);
     let sink_log = refusal_log.clone();
     let broker = Broker::new(
         started.notifier.try_clone()?,

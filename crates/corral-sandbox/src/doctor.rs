@@ -236,6 +236,7 @@ fn probe_namespaces() -> Result<(), String> {
         command: vec!["/bin/true".into()],
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         landlock: None,
+        read_only: Vec::new(),
     };
     match crate::launch::start(&launch, crate::launch::Mode::Namespaces) {
         Ok(started) => {

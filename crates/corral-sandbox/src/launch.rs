@@ -49,6 +49,9 @@ pub struct Launch {
     pub command: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub landlock: Option<OwnedFd>,
+    /// Directories the sandbox may read but not change (namespace mode): the policy's and
+    /// the decision log's.
+    pub read_only: Vec<PathBuf>,
 }
 
 /// A started sandbox whose command may not have executed yet.
@@ -140,7 +143,7 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
         })?),
         None => None,
     };
-    let plan = ChildPlan::new(
+    let mut plan = ChildPlan::new(
         mode == Mode::Namespaces,
         cstring(exe.as_os_str())?,
         argv,
@@ -149,6 +152,15 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
         landlock,
         PROXY_PORT,
     );
+    if mode == Mode::Namespaces {
+        for dir in &launch.read_only {
+            let flags = sys::locked_mount_flags(dir).map_err(|e| StartError {
+                message: format!("cannot protect {} in the sandbox: {e}", dir.display()),
+                namespace_setup: false,
+            })?;
+            plan.read_only(cstring(dir.as_os_str())?, flags);
+        }
+    }
     let Spawned { pid, report } = sys::spawn::spawn(&plan).map_err(|e| StartError {
         message: match (mode, e.raw_os_error()) {
             (Mode::Namespaces, Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS)) => {
@@ -191,7 +203,8 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
                 return Err(StartError {
                     namespace_setup: mode == Mode::Namespaces
                         && !what.contains("seccomp")
-                        && !what.contains("Landlock"),
+                        && !what.contains("Landlock")
+                        && !what.contains("read-only in the sandbox"),
                     message: what,
                 });
             }

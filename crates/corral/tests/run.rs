@@ -45,9 +45,10 @@ struct Sandbox<'a> {
 impl<'a> Sandbox<'a> {
     fn new(runner: &'a Runner, mode: &'a str, policy_yaml: &str, resolve: &[String]) -> Self {
         let home = runner.temp_home();
-        let policy = home.join("policy.yaml");
-        std::fs::write(&policy, policy_yaml).unwrap();
-        let log = home.join("decisions.jsonl");
+        // Where corral keeps them by default: directories of their own, which the sandbox
+        // sees read-only (corral refuses a policy or log in HOME itself).
+        let policy = home.join(".config/corral/policy.yaml");
+        let log = home.join(".local/state/corral/decisions.jsonl");
         let s = Sandbox {
             runner,
             home,
@@ -56,6 +57,18 @@ impl<'a> Sandbox<'a> {
             resolve: resolve.to_vec(),
             mode,
         };
+        for dir in [
+            ".config",
+            ".config/corral",
+            ".local",
+            ".local/state",
+            ".local/state/corral",
+        ] {
+            let dir = s.home.join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            s.give_to_runner(&dir);
+        }
+        std::fs::write(&s.policy, policy_yaml).unwrap();
         s.give_to_runner(&s.policy);
         s
     }
@@ -1020,6 +1033,98 @@ print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subproc
     }
 }
 
+/// The sandbox cannot widen its own policy or rewrite its decision log: it tries to append
+/// a grant, to rename another policy over it, to move the policy's directory away and put
+/// a new one in its place, and to forge a refusal (which `corral policy suggest --apply`
+/// would turn into a grant). In namespace mode every attempt fails (the directories are
+/// read-only inside); in seccomp-only mode the writes succeed but the policy is not
+/// reloaded, and corral says so. Either way the host it tried to add stays refused.
+#[test]
+fn the_sandbox_cannot_change_its_policy_or_its_log() {
+    let up = upstreams();
+    let port = up.https.port();
+    let grant = format!(
+        "  widened:\n    endpoints:\n      - host: denied.test\n        port: {port}\n        allowed_ips: [127.0.0.0/8]\n    binaries:\n      - path: /usr/bin/curl\n"
+    );
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &policy(port, &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let original = std::fs::read_to_string(&sb.policy).unwrap();
+            let forged = r#"{"time":"2026-01-01T00:00:00.000Z","kind":"connect","conn":1,"decision":"deny","error":"no_endpoint","binary":"/usr/bin/curl","ancestors":[],"host":"forged.test","port":443,"policy_generation":1,"status":403,"bytes_up":0,"bytes_down":0,"duration_ms":0}"#;
+            let script = format!(
+                "P=\"$1\"; L=\"$2\"; D=$(dirname \"$P\")\n\
+                 {{ cat \"$P\"; printf '%s' \"$3\"; }} > \"$HOME/new.yaml\"\n\
+                 printf '%s' \"$3\" >> \"$P\" 2>/dev/null && echo appended || echo append-refused\n\
+                 mv \"$HOME/new.yaml\" \"$P\" 2>/dev/null && echo replaced || echo replace-refused\n\
+                 mv \"$D\" \"$D.old\" 2>/dev/null && mkdir \"$D\" && cp \"$D.old/$(basename \"$P\")\" \"$P\" && echo dir-swapped || echo dir-swap-refused\n\
+                 echo '{forged}' >> \"$L\" 2>/dev/null && echo forged || echo forge-refused\n\
+                 sleep 1.5\n\
+                 curl -s -o /dev/null -w 'widened %{{http_connect}}\\n' --cacert \"$4\" {url}\n",
+                url = up.url("denied.test"),
+            );
+            let out = sb.run(&[
+                "/bin/sh",
+                "-c",
+                &script,
+                "sh",
+                &sb.policy.display().to_string(),
+                &sb.log.display().to_string(),
+                &grant,
+                &up.ca.ca_path().display().to_string(),
+            ]);
+            let text = stdout(&out);
+            let ctx = sb.context(&out);
+            assert!(text.contains("widened 403"), "{ctx}");
+            let log = std::fs::read_to_string(&sb.log).unwrap_or_default();
+            let moved = sb.policy.parent().unwrap().with_extension("old");
+            if mode == "namespaces" {
+                for refused in [
+                    "append-refused",
+                    "replace-refused",
+                    "dir-swap-refused",
+                    "forge-refused",
+                ] {
+                    assert!(text.contains(refused), "{refused}: {ctx}");
+                }
+                assert_eq!(std::fs::read_to_string(&sb.policy).unwrap(), original);
+                assert!(!log.contains("forged.test"), "{ctx}");
+                assert!(!moved.exists());
+            } else {
+                // Nothing stops the writes without a mount namespace, and the policy they
+                // leave would allow the host…
+                assert!(
+                    text.contains("appended") && text.contains("forged"),
+                    "{ctx}"
+                );
+                let explain = Command::new(corral_bin())
+                    .args(["policy", "explain"])
+                    .arg(&sb.policy)
+                    .args(["--binary", "/usr/bin/curl", "--dest"])
+                    .arg(format!("denied.test:{port}"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    explain.status.success() && stdout(&explain).starts_with("allow:"),
+                    "the widened policy is valid: {}{}",
+                    stdout(&explain),
+                    String::from_utf8_lossy(&explain.stderr)
+                );
+                // …so the policy is not reloaded, and the user is told.
+                assert!(
+                    String::from_utf8_lossy(&out.stderr)
+                        .contains("the policy is not reloaded while it runs"),
+                    "{ctx}"
+                );
+            }
+        }
+    }
+}
+
 /// A script in the sandbox cannot take over an allowed client it started (and connect as
 /// it): the client's memory cannot be written through `/proc/PID/mem`, nor its connected
 /// sockets taken with `pidfd_getfd`, nor its memory patched with `process_vm_writev`.
@@ -1210,12 +1315,14 @@ fn without_a_policy_the_embedded_default_refuses_everything_and_says_what_to_add
     let plain = Upstream::http(|_| Reply::ok("should never be reached"));
     for runner in runners() {
         let home = runner.temp_home();
-        let log = home.join("decisions.jsonl");
+        // The default decision log.
+        let log = home.join(".local/state/corral/decisions.jsonl");
         let mut c = runner.command(corral_bin());
         c.current_dir(home.path())
             .env("HOME", home.path())
+            .env_remove("XDG_STATE_HOME")
             .env_remove("CORRAL_POLICY");
-        c.args(["run", "--log"]).arg(&log);
+        c.arg("run");
         c.arg("--resolve")
             .arg(format!("allowed.test:{}:127.0.0.1", plain.port()));
         c.args([
@@ -1246,6 +1353,11 @@ fn without_a_policy_the_embedded_default_refuses_everything_and_says_what_to_add
                 .unwrap()
                 .contains(&format!("{{ host: allowed.test, port: {} }}", plain.port())),
             "{ctx}"
+        );
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            logged.contains("\"host\":\"allowed.test\""),
+            "the refusal is in the default log: {ctx}"
         );
     }
     assert!(plain.requests().is_empty());

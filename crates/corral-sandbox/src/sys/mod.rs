@@ -399,6 +399,35 @@ pub fn landlock_abi() -> i32 {
     }
 }
 
+/// The flags of the mount holding `path` that a user namespace may not clear (`nosuid`,
+/// `nodev`, `noexec`, the atime mode), as `MS_*` bits: a read-only remount of a bind of it
+/// must repeat them or the kernel refuses it.
+pub fn locked_mount_flags(path: &std::path::Path) -> io::Result<libc::c_ulong> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st
+    };
+    let pairs = [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(pairs
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & *st_flag != 0)
+        .fold(0, |acc, (_, ms)| acc | ms))
+}
+
 /// Current effective uid and gid.
 pub fn ids() -> (u32, u32) {
     // SAFETY: geteuid/getegid cannot fail.

@@ -44,6 +44,17 @@ pub struct ChildPlan {
     proxy_port: u16,
     /// In seccomp-only mode, the supervisor's pid (to detect its death before PDEATHSIG).
     supervisor_pid: libc::pid_t,
+    /// Directories bound read-only over themselves in the sandbox's mount namespace.
+    read_only: Vec<ReadOnlyBind>,
+}
+
+/// A directory the sandbox may read but not change (namespace mode).
+struct ReadOnlyBind {
+    path: CString,
+    /// The locked flags of its mount, repeated in the remount.
+    flags: libc::c_ulong,
+    /// What the child reports if it fails.
+    what: Vec<u8>,
 }
 
 // SAFETY: the raw pointers point into the CStrings owned by the same plan; they are only
@@ -76,12 +87,26 @@ impl ChildPlan {
             landlock,
             proxy_port,
             supervisor_pid: std::process::id() as libc::pid_t,
+            read_only: Vec::new(),
         };
         plan.argv_ptrs = plan.argv.iter().map(|s| s.as_ptr()).collect();
         plan.argv_ptrs.push(std::ptr::null());
         plan.envp_ptrs = plan.envp.iter().map(|s| s.as_ptr()).collect();
         plan.envp_ptrs.push(std::ptr::null());
         plan
+    }
+}
+
+impl ChildPlan {
+    /// Binds `path` read-only over itself in the sandbox (namespace mode); `flags` are the
+    /// locked flags of its mount ([`super::locked_mount_flags`]).
+    pub fn read_only(&mut self, path: CString, flags: libc::c_ulong) {
+        let what = format!(
+            "making {} read-only in the sandbox",
+            String::from_utf8_lossy(path.as_bytes())
+        )
+        .into_bytes();
+        self.read_only.push(ReadOnlyBind { path, flags, what });
     }
 }
 
@@ -296,6 +321,29 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
                     b"mounting a /proc for the sandbox's PID namespace (the host's /proc stays visible)",
                     errno(),
                 );
+            }
+        }
+        for bind in &plan.read_only {
+            // SAFETY: mount with NUL-terminated paths the plan owns; the namespace is
+            // private (above), so nothing propagates to the host.
+            unsafe {
+                if libc::mount(
+                    bind.path.as_ptr(),
+                    bind.path.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        bind.path.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | bind.flags,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    fail(rep, &bind.what, errno());
+                }
             }
         }
         if let Err(e) = loopback_up() {
