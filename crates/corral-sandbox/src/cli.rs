@@ -197,6 +197,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         read_only: read_only.clone(),
     };
     let (started, downgrade) = start_sandbox(request, &launch_in)?;
+    // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
+    // could otherwise open /proc/PID/mem of its parent).
+    sys::set_not_dumpable().context("making the supervisor non-dumpable")?;
     let listener = match started.inner_listener.as_ref() {
         Some(fd) => std::net::TcpListener::from(fd.try_clone().context("proxy listener")?),
         None => std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))

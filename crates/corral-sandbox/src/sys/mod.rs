@@ -102,6 +102,17 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// Makes this process non-dumpable: processes of the same user without `CAP_SYS_PTRACE`
+/// (the sandbox's, in seccomp-only mode) can then neither read nor write its memory
+/// through `/proc/PID/mem`, nor read its environment or descriptors. Call it after the
+/// sandbox child is cloned: the child inherits the flag, and a non-dumpable process cannot
+/// write its own `/proc/self/uid_map`.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long)?;
+    Ok(())
+}
+
 /// Signals the supervisor handles itself (forwarding, reaping) instead of by default action.
 pub const SUPERVISED_SIGNALS: &[libc::c_int] = &[
     libc::SIGINT,

@@ -451,8 +451,13 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
     if cmd == 0 {
         exec_command(plan, rep);
     }
-    // SAFETY: closing our copy of the report socket; the command's copy closes on exec.
-    unsafe { libc::close(rep) };
+    // SAFETY: closing our copy of the report socket (the command's copy closes on exec),
+    // and prctl with integer arguments: the sandbox's processes may not look into init, a
+    // copy of the supervisor (the command, already forked, stays dumpable).
+    unsafe {
+        libc::close(rep);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     run_init(cmd as libc::pid_t, &supervised)
 }
 
