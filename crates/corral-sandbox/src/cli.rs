@@ -196,7 +196,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         landlock: landlock.as_ref().and_then(|f| f.try_clone().ok()),
         read_only: read_only.clone(),
     };
-    let (started, downgrade) = start_sandbox(request, &launch_in)?;
+    let seccomp_only = launch::seccomp_only_is_safe(landlock.is_some(), sys::yama_ptrace_scope());
+    let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
     // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
     // could otherwise open /proc/PID/mem of its parent).
     sys::set_not_dumpable().context("making the supervisor non-dumpable")?;
@@ -362,10 +363,14 @@ fn suggest_command(log: &Path, policy: Option<&Path>) -> String {
 /// Starts the sandbox in the requested mode, downgrading only in `Auto` (and saying why).
 fn start_sandbox(
     request: ModeRequest,
+    seccomp_only: Result<(), String>,
     launch_in: &dyn Fn(Mode) -> Launch,
 ) -> anyhow::Result<(Started, Option<String>)> {
     match request {
-        ModeRequest::SeccompOnly => Ok((launch::start(&launch_in(Mode::SeccompOnly), Mode::SeccompOnly).map_err(|e| anyhow!("{e}"))?, None)),
+        ModeRequest::SeccompOnly => {
+            seccomp_only.map_err(|why| anyhow!("{why}"))?;
+            Ok((launch::start(&launch_in(Mode::SeccompOnly), Mode::SeccompOnly).map_err(|e| anyhow!("{e}"))?, None))
+        }
         ModeRequest::RequireNamespaces => launch::start(&launch_in(Mode::Namespaces), Mode::Namespaces)
             .map(|s| (s, None))
             .map_err(|e| {
@@ -378,6 +383,7 @@ fn start_sandbox(
         ModeRequest::Auto => match launch::start(&launch_in(Mode::Namespaces), Mode::Namespaces) {
             Ok(s) => Ok((s, None)),
             Err(e) if e.namespace_setup => {
+                seccomp_only.map_err(|why| anyhow!("{e}; and {why}"))?;
                 let s = launch::start(&launch_in(Mode::SeccompOnly), Mode::SeccompOnly)
                     .map_err(|e2| anyhow!("{e2} (namespace mode failed first: {e})"))?;
                 Ok((s, Some(e.message)))

@@ -141,6 +141,9 @@ pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
     } else if userns.is_ok() {
         "namespaces (own network namespace with loopback only, seccomp broker, Landlock)"
             .to_string()
+    } else if let Err(why) = crate::launch::seccomp_only_is_safe(abi > 0, sys::yama_ptrace_scope())
+    {
+        format!("none: {why}")
     } else {
         "seccomp-only (seccomp broker and Landlock; no network namespace)".to_string()
     };

@@ -85,6 +85,18 @@ impl fmt::Display for StartError {
     }
 }
 
+/// Whether seccomp-only mode can hold the sandbox on this host. Without a PID namespace
+/// the sandbox sees your other processes; without Landlock's guard on `/proc` (and
+/// without Yama limiting ptrace-style access to descendants) it could write into their
+/// memory through `/proc/PID/mem` and run outside the sandbox.
+pub fn seccomp_only_is_safe(landlock: bool, yama_ptrace_scope: u8) -> Result<(), String> {
+    if landlock || yama_ptrace_scope >= 1 {
+        Ok(())
+    } else {
+        Err("seccomp-only mode is not safe on this host: without Landlock (and with Yama's ptrace_scope at 0) a sandboxed process could write into the memory of your other processes through /proc/PID/mem and run outside the sandbox; enable Landlock (Linux ≥ 5.13, `lsm=…,landlock`), set kernel.yama.ptrace_scope=1, or allow unprivileged user namespaces (`corral doctor`)".into())
+    }
+}
+
 /// Finds `cmd` on `path` like a shell does (a name with a slash is used as is).
 pub fn find_executable(cmd: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
     let is_exec = |p: &Path| {
@@ -308,6 +320,17 @@ fn whoami() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seccomp_only_needs_landlock_or_yama() {
+        assert!(seccomp_only_is_safe(true, 0).is_ok());
+        assert!(seccomp_only_is_safe(false, 1).is_ok());
+        let why = seccomp_only_is_safe(false, 0).unwrap_err();
+        assert!(
+            why.contains("/proc/PID/mem") && why.contains("Landlock"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn finds_commands_like_a_shell() {

@@ -439,6 +439,14 @@ pub fn locked_mount_flags(path: &std::path::Path) -> io::Result<libc::c_ulong> {
         .fold(0, |acc, (_, ms)| acc | ms))
 }
 
+/// Yama's `ptrace_scope` (0 when Yama is absent: classic same-user rules).
+pub fn yama_ptrace_scope() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Current effective uid and gid.
 pub fn ids() -> (u32, u32) {
     // SAFETY: geteuid/getegid cannot fail.
