@@ -10,6 +10,7 @@
 //! - Network (Landlock ABI ≥ 4): TCP `connect` is handled with no port allowed, so even a
 //!   path around the seccomp broker could not open a TCP connection; the supervisor (outside
 //!   the Landlock domain) makes the brokered connects.
+//! - Scopes (ABI ≥ 6): signals and abstract unix sockets do not cross the sandbox's edge.
 //! - `hard_requirement` turns every unsupported right or missing path into an error;
 //!   `best_effort` warns once per skipped path and runs with what the kernel offers.
 
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, ABI,
+    RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
 /// Device files opened read-write by ordinary programs.
@@ -97,6 +98,15 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
             .handle_access(AccessNet::ConnectTcp)
             .context("preparing the Landlock network rule")?;
     }
+    // ABI 6: no signal to a process outside the sandbox (the user's other processes, and
+    // the supervisor in seccomp-only mode), no connect to an abstract unix socket made
+    // outside it (the unix guard's second fence).
+    let scoped = kernel_abi >= 6;
+    if scoped {
+        ruleset = ruleset
+            .scope(Scope::from_all(ABI::V6))
+            .context("preparing the Landlock scopes")?;
+    }
     let mut created = ruleset.create().context("creating the Landlock ruleset")?;
     let mut count = 0usize;
     if restrict_fs {
@@ -168,6 +178,9 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
     }
     if restrict_net {
         parts.push("no direct TCP connect".to_string());
+    }
+    if scoped {
+        parts.push("signals and abstract sockets kept inside".to_string());
     }
     if spec.hard_requirement || kernel_abi >= 5 {
     } else if restrict_fs {

@@ -1149,6 +1149,8 @@ victim = subprocess.Popen(['sleep', '30'], stdin=subprocess.PIPE)
 attempt('mem-write', lambda: open('/proc/%d/mem' % victim.pid, 'r+b'))
 attempt('mem-read', lambda: open('/proc/%d/mem' % victim.pid, 'rb'))
 attempt('parent-mem-read', lambda: open('/proc/%d/mem' % os.getppid(), 'rb'))
+attempt('signal-inside', lambda: os.kill(victim.pid, 0))
+attempt('signal-parent', lambda: os.kill(os.getppid(), 0))
 pidfd = sys_(434, victim.pid, 0)
 attempt('pidfd_getfd', lambda: sys_(438, pidfd, 0, 0))
 attempt('process_vm_writev', lambda: sys_(311, victim.pid, 0, 0, 0, 0, 0))
@@ -1171,12 +1173,21 @@ print(subprocess.run(['sh', '-c', 'echo dev-stdout ok > /dev/stdout'], stdout=su
                 // The parent is the supervisor (seccomp-only) or the sandbox's init: copies
                 // of corral, which the sandbox may not look into.
                 "parent-mem-read EACCES",
+                "signal-inside ALLOWED",
                 "pidfd_getfd EPERM",
                 "process_vm_writev EPERM",
                 "home-write ok",
                 "dev-stdout ok",
             ] {
                 assert!(text.contains(expected), "{expected}: {}", sb.context(&out));
+            }
+            // Landlock ABI 6 keeps signals inside: in seccomp-only mode the parent is the
+            // supervisor, outside (in namespace mode it is the sandbox's own init).
+            if mode == "seccomp-only"
+                && String::from_utf8_lossy(&out.stderr)
+                    .contains("signals and abstract sockets kept inside")
+            {
+                assert!(text.contains("signal-parent EPERM"), "{}", sb.context(&out));
             }
         }
     }
