@@ -260,11 +260,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         move |path: &str| policy.current().0.allows_unix_socket(path)
     };
     let table = Arc::new(AttributionTable::new());
-    // Ancestor walks stop at the supervisor, and in namespace mode at the sandbox's init.
-    let mut roots = vec![sys::getpid()];
-    if started.mode == Mode::Namespaces {
-        roots.push(started.pid);
-    }
+    // Ancestor walks stop at the supervisor and at the sandbox's init.
+    let roots = vec![sys::getpid(), started.pid];
     let identities = Arc::new(IdentityResolver::new(roots));
     let sink_log = refusal_log.clone();
     let broker = Broker::new(
@@ -420,7 +417,8 @@ fn supervise(started: &Started, supervised: &sys::SigSet) -> i32 {
     }
 }
 
-/// In seccomp-only mode, orphans of the command were re-parented to us: end them with it.
+/// In seccomp-only mode the sandbox's init ends the tree below it with the command; if the
+/// sandbox killed its init, the orphans re-parented to us (a subreaper): end them here.
 fn kill_leftovers() {
     for _ in 0..50 {
         let children = sys::children_of_self();

@@ -57,8 +57,8 @@ pub struct Launch {
 /// A started sandbox whose command may not have executed yet.
 pub struct Started {
     pub mode: Mode,
-    /// The child in our PID namespace: the command itself (seccomp-only) or the
-    /// sandbox's init (namespaces).
+    /// The sandbox's init, our child: it forks the command and holds the tree below it
+    /// (PID 1 of the sandbox's PID namespace, or a child subreaper in seccomp-only mode).
     pub pid: u32,
     pub notifier: OwnedFd,
     /// The proxy listener created inside the sandbox (namespace mode).

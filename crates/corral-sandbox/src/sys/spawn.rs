@@ -16,9 +16,13 @@
 //!
 //! After the filter is installed the child writes with `write(2)`, which is not trapped.
 //!
-//! In namespace mode the child is PID 1 of a new PID namespace ("init"): it forks the
-//! command, forwards the signals the supervisor sends it, reaps orphans and exits with the
-//! command's status, which tears the namespace down.
+//! The child then stays as the sandbox's "init": it forks the command, forwards the
+//! signals the supervisor sends it, reaps orphans and exits with the command's status. In
+//! namespace mode it is PID 1 of a new PID namespace, whose end kills everything in it. In
+//! seccomp-only mode it is a child subreaper, so whatever the command leaves behind
+//! (`setsid`, daemons) stays below it; it kills that whole tree when the command ends, and
+//! when the supervisor dies (its parent-death signal, [`SUPERVISOR_GONE`]), so nothing of
+//! the sandbox outlives corral.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -26,6 +30,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::bpf::Insn;
 use super::{seccomp, send_with_fds, SUPERVISED_SIGNALS};
+
+/// The parent-death signal of the seccomp-only init: the supervisor is gone.
+const SUPERVISOR_GONE: libc::c_int = libc::SIGPWR;
 
 /// Everything the child needs, prepared (and allocated) by the parent.
 pub struct ChildPlan {
@@ -272,7 +279,9 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
 }
 
 fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
-    let supervised = sigset(SUPERVISED_SIGNALS);
+    let mut supervised = sigset(SUPERVISED_SIGNALS);
+    // SAFETY: sigaddset on the set we own.
+    unsafe { libc::sigaddset(&mut supervised, SUPERVISOR_GONE) };
     // SAFETY: prctl and sigprocmask with integer/owned arguments.
     unsafe {
         libc::sigprocmask(libc::SIG_BLOCK, &supervised, std::ptr::null_mut());
@@ -432,7 +441,10 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
     // calls then fail with ENOSYS instead of hanging (gotcha 8).
     drop(notifier);
     if !plan.namespaces {
-        exec_command(plan, rep);
+        // SAFETY: prctl with integer arguments. Orphans of the sandbox re-parent to us.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
     }
     // SAFETY: a fork-like clone; the child only runs exec_command, which never returns.
     let cmd = unsafe {
@@ -458,12 +470,26 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
         libc::close(rep);
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    run_init(cmd as libc::pid_t, &supervised)
+    if !plan.namespaces {
+        // SAFETY: prctl/getppid with integer arguments. From now on the supervisor's death
+        // is a signal we handle (kill the tree) instead of our own SIGKILL; if it already
+        // died, handle it now.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, SUPERVISOR_GONE, 0, 0, 0);
+            if libc::getppid() != plan.supervisor_pid {
+                kill_tree();
+                libc::_exit(137);
+            }
+        }
+    }
+    run_init(cmd as libc::pid_t, &supervised, plan.namespaces)
 }
 
-/// PID 1 of the sandbox: forwards signals sent by the supervisor, reaps every orphan, and
-/// exits with the command's status (128 + N for a signal).
-fn run_init(cmd: libc::pid_t, set: &libc::sigset_t) -> ! {
+/// The sandbox's init: forwards signals sent by the supervisor, reaps every orphan, and
+/// exits with the command's status (128 + N for a signal). Without a PID namespace
+/// (`namespaces` false) it kills the tree below it first, and at once if the supervisor
+/// dies.
+fn run_init(cmd: libc::pid_t, set: &libc::sigset_t, namespaces: bool) -> ! {
     loop {
         // SAFETY: sigwaitinfo/waitpid/kill/_exit with arguments we own.
         unsafe {
@@ -485,13 +511,85 @@ fn run_init(cmd: libc::pid_t, set: &libc::sigset_t) -> ! {
                         } else {
                             libc::WEXITSTATUS(status)
                         };
+                        if !namespaces {
+                            kill_tree();
+                        }
                         libc::_exit(code);
                     }
                 }
+            } else if sig == SUPERVISOR_GONE && !namespaces {
+                kill_tree();
+                libc::_exit(137);
             } else if info.si_code != libc::SI_KERNEL {
                 // Terminal signals (SI_KERNEL) reached the command's process group already.
                 libc::kill(cmd, sig);
             }
+        }
+    }
+}
+
+/// Kills every process below this one (the seccomp-only init, a child subreaper) and reaps
+/// them. Direct children are killed; their own children then re-parent to us and are
+/// killed on the next pass, until none is left. No allocation: this runs in a fork of a
+/// multi-threaded process.
+fn kill_tree() {
+    for _ in 0..5000 {
+        let mut found = false;
+        // SAFETY: open/read/close/kill on a NUL-terminated literal path and a stack buffer.
+        unsafe {
+            let fd = libc::open(
+                c"/proc/thread-self/children".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                let mut buf = [0u8; 1024];
+                let (mut pid, mut digits) = (0 as libc::pid_t, false);
+                loop {
+                    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                    if n <= 0 {
+                        break;
+                    }
+                    for &b in &buf[..n as usize] {
+                        if b.is_ascii_digit() {
+                            pid = pid
+                                .saturating_mul(10)
+                                .saturating_add((b - b'0') as libc::pid_t);
+                            digits = true;
+                        } else if digits {
+                            libc::kill(pid, libc::SIGKILL);
+                            found = true;
+                            (pid, digits) = (0, false);
+                        }
+                    }
+                }
+                if digits {
+                    libc::kill(pid, libc::SIGKILL);
+                    found = true;
+                }
+                libc::close(fd);
+            }
+        }
+        let mut reaped = false;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on our own children with a status we own.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid > 0 {
+                reaped = true;
+                continue;
+            }
+            if pid < 0 && !found {
+                return; // ECHILD: nothing left below us.
+            }
+            break;
+        }
+        if !reaped {
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            };
+            // SAFETY: nanosleep with a timespec we own.
+            unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
         }
     }
 }
