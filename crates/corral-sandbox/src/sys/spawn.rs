@@ -336,11 +336,13 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
             // SAFETY: mount with NUL-terminated paths the plan owns; the namespace is
             // private (above), so nothing propagates to the host.
             unsafe {
+                // MS_REC keeps what is mounted below visible (the remount makes only the
+                // top read-only).
                 if libc::mount(
                     bind.path.as_ptr(),
                     bind.path.as_ptr(),
                     std::ptr::null(),
-                    libc::MS_BIND,
+                    libc::MS_BIND | libc::MS_REC,
                     std::ptr::null(),
                 ) != 0
                     || libc::mount(
