@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::diag::{Diagnostic, PolicyError};
 use crate::matcher::Matcher;
@@ -110,6 +111,17 @@ fn relevant_names(path: &Path) -> Vec<std::ffi::OsString> {
         }
     }
     names
+}
+
+/// Whether an event can mean new content. Opening or reading a file is not a change, and
+/// counting it would make the watcher's own re-read trigger the next one, forever.
+/// Closing a file opened for writing ends an in-place write, so it counts.
+fn may_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 fn is_relevant(changed: &Path, names: &[std::ffi::OsString]) -> bool {
@@ -212,17 +224,19 @@ impl PolicyWatcher {
         let links: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
         let links_seen = links.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(event) = res else { return };
+            if !may_change(&event.kind) {
+                return;
+            }
             // Only events that can change what the policy path reads as count: other
             // files in the directory (a busy decision log, say) must not hold back the
             // debounce, or reloads would wait until they are quiet.
-            if let Ok(event) = res {
-                if event.paths.is_empty() || event.paths.iter().any(|p| is_relevant(p, &relevant)) {
-                    let _ = tx.send(Change::Policy);
-                } else {
-                    let links = links_seen.lock().unwrap_or_else(|e| e.into_inner());
-                    if event.paths.iter().any(|p| links.contains(p)) {
-                        let _ = tx.send(Change::BinaryLink);
-                    }
+            if event.paths.is_empty() || event.paths.iter().any(|p| is_relevant(p, &relevant)) {
+                let _ = tx.send(Change::Policy);
+            } else {
+                let links = links_seen.lock().unwrap_or_else(|e| e.into_inner());
+                if event.paths.iter().any(|p| links.contains(p)) {
+                    let _ = tx.send(Change::BinaryLink);
                 }
             }
         })

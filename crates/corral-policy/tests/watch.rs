@@ -267,3 +267,42 @@ fn a_directory_moved_away_and_replaced_does_not_redirect_reloads() {
         }
     }
 }
+
+/// Reading the policy is not a change: an idle watcher does not re-read the file (its own
+/// read used to count as an event, so it re-read the file every debounce period, forever),
+/// and neither does another program reading it.
+#[test]
+fn an_idle_watcher_does_not_reread_the_file() {
+    use notify::Watcher;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(&p, policy("a.example")).unwrap();
+    let (_w, rx) = start(&p);
+    std::thread::sleep(Duration::from_millis(400));
+    let opens = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = opens.clone();
+    let name = p.clone();
+    let mut spy = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(e) = res {
+            if matches!(
+                e.kind,
+                notify::EventKind::Access(notify::event::AccessKind::Open(_))
+            ) && e.paths.contains(&name)
+            {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })
+    .unwrap();
+    spy.watch(dir.path(), notify::RecursiveMode::NonRecursive)
+        .unwrap();
+    // Someone else reads it once: the watcher must not answer with reads of its own.
+    std::fs::read_to_string(&p).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        opens.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the policy was opened again without any change"
+    );
+    assert!(rx.try_recv().is_err(), "nothing was published");
+}
