@@ -995,34 +995,45 @@ fn a_policy_change_applies_inside_a_running_sandbox() {
     );
 }
 
-/// Syscall numbers below are x86_64's.
+/// Python prelude for scripts that try things inside the sandbox: `attempt(name, f)`
+/// prints `name ALLOWED` or `name ERRNO`, and `sys_(nr, *args)` makes a raw syscall,
+/// raising `OSError` on failure.
 #[cfg(target_arch = "x86_64")]
-#[test]
-fn the_filter_refuses_fast_open_raw_families_namespaces_and_io_uring() {
-    let script = r#"
+const ATTEMPT_PY: &str = r#"
 import ctypes, errno, os, socket, subprocess
 def attempt(name, f):
     try:
         f(); print(name, 'ALLOWED')
     except OSError as e:
         print(name, errno.errorcode.get(e.errno, e.errno))
-s = socket.socket()
-attempt('fastopen', lambda: s.sendto(b'x', 0x20000000, ('127.0.0.2', 9)))
-attempt('packet', lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
 libc = ctypes.CDLL(None, use_errno=True)
-def sys(nr, *a):
+def sys_(nr, *a):
     r = libc.syscall(nr, *a)
     if r < 0:
         raise OSError(ctypes.get_errno(), 'syscall')
-attempt('io_uring_setup', lambda: sys(425, 8, ctypes.create_string_buffer(120)))
-attempt('unshare', lambda: sys(272, 0x10000000))
-attempt('ptrace', lambda: sys(101, 16, os.getppid(), 0, 0))
-print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subprocess.DEVNULL).returncode != 0)
+    return r
 "#;
+
+/// Syscall numbers below are x86_64's.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_filter_refuses_fast_open_raw_families_namespaces_and_io_uring() {
+    let script = format!(
+        "{ATTEMPT_PY}{}",
+        r#"
+s = socket.socket()
+attempt('fastopen', lambda: s.sendto(b'x', 0x20000000, ('127.0.0.2', 9)))
+attempt('packet', lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+attempt('io_uring_setup', lambda: sys_(425, 8, ctypes.create_string_buffer(120)))
+attempt('unshare', lambda: sys_(272, 0x10000000))
+attempt('ptrace', lambda: sys_(101, 16, os.getppid(), 0, 0))
+print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subprocess.DEVNULL).returncode != 0)
+"#
+    );
     for runner in runners() {
         for mode in MODES {
             let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
-            let out = sb.run(&[PY, "-c", script]);
+            let out = sb.run(&[PY, "-c", &script]);
             let text = stdout(&out);
             for expected in [
                 "fastopen EPERM",
@@ -1137,19 +1148,9 @@ fn the_sandbox_cannot_change_its_policy_or_its_log() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn a_process_cannot_take_over_another_in_the_sandbox() {
-    let script = r#"
-import ctypes, errno, os, subprocess
-def attempt(name, f):
-    try:
-        f(); print(name, 'ALLOWED')
-    except OSError as e:
-        print(name, errno.errorcode.get(e.errno, e.errno))
-libc = ctypes.CDLL(None, use_errno=True)
-def sys_(nr, *a):
-    r = libc.syscall(nr, *a)
-    if r < 0:
-        raise OSError(ctypes.get_errno(), 'syscall')
-    return r
+    let script = format!(
+        "{ATTEMPT_PY}{}",
+        r#"
 victim = subprocess.Popen(['sleep', '30'], stdin=subprocess.PIPE)
 attempt('mem-write', lambda: open('/proc/%d/mem' % victim.pid, 'r+b'))
 attempt('mem-read', lambda: open('/proc/%d/mem' % victim.pid, 'rb'))
@@ -1169,11 +1170,12 @@ print('home-write ok')
 # A pipe of the sandbox's own (the test's pipe belongs to root, whom the ordinary user
 # could not reopen it as anywhere).
 print(subprocess.run(['sh', '-c', 'echo dev-stdout ok > /dev/stdout'], stdout=subprocess.PIPE).stdout.decode())
-"#;
+"#
+    );
     for runner in runners() {
         for mode in MODES {
             let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
-            let out = sb.run(&[PY, "-c", script]);
+            let out = sb.run(&[PY, "-c", &script]);
             let text = stdout(&out);
             for expected in [
                 "mem-write EACCES",
