@@ -70,7 +70,7 @@ pub async fn serve(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, _)) if config.metrics.connections_active.load(Relaxed) >= budget as i64 => {
+            Ok((stream, _)) if config.metrics.connections_active.load(Relaxed) >= budget => {
                 if !std::mem::replace(&mut warned, true) {
                     tracing::warn!(
                         "{budget} clients hold all the descriptors the limit allows; answering 503 until some finish (raise `ulimit -n`)"
@@ -99,10 +99,10 @@ pub async fn serve(
                 // EMFILE (24) or ENFILE (23).
                 if matches!(e.raw_os_error(), Some(24) | Some(23)) {
                     tracing::warn!("out of file descriptors; answering 503");
-                    if reserve.take().or_else(open_reserve).is_some() {
-                        if let Ok((stream, _)) = listener.accept().await {
-                            refuse_overloaded(stream, &config).await;
-                        }
+                    // The reserve's descriptor is the one the waiting client gets.
+                    drop(reserve.take());
+                    if let Ok((stream, _)) = listener.accept().await {
+                        refuse_overloaded(stream, &config).await;
                     }
                     reserve = open_reserve();
                     if reserve.is_none() {
@@ -118,16 +118,18 @@ pub async fn serve(
     }
 }
 
-/// How many clients the descriptor limit lets the process serve at once.
-fn descriptor_budget() -> usize {
+/// How many clients the descriptor limit lets the process serve at once (compared with
+/// the `connections_active` gauge).
+fn descriptor_budget() -> i64 {
     let Some(limit) = crate::sys::open_files_limit() else {
-        return i64::MAX as usize;
+        return i64::MAX;
     };
     // The directory's own descriptor is among the entries.
     let open = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count().saturating_sub(1))
         .unwrap_or(0);
-    (limit.saturating_sub(open + FD_HEADROOM) / FDS_PER_CONNECTION).max(1)
+    let budget = (limit.saturating_sub(open + FD_HEADROOM) / FDS_PER_CONNECTION).max(1);
+    i64::try_from(budget).unwrap_or(i64::MAX)
 }
 
 async fn refuse_overloaded(mut stream: tokio::net::TcpStream, config: &ProxyConfig) {
