@@ -144,12 +144,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("corral: warning: {w}");
     }
     let home = std::env::var_os("HOME").map(PathBuf::from);
+    let cwd = std::env::current_dir().context("reading the working directory")?;
     let fs = &loaded.policy.filesystem;
-    let workdir = if fs.include_workdir {
-        Some(std::env::current_dir().context("reading the working directory")?)
-    } else {
-        None
-    };
+    let workdir = fs.include_workdir.then(|| cwd.clone());
     let prepared = landlock_rules::prepare(&FsSpec {
         read_only: fs.read_only.clone(),
         read_write: fs.read_write.clone(),
@@ -179,7 +176,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     // The log exists before the sandbox starts, in a directory the sandbox cannot change.
     let refusal_log = Arc::new(log()?);
-    let cwd = std::env::current_dir().context("reading the working directory")?;
     let read_only =
         own_files::protected_dirs(args.policy.as_deref(), &log_path, home.as_deref(), &cwd)?;
 
