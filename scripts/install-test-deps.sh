@@ -15,6 +15,8 @@ want_apt curl wget git dash iproute2 util-linux passwd tmux python3 python3-venv
 want_apt squid tinyproxy
 # --- sandbox: peer sandboxes for the benchmarks --------------------------------------
 want_apt bubblewrap
+# --- node: Claude Code and the node client tests (Debian's nodejs and npm where none is installed)
+command -v npm >/dev/null 2>&1 || want_apt nodejs npm
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -32,16 +34,19 @@ mkdir -p "$PREFIX"
 if [ ! -x "$PREFIX/venv/bin/python" ]; then
   /usr/bin/python3 -m venv "$PREFIX/venv"
 fi
-"$PREFIX/venv/bin/python" - <<'PY' 2>/dev/null || "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check anthropic boto3 requests
-import anthropic, boto3, requests
-PY
+if ! "$PREFIX/venv/bin/python" -c 'import anthropic, boto3, requests' 2>/dev/null; then
+  "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check anthropic boto3 requests
+fi
 
 # --- node clients ----------------------------------------------------------------------
 # Claude Code is pinned: the scenario test asserts that it talks to nothing but the
 # gateway, and a new release may behave differently. Bump deliberately, then run make test.
 CLAUDE_CODE_VERSION=2.1.197
-installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
-  "$PREFIX/node/node_modules/@anthropic-ai/claude-code/package.json" 2>/dev/null | head -1)"
+claude_package_json="$PREFIX/node/node_modules/@anthropic-ai/claude-code/package.json"
+installed=""
+if [ -f "$claude_package_json" ]; then
+  installed="$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$claude_package_json" | head -n 1)"
+fi
 if [ "$installed" != "$CLAUDE_CODE_VERSION" ]; then
   mkdir -p "$PREFIX/node"
   (cd "$PREFIX/node" && npm install --silent --no-audit --no-fund --prefix "$PREFIX/node" \
@@ -49,4 +54,11 @@ if [ "$installed" != "$CLAUDE_CODE_VERSION" ]; then
 fi
 
 chmod -R a+rX "$PREFIX"
+
+# --- check what the tests will look for, so a broken step fails here, with its name ---
+for f in venv/bin/python node/node_modules/.bin/claude \
+  node/node_modules/@anthropic-ai/claude-code-linux-x64/claude; do
+  [ -e "$PREFIX/$f" ] || { echo "install-test-deps: $PREFIX/$f is missing after install" >&2; exit 1; }
+done
+"$PREFIX/venv/bin/python" -c 'import anthropic, boto3, requests'
 echo "test dependencies ready in $PREFIX"

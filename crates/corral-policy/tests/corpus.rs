@@ -1,21 +1,12 @@
-//! Every OpenShell policy in shared/compat/openshell loads; unsupported fields warn.
+//! Every OpenShell policy in tests/compat/openshell (vendored, Apache-2.0; see its
+//! NOTICE.md) loads; unsupported fields warn.
 
 use std::path::PathBuf;
 
 use corral_policy::Policy;
 
 fn corpus_dir() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // crates/corral-policy → repo root → ../shared (the workspace sits beside shared/).
-    for cand in [
-        here.join("../../../shared/compat/openshell"),
-        here.join("../../shared/compat/openshell"),
-    ] {
-        if cand.is_dir() {
-            return cand;
-        }
-    }
-    panic!("shared/compat/openshell not found next to the repository");
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat/openshell")
 }
 
 #[test]

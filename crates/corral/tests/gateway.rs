@@ -12,8 +12,6 @@ use corral_testsupport::process::{corral_bin, output, Background};
 use corral_testsupport::tls::TestCa;
 use serde_json::Value;
 
-const PYTHON: &str = "/opt/corral-testdeps/venv/bin/python";
-const CLAUDE: &str = "/opt/corral-testdeps/node/node_modules/.bin/claude";
 const ANSWER: &str = "Hello from the corral test upstream!";
 const SONNET_BEDROCK: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
 const HAIKU_BEDROCK: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
@@ -187,7 +185,7 @@ upstream_model = "claude-haiku-4-5-20251001"
 
     /// Runs a Python client with the gateway's CA trusted; returns its stdout as JSON.
     fn python(&self, script: &str, env: &[(&str, &str)]) -> Value {
-        let mut cmd = Command::new(PYTHON);
+        let mut cmd = Command::new(corral_testsupport::deps::python());
         cmd.arg("-c")
             .arg(script)
             .env("GATEWAY_URL", &self.url)
@@ -910,7 +908,9 @@ enum ClaudeMode<'a> {
 fn claude(gw: &Gateway, mode: ClaudeMode<'_>) -> (bool, String, String) {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("timeout");
-    cmd.args(["120", CLAUDE, "-p", "say hello"])
+    cmd.arg("120")
+        .arg(corral_testsupport::deps::claude())
+        .args(["-p", "say hello"])
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", home.path())

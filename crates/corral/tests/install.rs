@@ -670,13 +670,12 @@ fn install_sh_refuses_a_tampered_corral() {
 /// symlink; it then runs from `~/.local/bin/claude` with the installed settings.
 #[test]
 fn real_claude_code_binary_installs_and_runs() {
-    let real = Path::new(
-        "/opt/corral-testdeps/node/node_modules/@anthropic-ai/claude-code-linux-x64/claude",
+    assert_eq!(
+        host_platform(),
+        "linux-x64",
+        "the test clients are installed for linux-x64 only"
     );
-    if !real.is_file() || host_platform() != "linux-x64" {
-        eprintln!("skipping: the real Claude Code binary for linux-x64 is not installed");
-        return;
-    }
+    let real = &corral_testsupport::deps::claude_platform_package().join("claude");
     let package: serde_json::Value =
         serde_json::from_slice(&std::fs::read(real.with_file_name("package.json")).unwrap())
             .unwrap();

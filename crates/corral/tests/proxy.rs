@@ -16,7 +16,6 @@ use corral_testsupport::upstream::{Reply, Upstream};
 use serde_json::Value;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const PYTHON: &str = "/opt/corral-testdeps/venv/bin/python";
 
 /// A running `corral proxy` with its policy file and decision log.
 struct Proxy {
@@ -137,7 +136,7 @@ fn resolve(host: &str, addr: SocketAddr) -> String {
 }
 
 /// A command with no proxy settings inherited from the environment.
-fn clean(program: &str) -> Command {
+fn clean(program: impl AsRef<std::ffi::OsStr>) -> Command {
     without_proxy_env(Command::new(program))
 }
 
@@ -288,8 +287,8 @@ fn wget_python_and_node_are_allowed_and_refused_as_the_policy_says() {
     let api = Upstream::https(&ca.leaf(&["api.test"]), |req| {
         Reply::ok(format!("api says hi to {}\n", req.target))
     });
-    let python = "/opt/corral-testdeps/venv/bin/python3";
-    let python_exe = std::fs::canonicalize(PYTHON).unwrap();
+    let python = corral_testsupport::deps::python();
+    let python_exe = std::fs::canonicalize(&python).unwrap();
     let groups = [
         group("wget", "/usr/bin/wget", &[("api.test", api.port())]),
         group(
@@ -341,7 +340,7 @@ except requests.exceptions.ProxyError as e:
 "#;
     let py = |target: &str| {
         output(
-            clean(python)
+            clean(&python)
                 .args(["-c", script, target, &proxy.url()])
                 .arg(ca.ca_path()),
         )
@@ -591,7 +590,7 @@ fn allowed_names_that_resolve_to_special_addresses_are_refused_unless_allowed_ip
     // a broken guard could not send a packet off this machine.
     let ns = NetNs::new();
     let web_root = tempfile::tempdir().unwrap();
-    let mut inside = ns.command(PYTHON);
+    let mut inside = ns.command(corral_testsupport::deps::python());
     inside
         .args(["-u", "-c", "import http.server as h; h.test(HandlerClass=h.SimpleHTTPRequestHandler, port=18080, bind='127.0.0.2')"])
         .current_dir(web_root.path());
@@ -873,7 +872,7 @@ fn the_proc_resolver_names_the_real_client_executable() {
     );
     assert!(!rec["ancestors"].as_array().unwrap().is_empty(), "{rec}");
     // python is not in the policy: refused, and named.
-    let py = output(clean(PYTHON).args([
+    let py = output(clean(corral_testsupport::deps::python()).args([
         "-c",
         &format!(
             "import urllib.request as u\nh=u.ProxyHandler({{'http':'{}'}})\ntry:\n  u.build_opener(h).open('http://echo.test:{}/')\nexcept Exception as e:\n  print(e.code)",
@@ -888,7 +887,7 @@ fn the_proc_resolver_names_the_real_client_executable() {
         text(&py)
     );
     let recs = proxy.records_for("echo.test");
-    let py_exe = std::fs::canonicalize(PYTHON).unwrap();
+    let py_exe = std::fs::canonicalize(corral_testsupport::deps::python()).unwrap();
     assert!(
         recs.iter()
             .any(|r| r["decision"] == "deny" && r["binary"] == py_exe.to_str().unwrap()),
@@ -1220,7 +1219,7 @@ fn a_private_address_is_reachable_only_for_the_endpoint_whose_allowed_ips_covers
     proxy_ns.link(&internal_ns, "10.200.0.1/24", "10.200.0.2/24");
     let web_root = tempfile::tempdir().unwrap();
     std::fs::write(web_root.path().join("index.html"), "internal wiki\n").unwrap();
-    let mut server = internal_ns.command(PYTHON);
+    let mut server = internal_ns.command(corral_testsupport::deps::python());
     server
         .args(["-u", "-m", "http.server", "--bind", "10.200.0.2", "18081"])
         .current_dir(web_root.path());

@@ -21,8 +21,6 @@ use corral_testsupport::upstream::{Reply, Upstream};
 use corral_testsupport::user::{chown, Runner, TempHome};
 use serde_json::Value;
 
-const CLAUDE_PACKAGE: &str =
-    "/opt/corral-testdeps/node/node_modules/@anthropic-ai/claude-code-linux-x64";
 const MODEL: &str = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0";
 const ANSWER: &str = "Hello from the corral test upstream!";
 const UNLISTED_BODY: &str = "hello from unlisted.example\n";
@@ -332,9 +330,10 @@ fn the_guide_deploys_claude_code_behind_corral() {
         chown(&platform, user.uid, user.gid);
         chown(&checkout, user.uid, user.gid);
     }
+    let claude_package = corral_testsupport::deps::claude_platform_package();
     let claude_version = serde_json::from_str::<Value>(
-        &std::fs::read_to_string(Path::new(CLAUDE_PACKAGE).join("package.json"))
-            .expect("Claude Code's platform package (scripts/install-test-deps.sh installs it)"),
+        &std::fs::read_to_string(claude_package.join("package.json"))
+            .expect("Claude Code's platform package.json"),
     )
     .unwrap()["version"]
         .as_str()
@@ -344,11 +343,11 @@ fn the_guide_deploys_claude_code_behind_corral() {
     let p = |s: &Path| s.to_string_lossy().into_owned();
     let settings: Vec<(String, String)> = [
         ("CORP_CA", p(ca.ca_path())),
-        ("CLAUDE_BINARY", format!("{CLAUDE_PACKAGE}/claude")),
+        ("CLAUDE_BINARY", p(&claude_package.join("claude"))),
         ("CLAUDE_VERSION", claude_version.clone()),
         // The next release: the same build under a new version number is enough to move
         // the symlink.
-        ("CLAUDE_NEXT_BINARY", format!("{CLAUDE_PACKAGE}/claude")),
+        ("CLAUDE_NEXT_BINARY", p(&claude_package.join("claude"))),
         ("CLAUDE_NEXT_VERSION", next_version.clone()),
         ("MODEL", MODEL.to_string()),
         ("MIRROR_DIR", p(&platform.join("mirror"))),
