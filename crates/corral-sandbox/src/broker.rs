@@ -1,26 +1,33 @@
 //! The connect broker: the supervisor's side of the seccomp user notifications.
 //!
-//! One thread receives notifications and hands each to a small pool of workers, so a
-//! blocking connect never stalls other callers (broker notes, gotcha 4). Per trapped call,
-//! while the caller is stopped:
+//! One thread receives notifications and hands each to a small pool of workers: a
+//! notification blocks only the calling thread, and a connect that waits for its peer
+//! must not stall every other caller. Per trapped call, while the caller is stopped:
 //!
 //! 1. `pidfd_open` the caller (a thread id is retried with `PIDFD_THREAD`), check the
 //!    notification is still valid, duplicate its socket with `pidfd_getfd`;
-//! 2. netlink sockets: the kernel performs the call (`CONTINUE`); unix sockets: only the
-//!    sandbox's own listeners may be reached ([`crate::unix_guard`]), a host socket is
-//!    refused (`unix_socket`);
+//! 2. every call the broker allows is *performed here*, on that duplicate, with addresses
+//!    and data copied out of the caller's memory first: the kernel never acts on a
+//!    descriptor number or a buffer the caller could still change (another thread can
+//!    `dup2` a different socket over the number, or rewrite the address, between a check
+//!    and the kernel's action). Nothing is answered with "continue";
 //! 3. `connect` of a TCP socket to the proxy's documented address: resolve the caller's
 //!    [`Identity`](corral_policy::Identity), bind the duplicate to an ephemeral loopback
-//!    port, record `port → identity` in the [`AttributionTable`], then connect the
-//!    duplicate to the real proxy listener and answer with the result. The address the
-//!    supervisor connects to is its own, so rewriting the caller's buffer changes nothing;
-//! 4. any other inet destination, and every datagram with a destination (`dns_lookup` when it
-//!    goes to port 53), is refused and
-//!    reported as a [`Refusal`].
+//!    port, record `client address → identity, socket inode` in the [`AttributionTable`],
+//!    then connect the duplicate to the real proxy listener and answer with the result;
+//! 4. unix sockets reach only the sandbox's own listeners ([`crate::unix_guard`]), netlink
+//!    sockets the kernel; both are connected and sent on here (`deliver`); sends on a TCP
+//!    socket are performed here without their (meaningless) address;
+//! 5. any other inet destination, and every datagram on an inet socket (`dns_lookup` when
+//!    it goes to port 53), is refused and reported as a [`Refusal`]; so are sockets the
+//!    filter sends here (families and protocols the broker cannot reason about) and
+//!    terminal input injection (`TIOCSTI`, `TIOCLINUX`).
+
+mod deliver;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -30,7 +37,7 @@ use crate::identity::{IdentityError, IdentityResolver};
 use crate::sys;
 use crate::sys::net::{RawDestination, SocketKind};
 use crate::sys::seccomp::{Notification, Verdict};
-use crate::unix_guard::{UnixCheck, UnixGuard};
+use crate::unix_guard::UnixGuard;
 
 /// Where callers must connect (inside the sandbox) and where the supervisor really
 /// connects their sockets.
@@ -43,7 +50,7 @@ pub struct ProxyAddresses {
     pub actual: SocketAddr,
 }
 
-/// A refused direct connection or datagram, for the decision log.
+/// A refused call, for the decision log.
 #[derive(Clone, Debug)]
 pub struct Refusal {
     pub pid: u32,
@@ -58,7 +65,8 @@ pub struct Refusal {
     /// The unix socket it named (`unix:/run/docker.sock`, `unix:@name`), for `unix_socket`.
     pub unix: Option<String>,
     /// Short code: `direct_connect`, `datagram`, `dns_lookup`, `unix_socket`,
-    /// `unsupported_socket`, or an identity code.
+    /// `unsupported_socket`, `terminal_injection`, `attribution_collision`, or an identity
+    /// code.
     pub code: &'static str,
     /// One sentence for humans.
     pub reason: String,
@@ -69,8 +77,6 @@ pub type RefusalSink = Arc<dyn Fn(&Refusal) + Send + Sync>;
 
 /// How long the supervisor waits for a brokered connect to the proxy to complete.
 const CONNECT_WAIT_MS: i32 = 10_000;
-/// Longest socket address read from a caller.
-const MAX_SOCKADDR: usize = 128;
 
 pub struct Broker {
     listener: OwnedFd,
@@ -154,6 +160,12 @@ impl Broker {
     /// The answer for one notification, or `None` when the caller is already gone.
     fn decide(&self, n: &Notification) -> Option<Verdict> {
         let nr = i64::from(n.data.nr);
+        match nr {
+            libc::SYS_socket | libc::SYS_socketpair => return Some(self.refuse_socket(n, nr)),
+            libc::SYS_ioctl => return Some(self.refuse_terminal_input(n)),
+            libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => {}
+            _ => return Some(Verdict::Fail(libc::ENOSYS)),
+        }
         let pidfd = match sys::pidfd_open(n.pid) {
             Ok(fd) => fd,
             // Gone: the notification died with it and needs no answer.
@@ -183,10 +195,14 @@ impl Broker {
             Ok(k) => k,
             Err(e) => return Some(Verdict::Fail(e.raw_os_error().unwrap_or(libc::ENOTSOCK))),
         };
-        match kind.domain {
-            libc::AF_NETLINK => return Some(Verdict::Continue),
-            libc::AF_UNIX => return Some(self.unix(n, nr, sock.as_fd())),
-            libc::AF_INET | libc::AF_INET6 => {}
+        let verdict = match kind.domain {
+            libc::AF_NETLINK | libc::AF_UNIX => {
+                self.local(n, nr, pidfd.as_fd(), sock.as_fd(), kind)
+            }
+            libc::AF_INET | libc::AF_INET6 if nr == libc::SYS_connect => {
+                self.connect(n, sock.as_fd(), kind)
+            }
+            libc::AF_INET | libc::AF_INET6 => self.send_inet(n, nr, sock.as_fd(), kind),
             _ => {
                 self.refuse(
                     n,
@@ -198,84 +214,59 @@ impl Broker {
                         kind.domain
                     ),
                 );
-                return Some(Verdict::Fail(libc::EACCES));
+                Verdict::Fail(libc::EACCES)
             }
-        }
-        let verdict = if nr == libc::SYS_connect {
-            self.connect(n, sock.as_fd(), kind)
-        } else {
-            self.send(n, nr, kind)
         };
         Some(verdict)
     }
 
-    fn read_sockaddr(&self, n: &Notification, addr: u64, len: u64) -> Result<RawDestination, i32> {
-        Ok(sys::net::parse_sockaddr(
-            &self.sockaddr_bytes(n, addr, len)?,
-        ))
+    /// A `socket`/`socketpair` the filter did not let through: log it and fail it.
+    fn refuse_socket(&self, n: &Notification, nr: i64) -> Verdict {
+        let [domain, ty, protocol, ..] = n.data.args.map(|a| a as i32);
+        let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
+        let what = describe_socket(domain, ty, protocol);
+        let syscall = if nr == libc::SYS_socket {
+            "socket"
+        } else {
+            "socketpair"
+        };
+        self.refuse(n, syscall, None, "unsupported_socket", format!(
+            "{syscall}({what}) refused: the sandbox may use unix and netlink sockets, and inet sockets only as plain TCP or UDP, which the broker can reason about"
+        ));
+        Verdict::Fail(if inet && nr == libc::SYS_socket {
+            libc::EPROTONOSUPPORT
+        } else {
+            libc::EAFNOSUPPORT
+        })
     }
 
-    fn sockaddr_bytes(&self, n: &Notification, addr: u64, len: u64) -> Result<Vec<u8>, i32> {
-        let len = (len as usize).min(MAX_SOCKADDR);
-        let bytes = sys::read_process_memory(n.pid, addr, len).map_err(|_| libc::EFAULT)?;
+    /// `ioctl(TIOCSTI/TIOCLINUX)`: pushing input into the terminal would have the user's
+    /// shell run it after corral exits, outside the sandbox.
+    fn refuse_terminal_input(&self, n: &Notification) -> Verdict {
+        let name = if n.data.args[1] as u32 == sys::bpf::TIOCSTI {
+            "TIOCSTI"
+        } else {
+            "TIOCLINUX"
+        };
+        self.refuse(n, "ioctl", None, "terminal_injection", format!(
+            "ioctl {name} refused: it pushes input into the terminal, which your shell would run outside the sandbox"
+        ));
+        Verdict::Fail(libc::EPERM)
+    }
+
+    /// The address a `connect` names, copied out of the caller's memory.
+    fn connect_name(&self, n: &Notification) -> Result<Vec<u8>, i32> {
+        let len = n.data.args[2].min(crate::message::MAX_NAME as u64);
+        let bytes = crate::message::read_name(n.pid, n.data.args[1], len)?.unwrap_or_default();
         if !self.valid(n) {
             return Err(libc::ESRCH);
         }
         Ok(bytes)
     }
 
-    /// A unix-domain socket: see [`crate::unix_guard`]. A connect to a socket of the
-    /// sandbox is performed here, on the descriptor that was checked; a datagram to one is
-    /// sent by the kernel (the address is read again then: a swapped symlink could send it
-    /// elsewhere, which is a datagram on the host, never a connection).
-    fn unix(&self, n: &Notification, nr: i64, sock: BorrowedFd<'_>) -> Verdict {
-        let named = if nr == libc::SYS_connect {
-            Some((n.data.args[1], n.data.args[2]))
-        } else if nr == libc::SYS_sendto {
-            Some((n.data.args[4], n.data.args[5])).filter(|(p, l)| *p != 0 && *l != 0)
-        } else {
-            match self.msghdr_name(n) {
-                Ok(v) => v,
-                Err(e) => return Verdict::Fail(e),
-            }
-        };
-        let Some((ptr, len)) = named else {
-            // A send on a connected socket: its peer was checked when it connected.
-            return Verdict::Continue;
-        };
-        let bytes = match self.sockaddr_bytes(n, ptr, len) {
-            Ok(b) => b,
-            Err(e) => return Verdict::Fail(e),
-        };
-        let Some(addr) = sys::net::parse_unix_sockaddr(&bytes) else {
-            return Verdict::Fail(libc::EINVAL);
-        };
-        match self.unix.check(n.pid, &addr) {
-            UnixCheck::Continue => Verdict::Continue,
-            UnixCheck::Refuse {
-                target,
-                reason,
-                errno,
-            } => {
-                if errno == libc::EACCES {
-                    self.refuse_unix(n, syscall_name(nr), target, reason);
-                }
-                Verdict::Fail(errno)
-            }
-            UnixCheck::Reach(file) if nr == libc::SYS_connect => {
-                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-                match sys::net::connect_unix(sock, path.as_bytes()) {
-                    Ok(()) => Verdict::Return(0),
-                    Err(e) => Verdict::Fail(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
-                }
-            }
-            UnixCheck::Reach(_) => Verdict::Continue,
-        }
-    }
-
     fn connect(&self, n: &Notification, sock: BorrowedFd<'_>, kind: SocketKind) -> Verdict {
-        let dest = match self.read_sockaddr(n, n.data.args[1], n.data.args[2]) {
-            Ok(d) => d,
+        let dest = match self.connect_name(n) {
+            Ok(d) => sys::net::parse_sockaddr(&d),
             Err(e) => return Verdict::Fail(e),
         };
         let addr = match dest {
@@ -307,18 +298,22 @@ impl Broker {
             Ok(i) => i,
             Err(IdentityError::Gone) => return Verdict::Fail(libc::ESRCH),
             Err(e) => {
-                self.refuse(n, "connect", Some(addr), e.code(), e.to_string());
+                // The executable the refused identity is about, not a second reading of
+                // the link (the caller may have executed another program meanwhile).
+                let binary = e.executable().map(|p| p.to_path_buf());
+                self.report(n, "connect", Some(addr), None, e.code(), e.to_string(), binary);
                 return Verdict::Fail(libc::EACCES);
             }
         };
         if !self.valid(n) {
             return Verdict::Fail(libc::ESRCH);
         }
-        self.connect_to_proxy(sock, kind, identity, addr)
+        self.connect_to_proxy(n, sock, kind, identity, addr)
     }
 
     fn connect_to_proxy(
         &self,
+        n: &Notification,
         sock: BorrowedFd<'_>,
         kind: SocketKind,
         identity: corral_policy::Identity,
@@ -326,7 +321,8 @@ impl Broker {
     ) -> Verdict {
         let v6 = kind.domain == libc::AF_INET6;
         if v6 && sys::net::is_v6only(sock).unwrap_or(false) {
-            // The proxy listens on IPv4; a v6-only socket cannot reach it (gotcha 6).
+            // The proxy listens on IPv4, which a v6-only socket cannot reach (not even as a
+            // v4-mapped address).
             return Verdict::Fail(libc::ENETUNREACH);
         }
         let (bind_to, target) = if v6 {
@@ -350,13 +346,27 @@ impl Broker {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EADDRNOTAVAIL)),
         }
-        let port = match sys::net::local_addr(sock) {
-            Ok(a) if a.port() != 0 => a.port(),
+        let client = match sys::net::local_addr(sock) {
+            Ok(a) if a.port() != 0 => a,
             Ok(_) => return Verdict::Fail(libc::EINVAL),
             Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
         };
-        // Recorded before the connect: the proxy can never accept it unattributed.
-        self.table.record(port, identity, requested);
+        let inode = match sys::net::socket_inode(sock) {
+            Ok(i) => i,
+            Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
+        };
+        // Recorded before the connect: the proxy can never accept it unattributed. A record
+        // for the same client address that is still pending is never replaced.
+        if self
+            .table
+            .record(client, inode, identity, requested)
+            .is_err()
+        {
+            self.refuse(n, "connect", Some(requested), "attribution_collision", format!(
+                "a connection from {client} to the proxy is already pending attribution: refused"
+            ));
+            return Verdict::Fail(libc::EADDRINUSE);
+        }
         let result = match sys::net::connect(sock, &target) {
             Ok(()) => Ok(()),
             Err(e) => match e.raw_os_error() {
@@ -379,14 +389,16 @@ impl Broker {
             Err(libc::EINPROGRESS) => Verdict::Fail(libc::EINPROGRESS),
             Err(e) => {
                 if e != libc::EALREADY {
-                    self.table.forget(port);
+                    self.table.forget(client);
                 }
                 Verdict::Fail(e)
             }
         }
     }
 
-    /// A non-blocking connect in progress (gotcha 3): wait for it here, on a worker.
+    /// A connect in progress: the duplicate shares the caller's file description, so a
+    /// non-blocking caller's connect returns `EINPROGRESS` here too. Wait for it, on a
+    /// worker, so the caller gets the real result.
     fn finish_pending(&self, sock: BorrowedFd<'_>) -> Result<(), i32> {
         match sys::net::wait_writable(sock, CONNECT_WAIT_MS) {
             Ok(true) => match sys::net::take_error(sock) {
@@ -405,25 +417,36 @@ impl Broker {
         }
     }
 
-    /// `sendto`/`sendmsg`/`sendmmsg` on an inet socket.
-    fn send(&self, n: &Notification, nr: i64, kind: SocketKind) -> Verdict {
-        if is_tcp(kind) {
-            // A TCP socket ignores a send's address unless MSG_FASTOPEN is set, which the
-            // filter refuses before we are asked; so the kernel may perform it.
-            return Verdict::Continue;
+    /// `sendto`/`sendmsg`/`sendmmsg` on an inet socket. On TCP the kernel ignores the
+    /// address (`MSG_FASTOPEN`, the one exception, is refused by the filter), so the copied
+    /// data is sent here without one; anything else is a datagram, refused.
+    fn send_inet(
+        &self,
+        n: &Notification,
+        nr: i64,
+        sock: BorrowedFd<'_>,
+        kind: SocketKind,
+    ) -> Verdict {
+        let msg = match deliver::read_message(n, nr) {
+            Ok(m) => m,
+            Err(e) => return Verdict::Fail(e),
+        };
+        if !is_tcp(kind) {
+            let dest = match msg.name.as_deref().map(sys::net::parse_sockaddr) {
+                Some(RawDestination::Inet(a)) => Some(a),
+                _ => None,
+            };
+            self.refuse_datagram(n, syscall_name(nr), dest);
+            return Verdict::Fail(libc::EACCES);
         }
-        let dest = match nr {
-            n_ if n_ == libc::SYS_sendto => {
-                self.read_sockaddr(n, n.data.args[4], n.data.args[5]).ok()
-            }
-            _ => self.msghdr_destination(n).ok().flatten(),
-        };
-        let dest = match dest {
-            Some(RawDestination::Inet(a)) => Some(a),
-            _ => None,
-        };
-        self.refuse_datagram(n, syscall_name(nr), dest);
-        Verdict::Fail(libc::EACCES)
+        if !msg.control.is_empty() {
+            // Control messages would be applied with the supervisor's privileges.
+            return Verdict::Fail(libc::EINVAL);
+        }
+        if !self.valid(n) {
+            return Verdict::Fail(libc::ESRCH);
+        }
+        self.deliver(n, nr, sock, kind, None, &msg, &[])
     }
 
     /// Logs a refused datagram (or non-TCP connect). Port 53 is a name lookup: told apart,
@@ -441,27 +464,6 @@ impl Broker {
                 "datagram refused: the sandbox reaches the network only through the proxy at {proxy}"
             )),
         }
-    }
-
-    /// The destination of the first message of a `sendmsg`/`sendmmsg` call.
-    fn msghdr_destination(&self, n: &Notification) -> Result<Option<RawDestination>, i32> {
-        match self.msghdr_name(n)? {
-            Some((name, len)) => self.read_sockaddr(n, name, len).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Where the first message of a `sendmsg`/`sendmmsg` names its destination, if it does.
-    fn msghdr_name(&self, n: &Notification) -> Result<Option<(u64, u64)>, i32> {
-        // struct msghdr starts with { void *msg_name; socklen_t msg_namelen; … }, and so does
-        // the first struct mmsghdr.
-        let head = sys::read_process_memory(n.pid, n.data.args[1], 12).map_err(|_| libc::EFAULT)?;
-        if head.len() < 12 {
-            return Err(libc::EFAULT);
-        }
-        let name = u64::from_ne_bytes(head[0..8].try_into().unwrap_or_default());
-        let len = u32::from_ne_bytes(head[8..12].try_into().unwrap_or_default());
-        Ok((name != 0 && len != 0).then_some((name, u64::from(len))))
     }
 
     fn is_proxy(&self, addr: SocketAddr) -> bool {
@@ -487,13 +489,14 @@ impl Broker {
         code: &'static str,
         reason: String,
     ) {
-        self.report(n, syscall, destination, None, code, reason)
+        self.report(n, syscall, destination, None, code, reason, None)
     }
 
     fn refuse_unix(&self, n: &Notification, syscall: &'static str, target: String, reason: String) {
-        self.report(n, syscall, None, Some(target), "unix_socket", reason)
+        self.report(n, syscall, None, Some(target), "unix_socket", reason, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         n: &Notification,
@@ -502,12 +505,14 @@ impl Broker {
         unix: Option<String>,
         code: &'static str,
         reason: String,
+        binary: Option<PathBuf>,
     ) {
-        let binary = self
-            .identities
-            .executable(n.pid)
-            .ok()
-            .or_else(|| std::fs::read_link(format!("/proc/{}/exe", n.pid)).ok());
+        let binary = binary.or_else(|| {
+            self.identities
+                .executable(n.pid)
+                .ok()
+                .or_else(|| std::fs::read_link(format!("/proc/{}/exe", n.pid)).ok())
+        });
         let refusal = Refusal {
             pid: n.pid,
             invoked_as: binary
@@ -525,11 +530,41 @@ impl Broker {
     }
 }
 
+/// Plain TCP: what the proxy speaks and Landlock's TCP rules cover (MPTCP is neither, and
+/// the filter refuses it at `socket()`).
 fn is_tcp(kind: SocketKind) -> bool {
-    const IPPROTO_MPTCP: i32 = 262;
-    kind.ty == libc::SOCK_STREAM
-        && (kind.protocol == libc::IPPROTO_TCP || kind.protocol == IPPROTO_MPTCP)
+    kind.ty == libc::SOCK_STREAM && kind.protocol == libc::IPPROTO_TCP
 }
+
+/// `AF_INET, SOCK_STREAM, IPPROTO_MPTCP` for the log, with names where known.
+fn describe_socket(domain: i32, ty: i32, protocol: i32) -> String {
+    let family = match domain {
+        libc::AF_INET => "AF_INET".to_string(),
+        libc::AF_INET6 => "AF_INET6".to_string(),
+        libc::AF_PACKET => "AF_PACKET".to_string(),
+        libc::AF_VSOCK => "AF_VSOCK".to_string(),
+        libc::AF_XDP => "AF_XDP".to_string(),
+        libc::AF_TIPC => "AF_TIPC".to_string(),
+        libc::AF_ALG => "AF_ALG".to_string(),
+        other => format!("family {other}"),
+    };
+    let kind = match ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+        libc::SOCK_STREAM => "SOCK_STREAM".to_string(),
+        libc::SOCK_DGRAM => "SOCK_DGRAM".to_string(),
+        libc::SOCK_RAW => "SOCK_RAW".to_string(),
+        libc::SOCK_SEQPACKET => "SOCK_SEQPACKET".to_string(),
+        other => format!("type {other}"),
+    };
+    let proto = match protocol {
+        262 => "IPPROTO_MPTCP".to_string(),
+        libc::IPPROTO_SCTP => "IPPROTO_SCTP".to_string(),
+        libc::IPPROTO_UDPLITE => "IPPROTO_UDPLITE".to_string(),
+        libc::IPPROTO_ICMP => "IPPROTO_ICMP".to_string(),
+        other => other.to_string(),
+    };
+    format!("{family}, {kind}, {proto}")
+}
+
 
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
     let norm = |s: SocketAddr| match s.ip() {
@@ -550,6 +585,7 @@ fn syscall_name(nr: i64) -> &'static str {
         libc::SYS_sendto => "sendto",
         libc::SYS_sendmsg => "sendmsg",
         libc::SYS_sendmmsg => "sendmmsg",
+        libc::SYS_ioctl => "ioctl",
         _ => "syscall",
     }
 }

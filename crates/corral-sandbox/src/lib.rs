@@ -34,6 +34,7 @@ pub mod doctor;
 pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
+pub mod message;
 pub mod own_files;
 pub mod sys;
 pub mod unix_guard;
