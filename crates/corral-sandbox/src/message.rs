@@ -165,7 +165,8 @@ mod tests {
         // 16 + 12 padded to 32, then 16 + 8.
         assert_eq!(bytes.len(), 32 + 24);
         assert_eq!(parse_control(&bytes).unwrap(), vec![rights, other]);
-        assert_eq!(parse_control(&bytes[..20]).unwrap().len(), 0);
+        assert_eq!(parse_control(&bytes[..12]).unwrap().len(), 0);
+        assert_eq!(parse_control(&bytes[..20]), Err(libc::EINVAL));
         let mut bad = bytes.clone();
         bad[0] = 200;
         assert_eq!(parse_control(&bad), Err(libc::EINVAL));
