@@ -79,8 +79,9 @@ pub fn tcp_client_inode(
     let (peer, local) = (canonical(peer), canonical(local));
     let mut tries = vec![(peer, local)];
     if let (SocketAddr::V4(p), SocketAddr::V4(l)) = (peer, local) {
-        let mapped =
-            |a: std::net::SocketAddrV4| SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port());
+        let mapped = |a: std::net::SocketAddrV4| {
+            SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+        };
         tries.push((mapped(p), mapped(l)));
     }
     for (src, dst) in tries {

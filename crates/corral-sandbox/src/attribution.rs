@@ -88,8 +88,7 @@ impl AttributionTable {
             e.retain(|_, a| now.duration_since(a.recorded) < TTL);
         }
         let key = canonical(client);
-        if e
-            .get(&key)
+        if e.get(&key)
             .is_some_and(|old| now.duration_since(old.recorded) < TTL)
         {
             return Err(Collision);
@@ -118,7 +117,9 @@ impl AttributionTable {
             format!("no socket of the sandbox was connected from {peer} by corral's broker: only brokered connections are served")
         })?;
         if a.recorded.elapsed() >= TTL {
-            return Err(format!("the record for {peer} expired before the proxy accepted it"));
+            return Err(format!(
+                "the record for {peer} expired before the proxy accepted it"
+            ));
         }
         if canonical(local) != self.listener {
             return Err(format!(

@@ -301,7 +301,15 @@ impl Broker {
                 // The executable the refused identity is about, not a second reading of
                 // the link (the caller may have executed another program meanwhile).
                 let binary = e.executable().map(|p| p.to_path_buf());
-                self.report(n, "connect", Some(addr), None, e.code(), e.to_string(), binary);
+                self.report(
+                    n,
+                    "connect",
+                    Some(addr),
+                    None,
+                    e.code(),
+                    e.to_string(),
+                    binary,
+                );
                 return Verdict::Fail(libc::EACCES);
             }
         };
@@ -362,9 +370,15 @@ impl Broker {
             .record(client, inode, identity, requested)
             .is_err()
         {
-            self.refuse(n, "connect", Some(requested), "attribution_collision", format!(
+            self.refuse(
+                n,
+                "connect",
+                Some(requested),
+                "attribution_collision",
+                format!(
                 "a connection from {client} to the proxy is already pending attribution: refused"
-            ));
+            ),
+            );
             return Verdict::Fail(libc::EADDRINUSE);
         }
         let result = match sys::net::connect(sock, &target) {
@@ -564,7 +578,6 @@ fn describe_socket(domain: i32, ty: i32, protocol: i32) -> String {
     };
     format!("{family}, {kind}, {proto}")
 }
-
 
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
     let norm = |s: SocketAddr| match s.ip() {

@@ -156,8 +156,7 @@ impl IdentityResolver {
         let sha = match cached {
             Some(s) => s,
             None => {
-                let s =
-                    sha256_of(file).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+                let s = sha256_of(file).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
                 self.lock().by_file.insert(key, s.clone());
                 s
             }

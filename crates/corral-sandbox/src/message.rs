@@ -64,7 +64,11 @@ pub fn read_name(pid: u32, addr: u64, len: u64) -> Result<Option<Vec<u8>>, i32> 
 pub fn read_sendto(pid: u32, args: &[u64; 6]) -> Result<Message, i32> {
     let want = args[2] as usize;
     let take = want.min(MAX_DATA);
-    let data = if take == 0 { Vec::new() } else { read(pid, args[1], take)? };
+    let data = if take == 0 {
+        Vec::new()
+    } else {
+        read(pid, args[1], take)?
+    };
     Ok(Message {
         name: read_name(pid, args[4], args[5])?,
         data,

@@ -147,9 +147,9 @@ impl UnixGuard {
 
     fn owned_by_sandbox(&self, dev: u64, ino: u64) -> io::Result<bool> {
         match &self.scope {
-            UnixScope::SandboxNamespace(diag) => {
-                Ok(diag.with(|fd| unix_socket_bound_at(fd, dev, ino))?.is_some())
-            }
+            UnixScope::SandboxNamespace(diag) => Ok(diag
+                .with(|fd| unix_socket_bound_at(fd, dev, ino))?
+                .is_some()),
             UnixScope::Descendants { diag, supervisor } => {
                 match diag.with(|fd| unix_socket_bound_at(fd, dev, ino))? {
                     Some(sock) => Ok(descendants(*supervisor)

@@ -444,7 +444,7 @@ mod tests {
                 (libc::SOCK_RAW, libc::IPPROTO_TCP),
                 (libc::SOCK_RAW, libc::IPPROTO_RAW),
                 (libc::SOCK_DCCP, 0),
-                (10, 0), // SOCK_PACKET
+                (10, 0),                        // SOCK_PACKET
                 (libc::SOCK_STREAM | 0x100, 0), // unknown type bits
             ] {
                 assert_eq!(
