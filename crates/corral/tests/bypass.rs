@@ -234,7 +234,7 @@ fn a_host_process_connecting_to_the_proxy_is_refused_and_logged() {
             &up.resolve(),
         );
         let before = listening_ports();
-        let mut child = sb.command(&["/bin/sleep", "4"]).spawn().unwrap();
+        let child = sb.command(&["/bin/sleep", "4"]).spawn().unwrap();
         let mut candidates = Vec::new();
         for _ in 0..200 {
             std::thread::sleep(Duration::from_millis(10));
@@ -262,7 +262,7 @@ fn a_host_process_connecting_to_the_proxy_is_refused_and_logged() {
                 answered += 1;
             }
         }
-        let out = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap();
         assert!(
             answered >= 1,
             "no proxy listener found among {candidates:?}"
@@ -273,7 +273,6 @@ fn a_host_process_connecting_to_the_proxy_is_refused_and_logged() {
             "{}",
             std::fs::read_to_string(&sb.log).unwrap_or_default()
         );
-        let _ = out;
     }
 }
 

@@ -510,7 +510,7 @@ mod tests {
             libc::TIOCSCTTY,
             libc::FIONREAD,
         ] {
-            assert_eq!(ioctl(req as u64), RET_ALLOW, "{req:#x}");
+            assert_eq!(ioctl(req), RET_ALLOW, "{req:#x}");
         }
     }
 
