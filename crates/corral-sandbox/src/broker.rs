@@ -21,7 +21,9 @@
 //! 5. any other inet destination, and every datagram on an inet socket (`dns_lookup` when
 //!    it goes to port 53), is refused and reported as a [`Refusal`]; so are sockets the
 //!    filter sends here (families and protocols the broker cannot reason about) and
-//!    terminal input injection (`TIOCSTI`, `TIOCLINUX`).
+//!    terminal input injection (`TIOCSTI`, `TIOCLINUX`);
+//! 6. `listen`: performed here; in seccomp-only mode an inet socket must be bound to a
+//!    loopback address (a public one would take connections from the network).
 
 mod deliver;
 
@@ -65,8 +67,8 @@ pub struct Refusal {
     /// The unix socket it named (`unix:/run/docker.sock`, `unix:@name`), for `unix_socket`.
     pub unix: Option<String>,
     /// Short code: `direct_connect`, `datagram`, `dns_lookup`, `unix_socket`,
-    /// `unsupported_socket`, `terminal_injection`, `attribution_collision`, or an identity
-    /// code.
+    /// `unsupported_socket`, `terminal_injection`, `attribution_collision`,
+    /// `inbound_listener`, or an identity code.
     pub code: &'static str,
     /// One sentence for humans.
     pub reason: String,
@@ -85,6 +87,9 @@ pub struct Broker {
     proxy: ProxyAddresses,
     refusals: RefusalSink,
     unix: UnixGuard,
+    /// Inet listeners only on loopback (seccomp-only mode, where the sandbox shares the
+    /// host's network: a listener on a public address is reachable from anywhere).
+    loopback_listeners_only: bool,
 }
 
 impl Broker {
@@ -95,6 +100,7 @@ impl Broker {
         proxy: ProxyAddresses,
         refusals: RefusalSink,
         unix: UnixGuard,
+        loopback_listeners_only: bool,
     ) -> Broker {
         Broker {
             listener,
@@ -103,6 +109,7 @@ impl Broker {
             proxy,
             refusals,
             unix,
+            loopback_listeners_only,
         }
     }
 
@@ -163,7 +170,11 @@ impl Broker {
         match nr {
             libc::SYS_socket | libc::SYS_socketpair => return Some(self.refuse_socket(n, nr)),
             libc::SYS_ioctl => return Some(self.refuse_terminal_input(n)),
-            libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => {}
+            libc::SYS_connect
+            | libc::SYS_sendto
+            | libc::SYS_sendmsg
+            | libc::SYS_sendmmsg
+            | libc::SYS_listen => {}
             _ => return Some(Verdict::Fail(libc::ENOSYS)),
         }
         let pidfd = match sys::pidfd_open(n.pid) {
@@ -195,6 +206,9 @@ impl Broker {
             Ok(k) => k,
             Err(e) => return Some(Verdict::Fail(e.raw_os_error().unwrap_or(libc::ENOTSOCK))),
         };
+        if nr == libc::SYS_listen {
+            return Some(self.listen(n, sock.as_fd(), kind));
+        }
         let verdict = match kind.domain {
             libc::AF_NETLINK | libc::AF_UNIX => {
                 self.local(n, nr, pidfd.as_fd(), sock.as_fd(), kind)
@@ -252,6 +266,36 @@ impl Broker {
             "ioctl {name} refused: it pushes input into the terminal, which your shell would run outside the sandbox"
         ));
         Verdict::Fail(libc::EPERM)
+    }
+
+    /// `listen`, performed here. In seccomp-only mode an inet socket must be bound to a
+    /// loopback address first: one on a public address (or unbound, which `listen` binds to
+    /// every address) would accept connections from the network that no proxy sees.
+    fn listen(&self, n: &Notification, sock: BorrowedFd<'_>, kind: SocketKind) -> Verdict {
+        let inet = kind.domain == libc::AF_INET || kind.domain == libc::AF_INET6;
+        if inet && self.loopback_listeners_only {
+            let bound = sys::net::local_addr(sock).ok();
+            let loopback = bound.is_some_and(|a| {
+                a.port() != 0
+                    && match a.ip() {
+                        IpAddr::V6(v6) => v6
+                            .to_ipv4_mapped()
+                            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+                        v4 => v4.is_loopback(),
+                    }
+            });
+            if !loopback {
+                let shown = bound.map_or("an unbound socket".to_string(), |a| a.to_string());
+                self.refuse(n, "listen", bound, "inbound_listener", format!(
+                    "listening on {shown} refused: in seccomp-only mode the sandbox shares the host's network, so only loopback addresses may be served (bind to 127.0.0.1 first)"
+                ));
+                return Verdict::Fail(libc::EACCES);
+            }
+        }
+        match sys::net::listen(sock, n.data.args[1] as i32) {
+            Ok(()) => Verdict::Return(0),
+            Err(e) => Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
+        }
     }
 
     /// The address a `connect` names, copied out of the caller's memory.
@@ -441,7 +485,7 @@ impl Broker {
         sock: BorrowedFd<'_>,
         kind: SocketKind,
     ) -> Verdict {
-        let msg = match deliver::read_message(n, nr) {
+        let msg = match crate::message::read_call(n.pid, nr, &n.data.args) {
             Ok(m) => m,
             Err(e) => return Verdict::Fail(e),
         };
@@ -599,6 +643,7 @@ fn syscall_name(nr: i64) -> &'static str {
         libc::SYS_sendmsg => "sendmsg",
         libc::SYS_sendmmsg => "sendmmsg",
         libc::SYS_ioctl => "ioctl",
+        libc::SYS_listen => "listen",
         _ => "syscall",
     }
 }

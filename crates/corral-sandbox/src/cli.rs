@@ -60,9 +60,7 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// `corral doctor`
-#[derive(Debug, clap::Args)]
-pub struct DoctorArgs {}
+pub use crate::doctor::DoctorArgs;
 
 /// The proxy address programs in the sandbox use.
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
@@ -296,6 +294,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             },
             Box::new(listed),
         ),
+        started.mode == Mode::SeccompOnly,
     );
     broker.spawn(4).context("starting the connect broker")?;
 

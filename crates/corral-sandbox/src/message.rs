@@ -60,6 +60,16 @@ pub fn read_name(pid: u32, addr: u64, len: u64) -> Result<Option<Vec<u8>>, i32> 
     read(pid, addr, len as usize).map(Some)
 }
 
+/// The message of a trapped `sendto`, `sendmsg`, or the first one of a `sendmmsg`, from
+/// the call's arguments.
+pub fn read_call(pid: u32, nr: i64, args: &[u64; 6]) -> Result<Message, i32> {
+    if nr == libc::SYS_sendto {
+        read_sendto(pid, args)
+    } else {
+        read_msghdr(pid, args[1])
+    }
+}
+
 /// `sendto(fd, buf, len, flags, addr, addrlen)`.
 pub fn read_sendto(pid: u32, args: &[u64; 6]) -> Result<Message, i32> {
     let want = args[2] as usize;

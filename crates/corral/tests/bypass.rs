@@ -579,3 +579,54 @@ fn an_exec_race_is_logged_under_the_executable_that_connected() {
         }
     }
 }
+
+#[test]
+fn a_listener_the_network_could_reach_is_refused_in_seccomp_only_mode() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &[PY]), &[]);
+            let script = "import socket, errno\n\
+                 def attempt(what, family, addr):\n\
+                 \x20   s = socket.socket(family)\n\
+                 \x20   try:\n\
+                 \x20       if addr is not None: s.bind(addr)\n\
+                 \x20       s.listen(); print(what, 'OK')\n\
+                 \x20   except OSError as e:\n\
+                 \x20       print(what, errno.errorcode[e.errno])\n\
+                 attempt('public', socket.AF_INET, ('0.0.0.0', 0))\n\
+                 attempt('public6', socket.AF_INET6, ('::', 0))\n\
+                 attempt('unbound', socket.AF_INET, None)\n\
+                 attempt('loopback', socket.AF_INET, ('127.0.0.1', 0))\n\
+                 attempt('loopback6', socket.AF_INET6, ('::1', 0))\n\
+                 attempt('unix', socket.AF_UNIX, 'own.sock')\n";
+            let out = sb.run(&[PY, "-c", script]);
+            let text = stdout(&out);
+            let refused = if mode == "seccomp-only" {
+                "EACCES"
+            } else {
+                "OK"
+            };
+            for what in ["public", "public6", "unbound"] {
+                assert!(
+                    text.contains(&format!("{what} {refused}\n")),
+                    "{what}: {}",
+                    sb.context(&out)
+                );
+            }
+            for what in ["loopback", "loopback6", "unix"] {
+                assert!(
+                    text.contains(&format!("{what} OK\n")),
+                    "{what}: {}",
+                    sb.context(&out)
+                );
+            }
+            let logged = count(&sb.log(), "inbound_listener");
+            assert_eq!(
+                logged,
+                if mode == "seccomp-only" { 3 } else { 0 },
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}

@@ -15,15 +15,6 @@ use crate::unix_guard::UnixCheck;
 /// is checked again (a caller interrupted by a signal stops the wait).
 const SEND_WAIT_MS: i32 = 200;
 
-/// The message of a `sendto`, `sendmsg`, or the first one of a `sendmmsg`.
-pub(super) fn read_message(n: &Notification, nr: i64) -> Result<Message, i32> {
-    if nr == libc::SYS_sendto {
-        message::read_sendto(n.pid, &n.data.args)
-    } else {
-        message::read_msghdr(n.pid, n.data.args[1])
-    }
-}
-
 /// Where a unix or netlink call goes, once checked.
 enum Destination {
     /// The address the caller wrote, copied.
@@ -80,7 +71,7 @@ impl Broker {
                 Err(e) => Verdict::Fail(errno(e, libc::ECONNREFUSED)),
             };
         }
-        let msg = match read_message(n, nr) {
+        let msg = match message::read_call(n.pid, nr, &n.data.args) {
             Ok(m) => m,
             Err(e) => return Verdict::Fail(e),
         };

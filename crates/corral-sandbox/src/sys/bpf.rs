@@ -17,6 +17,8 @@
 //!    (MPTCP, SCTP, UDP-Lite, ICMP, raw, packet, vsock, XDP, TIPC, …) goes to the supervisor,
 //!    which logs it and fails it: MPTCP is not covered by Landlock's TCP rules, vsock reaches
 //!    the hypervisor's host, packet and raw sockets bypass every address check;
+//!    `listen` goes to the supervisor too: in seccomp-only mode an inet listener on a
+//!    public address would let anyone on the network connect in, past the proxy;
 //! 5. `ioctl` `TIOCSTI` and `TIOCLINUX` go to the supervisor, which logs and fails them:
 //!    both push input into the terminal, which the user's shell reads after corral exits;
 //! 6. `clone` with namespace flags fails with `EPERM`; `clone3` fails with `ENOSYS` so libc
@@ -271,6 +273,7 @@ pub fn sandbox_program() -> Vec<Insn> {
             ret(RET_USER_NOTIF),
         ],
     );
+    on_syscall(&mut p, libc::SYS_listen, vec![ret(RET_USER_NOTIF)]);
     // ioctl(fd, request, …): terminal input injection.
     on_syscall(
         &mut p,
@@ -485,6 +488,7 @@ mod tests {
                 "{family}"
             );
         }
+        assert_eq!(eval(libc::SYS_listen, [3, 128, 0, 0, 0, 0]), RET_USER_NOTIF);
         let pair = |domain: i32| eval(libc::SYS_socketpair, [domain as u64, 1, 0, 0, 0, 0]);
         assert_eq!(pair(libc::AF_UNIX), RET_ALLOW);
         assert_eq!(pair(libc::AF_TIPC), RET_USER_NOTIF);

@@ -277,6 +277,12 @@ pub fn parse_unix_sockaddr(bytes: &[u8]) -> Option<UnixAddress> {
     })
 }
 
+/// `listen(fd, backlog)`.
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen with a descriptor we hold and an integer.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) } as libc::c_long).map(drop)
+}
+
 /// `connect(fd, addr)` with an address exactly as the caller wrote it (copied out of its
 /// memory before anything is decided, so the caller cannot change it afterwards).
 pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
