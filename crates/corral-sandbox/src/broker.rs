@@ -68,7 +68,7 @@ pub struct Refusal {
     pub unix: Option<String>,
     /// Short code: `direct_connect`, `datagram`, `dns_lookup`, `unix_socket`,
     /// `unsupported_socket`, `terminal_injection`, `attribution_collision`,
-    /// `inbound_listener`, or an identity code.
+    /// `inbound_listener`, `netlink_destination`, or an identity code.
     pub code: &'static str,
     /// One sentence for humans.
     pub reason: String,

@@ -630,3 +630,45 @@ fn a_listener_the_network_could_reach_is_refused_in_seccomp_only_mode() {
         }
     }
 }
+
+#[test]
+fn netlink_reaches_the_kernel_only() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(1, &[PY]), &[]);
+            // RTM_GETLINK dump: the kernel answers through the supervisor's send; other
+            // ports and multicast groups are refused.
+            let script = "import socket, struct, errno\n\
+                 def attempt(what, f):\n\
+                 \x20   try:\n\
+                 \x20       r = f(); print(what, 'OK', r)\n\
+                 \x20   except OSError as e:\n\
+                 \x20       print(what, errno.errorcode[e.errno])\n\
+                 req = struct.pack('=LHHLL', 32, 18, 0x301, 1, 0) + struct.pack('=BxHiII', 0, 0, 0, 0, 0)\n\
+                 s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n\
+                 attempt('kernel', lambda: (s.sendto(req, (0, 0)), len(s.recv(65536)) > 16))\n\
+                 attempt('connect-kernel', lambda: s.connect((0, 0)))\n\
+                 attempt('port', lambda: s.sendto(req, (4242, 0)))\n\
+                 attempt('group', lambda: s.sendto(req, (0, 1)))\n\
+                 attempt('connect-group', lambda: s.connect((0, 1)))\n\
+                 attempt('getaddrinfo', lambda: len(socket.getaddrinfo('localhost', 80)) > 0)\n";
+            let out = sb.run(&[PY, "-c", script]);
+            let text = stdout(&out);
+            for expected in [
+                "kernel OK (32, True)",
+                "connect-kernel OK",
+                "port EPERM",
+                "group EPERM",
+                "connect-group EPERM",
+                "getaddrinfo OK True",
+            ] {
+                assert!(text.contains(expected), "{expected}: {}", sb.context(&out));
+            }
+            assert!(
+                count(&sb.log(), "netlink_destination") >= 3,
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}

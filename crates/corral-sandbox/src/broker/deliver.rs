@@ -64,7 +64,10 @@ impl Broker {
                     Err(v) => return v,
                 }
             } else {
-                Destination::AsWritten(name)
+                match self.netlink_destination(n, nr, name) {
+                    Ok(d) => d,
+                    Err(v) => return v,
+                }
             };
             return match sys::net::connect_raw(sock, &dest.bytes()) {
                 Ok(()) => Verdict::Return(0),
@@ -81,7 +84,10 @@ impl Broker {
                 Ok(d) => Some(d),
                 Err(v) => return v,
             },
-            Some(name) => Some(Destination::AsWritten(name)),
+            Some(name) => match self.netlink_destination(n, nr, name) {
+                Ok(d) => Some(d),
+                Err(v) => return v,
+            },
         };
         // The descriptors stay open until the message is sent.
         let (control, _passed) = match passed_control(pidfd, &msg.control, unix) {
@@ -118,6 +124,38 @@ impl Broker {
                 Err(Verdict::Fail(errno))
             }
         }
+    }
+
+    /// A netlink address the supervisor may use for the caller: the kernel only (port 0, no
+    /// multicast groups). The kernel checks a request against the credentials of the
+    /// socket's opener (the caller), but a message to another process, or a group
+    /// subscription, would be checked against the supervisor's, and carry them.
+    fn netlink_destination(
+        &self,
+        n: &Notification,
+        nr: i64,
+        name: Vec<u8>,
+    ) -> Result<Destination, Verdict> {
+        let word = |at: usize| {
+            name.get(at..at + 4)
+                .map(|b| u32::from_ne_bytes(b.try_into().unwrap_or_default()))
+        };
+        let family = name.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+        if family == Some(libc::AF_UNSPEC as u16) && nr == libc::SYS_connect {
+            return Ok(Destination::AsWritten(name));
+        }
+        if family != Some(libc::AF_NETLINK as u16) || name.len() < 12 {
+            return Err(Verdict::Fail(libc::EINVAL));
+        }
+        if word(4) != Some(0) || word(8) != Some(0) {
+            self.refuse(n, syscall_name(nr), None, "netlink_destination", format!(
+                "netlink to port {} / groups {:#x} refused: the sandbox may address the kernel only",
+                word(4).unwrap_or(0),
+                word(8).unwrap_or(0)
+            ));
+            return Err(Verdict::Fail(libc::EPERM));
+        }
+        Ok(Destination::AsWritten(name))
     }
 
     /// Sends the copied message on the duplicate, as the caller would have: its flags
