@@ -136,7 +136,11 @@ impl AttributionTable {
                 "the client socket of {peer} (inode {other}) is not the one corral's broker connected (inode {}): refused",
                 a.inode
             )),
-            Ok(None) => Err(format!("the kernel knows no client socket {peer} -> {local}")),
+            // Closed before the proxy asked (or never in the sandbox): a closed socket's
+            // buffered request could be anyone's, so it is not served either.
+            Ok(None) => Err(format!(
+                "no open client socket {peer} -> {local} (closed before the proxy accepted it, or not the sandbox's)"
+            )),
             Err(e) => Err(format!("cannot ask the kernel who connected from {peer}: {e}")),
         }
     }

@@ -536,26 +536,29 @@ fn an_exec_race_is_logged_under_the_executable_that_connected() {
                 &policy(up.https.port(), &["/usr/bin/curl"]),
                 &up.resolve(),
             );
-            // One thread connects to the proxy in a loop while the main thread executes
-            // curl: the broker resolves identities while the executable changes under it.
+            // Up to 100 rounds (8 seconds): the main thread connects to the proxy in a loop
+            // while another thread executes
+            // curl: the exec takes over the main thread's pid, so the broker, resolving the
+            // main thread's connect, sees the executable change under it.
             let race = format!(
                 "import os, socket, threading, time\n\
-                 def loop():\n\
-                 \x20   while True:\n\
-                 \x20       try:\n\
-                 \x20           s = socket.socket(); s.connect(('127.0.0.1', 3128)); s.close()\n\
-                 \x20       except OSError:\n\
-                 \x20           pass\n\
-                 for _ in range(2):\n\
-                 \x20   threading.Thread(target=loop, daemon=True).start()\n\
-                 time.sleep(0.05)\n\
-                 os.execv('/usr/bin/curl', ['curl', '-s', '-o', '/dev/null', '--cacert', {ca:?}, {url:?}])\n"
+                 def exec_curl():\n\
+                 \x20   time.sleep(0.05)\n\
+                 \x20   os.execv('/usr/bin/curl', ['curl', '-s', '-o', '/dev/null', '--cacert', {ca:?}, {url:?}])\n\
+                 threading.Thread(target=exec_curl).start()\n\
+                 while True:\n\
+                 \x20   try:\n\
+                 \x20       s = socket.socket(); s.connect(('127.0.0.1', 3128)); s.close()\n\
+                 \x20   except OSError:\n\
+                 \x20       pass\n"
             );
-            let mut cmd = sb.command(&["/bin/sh", "-c", "i=0; while [ $i -lt 15 ]; do /usr/bin/python3 -c \"$RACE\"; i=$((i+1)); done; echo done"]);
+            let mut cmd = sb.command(&["/bin/sh", "-c", "i=0; end=$(($(date +%s) + 8)); while [ $i -lt 100 ] && [ $(date +%s) -lt $end ]; do /usr/bin/python3 -c \"$RACE\"; i=$((i+1)); done; echo done $i"]);
             cmd.env("RACE", &race);
             let out = cmd.output().unwrap();
             assert!(stdout(&out).contains("done"), "{}", sb.context(&out));
             let log = sb.log();
+            // No file changed on disk: a `binary_changed` here would be the race misread.
+            assert_eq!(count(&log, "binary_changed"), 0, "{}", sb.context(&out));
             for r in denials(&log) {
                 if r["error"] == "binary_changed" {
                     let binary = r["binary"].as_str().unwrap_or("");
