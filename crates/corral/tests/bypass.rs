@@ -536,7 +536,7 @@ fn an_exec_race_is_logged_under_the_executable_that_connected() {
                 &policy(up.https.port(), &["/usr/bin/curl"]),
                 &up.resolve(),
             );
-            // Up to 100 rounds (8 seconds): the main thread connects to the proxy in a loop
+            // Up to 100 rounds (5 seconds): the main thread connects to the proxy in a loop
             // while another thread executes
             // curl: the exec takes over the main thread's pid, so the broker, resolving the
             // main thread's connect, sees the executable change under it.
@@ -552,7 +552,7 @@ fn an_exec_race_is_logged_under_the_executable_that_connected() {
                  \x20   except OSError:\n\
                  \x20       pass\n"
             );
-            let mut cmd = sb.command(&["/bin/sh", "-c", "i=0; end=$(($(date +%s) + 8)); while [ $i -lt 100 ] && [ $(date +%s) -lt $end ]; do /usr/bin/python3 -c \"$RACE\"; i=$((i+1)); done; echo done $i"]);
+            let mut cmd = sb.command(&["/bin/sh", "-c", "i=0; end=$(($(date +%s) + 5)); while [ $i -lt 100 ] && [ $(date +%s) -lt $end ]; do /usr/bin/python3 -c \"$RACE\"; i=$((i+1)); done; echo done $i"]);
             cmd.env("RACE", &race);
             let out = cmd.output().unwrap();
             assert!(stdout(&out).contains("done"), "{}", sb.context(&out));
