@@ -6,12 +6,14 @@
 //! - [`seccomp`]: installing it and speaking the user-notification protocol;
 //! - [`net`]: socket operations on duplicated descriptors, the loopback interface;
 //! - [`spawn`]: the code that runs in the child between `clone` and `exec`;
+//! - [`sysfs`]: the sandbox's own `/sys`, mounted by that child;
 //! - this file: processes, signals, descriptors.
 
 pub mod bpf;
 pub mod net;
 pub mod seccomp;
 pub mod spawn;
+pub mod sysfs;
 
 use std::ffi::CStr;
 use std::io;

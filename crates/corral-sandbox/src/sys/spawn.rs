@@ -29,6 +29,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::bpf::Insn;
+use super::sysfs::Sysfs;
 use super::{seccomp, send_with_fds, SUPERVISED_SIGNALS};
 
 /// The parent-death signal of the seccomp-only init: the supervisor is gone.
@@ -278,71 +279,6 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     }
 }
 
-/// Mounts a sysfs of the sandbox's own network namespace over `/sys` (the host's lists the
-/// host's network interfaces), carrying the cgroup tree over: programs read their limits
-/// there. A user namespace that owns the network namespace may mount one. If it cannot, an
-/// empty read-only tmpfs hides `/sys` instead (said as a warning).
-fn own_sysfs(rep: RawFd) {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
-    // SAFETY: open_tree/mount/move_mount/close with NUL-terminated literals and integer
-    // flags; they change only the sandbox's private mount namespace.
-    unsafe {
-        let cgroup = libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c"/sys/fs/cgroup".as_ptr(),
-            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
-        ) as libc::c_int;
-        if libc::mount(
-            c"sysfs".as_ptr(),
-            c"/sys".as_ptr(),
-            c"sysfs".as_ptr(),
-            flags,
-            std::ptr::null(),
-        ) != 0
-        {
-            report(
-                rep,
-                b'W',
-                b"mounting a sysfs for the sandbox's network namespace (/sys is hidden instead)",
-                errno(),
-            );
-            if libc::mount(
-                c"tmpfs".as_ptr(),
-                c"/sys".as_ptr(),
-                c"tmpfs".as_ptr(),
-                flags,
-                c"size=4k,mode=0555".as_ptr().cast(),
-            ) != 0
-            {
-                fail(rep, b"hiding the host's /sys", errno());
-            }
-        } else if cgroup >= 0
-            && libc::syscall(
-                libc::SYS_move_mount,
-                cgroup,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                c"/sys/fs/cgroup".as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ) != 0
-        {
-            report(
-                rep,
-                b'W',
-                b"showing the cgroup tree in the sandbox's /sys",
-                errno(),
-            );
-        }
-        if cgroup >= 0 {
-            libc::close(cgroup);
-        }
-    }
-}
-
 fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
     let mut supervised = sigset(SUPERVISED_SIGNALS);
     // SAFETY: sigaddset on the set we own.
@@ -397,7 +333,22 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
                 );
             }
         }
-        own_sysfs(rep);
+        match super::sysfs::mount_own() {
+            Ok(Sysfs::Own) => {}
+            Ok(Sysfs::OwnWithoutCgroups(e)) => report(
+                rep,
+                b'W',
+                b"showing the cgroup tree in the sandbox's /sys",
+                e,
+            ),
+            Ok(Sysfs::Hidden(e)) => report(
+                rep,
+                b'W',
+                b"mounting a sysfs for the sandbox's network namespace (/sys is hidden instead)",
+                e,
+            ),
+            Err(e) => fail(rep, b"hiding the host's /sys", e),
+        }
         for bind in &plan.read_only {
             // SAFETY: mount with NUL-terminated paths the plan owns; the namespace is
             // private (above), so nothing propagates to the host.
