@@ -182,7 +182,9 @@ impl Broker {
         let blocking =
             flags & libc::MSG_DONTWAIT == 0 && !sys::net::is_nonblocking(sock).unwrap_or(true);
         // Never a SIGPIPE in the supervisor: the caller gets it below if it asked for it.
-        let ours = flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        // Never MSG_ZEROCOPY: the kernel would send from the supervisor's copy after it is
+        // freed and reused, i.e. the supervisor's memory.
+        let ours = (flags & !libc::MSG_ZEROCOPY) | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
         loop {
             match sys::net::send_message(sock, name, &msg.data, control, ours) {
                 Ok(sent) => return self.sent(n, nr, sent),
