@@ -164,8 +164,11 @@ impl UnixGuard {
 }
 
 /// Opens `path` as process `pid` would resolve it, without opening the socket itself: an
-/// absolute path below its root, a relative one below its working directory (both in its
-/// mount namespace). Magic links are not followed.
+/// absolute path below its root (its mount namespace's view, absolute symlinks kept below
+/// it), a relative one below its working directory (an absolute symlink met there resolves
+/// from the supervisor's root: the same files, since the sandbox cannot change its root).
+/// Magic links are never followed. Whatever is resolved, the file checked is the file
+/// connected to.
 fn open_as(pid: u32, path: &[u8]) -> io::Result<File> {
     let (base, rest, in_root) = match path.strip_prefix(b"/") {
         Some(rest) => (format!("/proc/{pid}/root"), rest, true),

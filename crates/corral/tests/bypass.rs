@@ -170,15 +170,11 @@ fn a_host_process_connecting_to_the_proxy_is_refused_and_logged() {
             &policy(up.https.port(), &["/usr/bin/curl", PY]),
             &up.resolve(),
         );
-        let before = listening_ports();
         let child = sb.command(&["/bin/sleep", "4"]).spawn().unwrap();
         let mut candidates = Vec::new();
         for _ in 0..200 {
             std::thread::sleep(Duration::from_millis(10));
-            candidates = listening_ports()
-                .into_iter()
-                .filter(|p| !before.contains(p))
-                .collect();
+            candidates = listening_ports_below(child.id());
             if !candidates.is_empty() {
                 break;
             }
@@ -213,8 +209,45 @@ fn a_host_process_connecting_to_the_proxy_is_refused_and_logged() {
     }
 }
 
-/// TCP ports listening on 127.0.0.1 (from /proc/net/tcp).
-fn listening_ports() -> Vec<u16> {
+/// TCP ports on 127.0.0.1 that processes below `root` (corral, started by the test)
+/// listen on: their socket inodes, looked up in /proc/net/tcp.
+fn listening_ports_below(root: u32) -> Vec<u16> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| {
+            let mut cur = pid;
+            for _ in 0..16 {
+                if cur == root {
+                    return true;
+                }
+                match parent(cur) {
+                    Some(p) if p > 1 => cur = p,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect();
+    let inodes: Vec<String> = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
     std::fs::read_to_string("/proc/net/tcp")
         .unwrap_or_default()
         .lines()
@@ -222,7 +255,8 @@ fn listening_ports() -> Vec<u16> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let (ip, port) = f.get(1)?.split_once(':')?;
-            (ip == "0100007F" && f.get(3) == Some(&"0A"))
+            let listening = ip == "0100007F" && f.get(3) == Some(&"0A");
+            (listening && inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)))
                 .then(|| u16::from_str_radix(port, 16).ok())?
         })
         .collect()
