@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -113,17 +114,10 @@ impl ProcResolver {
     fn socket_inode(&self, peer: SocketAddr, local: SocketAddr) -> Result<u64, Unattributed> {
         // netlink sock_diag: one exact lookup (as IPv4, then as a v4-mapped IPv6 socket).
         if self.proc_root == Path::new("/proc") {
-            let mut tries = vec![(peer, local)];
-            if let (SocketAddr::V4(p), SocketAddr::V4(l)) = (canonical(peer), canonical(local)) {
-                let mapped = |a: std::net::SocketAddrV4| {
-                    SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
-                };
-                tries = vec![(p.into(), l.into()), (mapped(p), mapped(l))];
-            }
-            for (src, dst) in tries {
-                if let Ok(Some(inode)) = crate::sys::tcp_socket_inode(src, dst) {
-                    return Ok(inode);
-                }
+            if let Ok(Some(inode)) = crate::sys::sock_diag_socket()
+                .and_then(|d| crate::sys::tcp_client_inode(d.as_fd(), peer, local))
+            {
+                return Ok(inode);
             }
         }
         // Fallback: read the tables.

@@ -232,7 +232,16 @@ impl Conn {
         loop {
             let head = match self.read_head(first).await {
                 Ok(h) => h,
-                Err(HeadFail::Closed) => return,
+                Err(HeadFail::Closed) => {
+                    // A connection nobody owns is logged even when it asks nothing: in
+                    // seccomp-only mode it is a process outside the sandbox probing the proxy.
+                    if let (true, Err(u)) = (first, &self.ctx.who) {
+                        let reason =
+                            format!("the connection could not be attributed to a process: {u}");
+                        self.log_unattributed(&reason);
+                    }
+                    return;
+                }
                 Err(HeadFail::Timeout) => {
                     self.refuse_request(
                         408,
@@ -343,6 +352,34 @@ impl Conn {
             Instant::now(),
         );
         self.send_report(status, &report, true).await;
+    }
+
+    /// Records an unattributed connection that closed before sending a request.
+    fn log_unattributed(&self, reason: &str) {
+        let report = Report {
+            decision: "deny".into(),
+            error: Some("unattributed".into()),
+            binary: String::new(),
+            invoked_as: None,
+            ancestors: Vec::new(),
+            host: String::new(),
+            port: 0,
+            method: None,
+            path: None,
+            policy: None,
+            reason: reason.into(),
+            suggestion: None,
+        };
+        let (_, generation) = self.ctx.shared.policy.current();
+        self.ctx.record(
+            "request",
+            report,
+            generation,
+            0,
+            Vec::new(),
+            Default::default(),
+            Instant::now(),
+        );
     }
 
     async fn refuse_unattributed(&mut self, head: &RequestHead, reason: &str, started: Instant) {

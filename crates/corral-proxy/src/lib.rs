@@ -42,3 +42,4 @@ pub use log::{now_rfc3339, DecisionLog, LogRecord};
 pub use metrics::Metrics;
 pub use policy_handle::PolicyHandle;
 pub use server::{serve, serve_admin};
+pub use sys::{sock_diag_socket, tcp_client_inode};

@@ -1,10 +1,11 @@
 //! The only module with raw system calls: one netlink `sock_diag` query that maps a TCP
-//! connection to its socket inode without reading all of `/proc/net/tcp`, and the limit
+//! connection to its socket inode (used by [`crate::ProcResolver`] and by `corral run`'s
+//! attribution table, which checks that an accepted connection is the socket it brokered) without reading all of `/proc/net/tcp`, and the limit
 //! on open descriptors.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -15,9 +16,8 @@ const NLMSG_HDRLEN: usize = 16;
 /// inet_diag_sockid (48) + expires/rqueue/wqueue/uid (16).
 const INODE_OFFSET: usize = NLMSG_HDRLEN + 4 + 48 + 16;
 
-/// The inode of the TCP socket whose local end is `src` and remote end is `dst`, looked up
-/// in the caller's network namespace. `Ok(None)` when the kernel has no such socket.
-pub fn tcp_socket_inode(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<u64>> {
+/// A `NETLINK_SOCK_DIAG` socket in the caller's network namespace.
+pub fn sock_diag_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call with constant arguments; the result is checked and
     // immediately owned by an OwnedFd, which closes it.
     let raw = unsafe {
@@ -31,23 +31,65 @@ pub fn tcp_socket_inode(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<u
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `raw` is a valid, freshly created descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The inode of the TCP socket whose local end is `src` and remote end is `dst`, looked up
+/// in the caller's network namespace. `Ok(None)` when the kernel has no such socket.
+#[cfg(test)]
+pub fn tcp_socket_inode(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<u64>> {
+    use std::os::fd::AsFd;
+    tcp_socket_inode_on(sock_diag_socket()?.as_fd(), src, dst)
+}
+
+/// [`tcp_socket_inode`] asked through `diag`, a `sock_diag` socket of the network namespace
+/// where the connection lives (one query at a time: the caller serialises).
+pub fn tcp_socket_inode_on(
+    diag: BorrowedFd<'_>,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> io::Result<Option<u64>> {
     let request = build_request(src, dst);
     // SAFETY: `request` is a live buffer of `request.len()` bytes for the duration of the
     // call; the kernel reads it only. A null destination means the connected default
     // (the kernel, for netlink).
-    let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    let sent = unsafe { libc::send(diag.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
     let mut reply = [0u8; 8192];
     // SAFETY: `reply` is a writable buffer of `reply.len()` bytes that outlives the call;
     // the kernel writes at most that many bytes.
-    let got = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    let got = unsafe { libc::recv(diag.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
     if got < 0 {
         return Err(io::Error::last_os_error());
     }
     parse_reply(&reply[..got as usize])
+}
+
+/// The inode of the client socket of a TCP connection whose client end is `peer` and server
+/// end `local`, asked through `diag`: as an IPv4 socket, then as an IPv6 socket with
+/// v4-mapped addresses (which is how a dual-stack client reaches an IPv4 listener).
+pub fn tcp_client_inode(
+    diag: BorrowedFd<'_>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<Option<u64>> {
+    let canonical = |a: SocketAddr| SocketAddr::new(crate::addr::canonical(a.ip()), a.port());
+    let (peer, local) = (canonical(peer), canonical(local));
+    let mut tries = vec![(peer, local)];
+    if let (SocketAddr::V4(p), SocketAddr::V4(l)) = (peer, local) {
+        let mapped = |a: std::net::SocketAddrV4| {
+            SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+        };
+        tries.push((mapped(p), mapped(l)));
+    }
+    for (src, dst) in tries {
+        if let Some(inode) = tcp_socket_inode_on(diag, src, dst)? {
+            return Ok(Some(inode));
+        }
+    }
+    Ok(None)
 }
 
 /// The soft limit on open descriptors (`RLIMIT_NOFILE`), or `None` when it is unlimited

@@ -1,36 +1,46 @@
 //! The connect broker: the supervisor's side of the seccomp user notifications.
 //!
-//! One thread receives notifications and hands each to a small pool of workers, so a
-//! blocking connect never stalls other callers (broker notes, gotcha 4). Per trapped call,
-//! while the caller is stopped:
+//! One thread receives notifications and hands each to a small pool of workers: a
+//! notification blocks only the calling thread, and a connect that waits for its peer
+//! must not stall every other caller. Per trapped call, while the caller is stopped:
 //!
 //! 1. `pidfd_open` the caller (a thread id is retried with `PIDFD_THREAD`), check the
 //!    notification is still valid, duplicate its socket with `pidfd_getfd`;
-//! 2. netlink sockets: the kernel performs the call (`CONTINUE`); unix sockets: only the
-//!    sandbox's own listeners may be reached ([`crate::unix_guard`]), a host socket is
-//!    refused (`unix_socket`);
+//! 2. every call the broker allows is *performed here*, on that duplicate, with addresses
+//!    and data copied out of the caller's memory first: the kernel never acts on a
+//!    descriptor number or a buffer the caller could still change (another thread can
+//!    `dup2` a different socket over the number, or rewrite the address, between a check
+//!    and the kernel's action). Nothing is answered with "continue";
 //! 3. `connect` of a TCP socket to the proxy's documented address: resolve the caller's
 //!    [`Identity`](corral_policy::Identity), bind the duplicate to an ephemeral loopback
-//!    port, record `port → identity` in the [`AttributionTable`], then connect the
-//!    duplicate to the real proxy listener and answer with the result. The address the
-//!    supervisor connects to is its own, so rewriting the caller's buffer changes nothing;
-//! 4. any other inet destination, and every datagram with a destination (`dns_lookup` when it
-//!    goes to port 53), is refused and
-//!    reported as a [`Refusal`].
+//!    port, record `client address → identity, socket inode` in the [`AttributionTable`],
+//!    then connect the duplicate to the real proxy listener and answer with the result;
+//! 4. unix sockets reach only the sandbox's own listeners ([`crate::unix_guard`]), netlink
+//!    sockets the kernel; both are connected and sent on here (`deliver`); sends on a TCP
+//!    socket are performed here without their (meaningless) address;
+//! 5. any other inet destination, and every datagram on an inet socket (`dns_lookup` when
+//!    it goes to port 53), is refused and reported as a [`Refusal`]; so are sockets the
+//!    filter sends here (families and protocols the broker cannot reason about) and
+//!    terminal input injection (`TIOCSTI`, `TIOCLINUX`);
+//! 6. `listen`: performed here; in seccomp-only mode an inet socket must be bound to a
+//!    loopback address (a public one would take connections from the network).
 
-use std::io;
+mod deliver;
+mod refuse;
+mod workers;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::attribution::AttributionTable;
 use crate::identity::{IdentityError, IdentityResolver};
 use crate::sys;
 use crate::sys::net::{RawDestination, SocketKind};
 use crate::sys::seccomp::{Notification, Verdict};
-use crate::unix_guard::{UnixCheck, UnixGuard};
+use crate::unix_guard::UnixGuard;
+use refuse::syscall_name;
 
 /// Where callers must connect (inside the sandbox) and where the supervisor really
 /// connects their sockets.
@@ -43,7 +53,7 @@ pub struct ProxyAddresses {
     pub actual: SocketAddr,
 }
 
-/// A refused direct connection or datagram, for the decision log.
+/// A refused call, for the decision log.
 #[derive(Clone, Debug)]
 pub struct Refusal {
     pub pid: u32,
@@ -58,7 +68,8 @@ pub struct Refusal {
     /// The unix socket it named (`unix:/run/docker.sock`, `unix:@name`), for `unix_socket`.
     pub unix: Option<String>,
     /// Short code: `direct_connect`, `datagram`, `dns_lookup`, `unix_socket`,
-    /// `unsupported_socket`, or an identity code.
+    /// `unsupported_socket`, `terminal_injection`, `attribution_collision`,
+    /// `inbound_listener`, `netlink_destination`, or an identity code.
     pub code: &'static str,
     /// One sentence for humans.
     pub reason: String,
@@ -69,8 +80,6 @@ pub type RefusalSink = Arc<dyn Fn(&Refusal) + Send + Sync>;
 
 /// How long the supervisor waits for a brokered connect to the proxy to complete.
 const CONNECT_WAIT_MS: i32 = 10_000;
-/// Longest socket address read from a caller.
-const MAX_SOCKADDR: usize = 128;
 
 pub struct Broker {
     listener: OwnedFd,
@@ -79,6 +88,9 @@ pub struct Broker {
     proxy: ProxyAddresses,
     refusals: RefusalSink,
     unix: UnixGuard,
+    /// Inet listeners only on loopback (seccomp-only mode, where the sandbox shares the
+    /// host's network: a listener on a public address is reachable from anywhere).
+    loopback_listeners_only: bool,
 }
 
 impl Broker {
@@ -89,6 +101,7 @@ impl Broker {
         proxy: ProxyAddresses,
         refusals: RefusalSink,
         unix: UnixGuard,
+        loopback_listeners_only: bool,
     ) -> Broker {
         Broker {
             listener,
@@ -97,53 +110,7 @@ impl Broker {
             proxy,
             refusals,
             unix,
-        }
-    }
-
-    /// Starts the receiving thread and `workers` worker threads. They run until the process
-    /// exits (or every sandboxed process is gone and the listener reports an error).
-    pub fn spawn(self, workers: usize) -> io::Result<()> {
-        let _ = sys::seccomp::set_sync_wake_up(self.listener.as_fd());
-        let broker = Arc::new(self);
-        let (tx, rx) = mpsc::channel::<Notification>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..workers.max(1) {
-            let rx = rx.clone();
-            let b = broker.clone();
-            std::thread::Builder::new()
-                .name(format!("corral-broker-{i}"))
-                .spawn(move || loop {
-                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    match next {
-                        Ok(n) => b.handle(&n),
-                        Err(_) => return,
-                    }
-                })?;
-        }
-        std::thread::Builder::new()
-            .name("corral-broker".into())
-            .spawn(move || loop {
-                match sys::seccomp::receive(broker.listener.as_fd()) {
-                    Ok(n) => {
-                        if tx.send(n).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!("seccomp listener closed: {e}");
-                        return;
-                    }
-                }
-            })?;
-        Ok(())
-    }
-
-    fn handle(&self, n: &Notification) {
-        let Some(verdict) = self.decide(n) else {
-            return;
-        };
-        if let Err(e) = sys::seccomp::respond(self.listener.as_fd(), n.id, verdict) {
-            tracing::warn!("answering a trapped call of pid {}: {e}", n.pid);
+            loopback_listeners_only,
         }
     }
 
@@ -154,6 +121,16 @@ impl Broker {
     /// The answer for one notification, or `None` when the caller is already gone.
     fn decide(&self, n: &Notification) -> Option<Verdict> {
         let nr = i64::from(n.data.nr);
+        match nr {
+            libc::SYS_socket | libc::SYS_socketpair => return Some(self.refuse_socket(n, nr)),
+            libc::SYS_ioctl => return Some(self.refuse_terminal_input(n)),
+            libc::SYS_connect
+            | libc::SYS_sendto
+            | libc::SYS_sendmsg
+            | libc::SYS_sendmmsg
+            | libc::SYS_listen => {}
+            _ => return Some(Verdict::Fail(libc::ENOSYS)),
+        }
         let pidfd = match sys::pidfd_open(n.pid) {
             Ok(fd) => fd,
             // Gone: the notification died with it and needs no answer.
@@ -183,10 +160,17 @@ impl Broker {
             Ok(k) => k,
             Err(e) => return Some(Verdict::Fail(e.raw_os_error().unwrap_or(libc::ENOTSOCK))),
         };
-        match kind.domain {
-            libc::AF_NETLINK => return Some(Verdict::Continue),
-            libc::AF_UNIX => return Some(self.unix(n, nr, sock.as_fd())),
-            libc::AF_INET | libc::AF_INET6 => {}
+        if nr == libc::SYS_listen {
+            return Some(self.listen(n, sock.as_fd(), kind));
+        }
+        let verdict = match kind.domain {
+            libc::AF_NETLINK | libc::AF_UNIX => {
+                self.local(n, nr, pidfd.as_fd(), sock.as_fd(), kind)
+            }
+            libc::AF_INET | libc::AF_INET6 if nr == libc::SYS_connect => {
+                self.connect(n, sock.as_fd(), kind)
+            }
+            libc::AF_INET | libc::AF_INET6 => self.send_inet(n, nr, sock.as_fd(), kind),
             _ => {
                 self.refuse(
                     n,
@@ -198,84 +182,55 @@ impl Broker {
                         kind.domain
                     ),
                 );
-                return Some(Verdict::Fail(libc::EACCES));
+                Verdict::Fail(libc::EACCES)
             }
-        }
-        let verdict = if nr == libc::SYS_connect {
-            self.connect(n, sock.as_fd(), kind)
-        } else {
-            self.send(n, nr, kind)
         };
         Some(verdict)
     }
 
-    fn read_sockaddr(&self, n: &Notification, addr: u64, len: u64) -> Result<RawDestination, i32> {
-        Ok(sys::net::parse_sockaddr(
-            &self.sockaddr_bytes(n, addr, len)?,
-        ))
+    /// `listen`, performed here. In seccomp-only mode an inet socket must be bound to a
+    /// loopback address first: one on a public address (or unbound, which `listen` binds to
+    /// every address) would accept connections from the network that no proxy sees.
+    fn listen(&self, n: &Notification, sock: BorrowedFd<'_>, kind: SocketKind) -> Verdict {
+        let inet = kind.domain == libc::AF_INET || kind.domain == libc::AF_INET6;
+        if inet && self.loopback_listeners_only {
+            let bound = sys::net::local_addr(sock).ok();
+            let loopback = bound.is_some_and(|a| {
+                a.port() != 0
+                    && match a.ip() {
+                        IpAddr::V6(v6) => v6
+                            .to_ipv4_mapped()
+                            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+                        v4 => v4.is_loopback(),
+                    }
+            });
+            if !loopback {
+                let shown = bound.map_or("an unbound socket".to_string(), |a| a.to_string());
+                self.refuse(n, "listen", bound, "inbound_listener", format!(
+                    "listening on {shown} refused: in seccomp-only mode the sandbox shares the host's network, so only loopback addresses may be served (bind to 127.0.0.1 first)"
+                ));
+                return Verdict::Fail(libc::EACCES);
+            }
+        }
+        match sys::net::listen(sock, n.data.args[1] as i32) {
+            Ok(()) => Verdict::Return(0),
+            Err(e) => Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
+        }
     }
 
-    fn sockaddr_bytes(&self, n: &Notification, addr: u64, len: u64) -> Result<Vec<u8>, i32> {
-        let len = (len as usize).min(MAX_SOCKADDR);
-        let bytes = sys::read_process_memory(n.pid, addr, len).map_err(|_| libc::EFAULT)?;
+    /// The address a `connect` names, copied out of the caller's memory.
+    fn connect_name(&self, n: &Notification) -> Result<Vec<u8>, i32> {
+        let len = n.data.args[2].min(crate::message::MAX_NAME as u64);
+        let bytes = crate::message::read_name(n.pid, n.data.args[1], len)?.unwrap_or_default();
         if !self.valid(n) {
             return Err(libc::ESRCH);
         }
         Ok(bytes)
     }
 
-    /// A unix-domain socket: see [`crate::unix_guard`]. A connect to a socket of the
-    /// sandbox is performed here, on the descriptor that was checked; a datagram to one is
-    /// sent by the kernel (the address is read again then: a swapped symlink could send it
-    /// elsewhere, which is a datagram on the host, never a connection).
-    fn unix(&self, n: &Notification, nr: i64, sock: BorrowedFd<'_>) -> Verdict {
-        let named = if nr == libc::SYS_connect {
-            Some((n.data.args[1], n.data.args[2]))
-        } else if nr == libc::SYS_sendto {
-            Some((n.data.args[4], n.data.args[5])).filter(|(p, l)| *p != 0 && *l != 0)
-        } else {
-            match self.msghdr_name(n) {
-                Ok(v) => v,
-                Err(e) => return Verdict::Fail(e),
-            }
-        };
-        let Some((ptr, len)) = named else {
-            // A send on a connected socket: its peer was checked when it connected.
-            return Verdict::Continue;
-        };
-        let bytes = match self.sockaddr_bytes(n, ptr, len) {
-            Ok(b) => b,
-            Err(e) => return Verdict::Fail(e),
-        };
-        let Some(addr) = sys::net::parse_unix_sockaddr(&bytes) else {
-            return Verdict::Fail(libc::EINVAL);
-        };
-        match self.unix.check(n.pid, &addr) {
-            UnixCheck::Continue => Verdict::Continue,
-            UnixCheck::Refuse {
-                target,
-                reason,
-                errno,
-            } => {
-                if errno == libc::EACCES {
-                    self.refuse_unix(n, syscall_name(nr), target, reason);
-                }
-                Verdict::Fail(errno)
-            }
-            UnixCheck::Reach(file) if nr == libc::SYS_connect => {
-                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-                match sys::net::connect_unix(sock, path.as_bytes()) {
-                    Ok(()) => Verdict::Return(0),
-                    Err(e) => Verdict::Fail(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
-                }
-            }
-            UnixCheck::Reach(_) => Verdict::Continue,
-        }
-    }
-
     fn connect(&self, n: &Notification, sock: BorrowedFd<'_>, kind: SocketKind) -> Verdict {
-        let dest = match self.read_sockaddr(n, n.data.args[1], n.data.args[2]) {
-            Ok(d) => d,
+        let dest = match self.connect_name(n) {
+            Ok(d) => sys::net::parse_sockaddr(&d),
             Err(e) => return Verdict::Fail(e),
         };
         let addr = match dest {
@@ -307,18 +262,30 @@ impl Broker {
             Ok(i) => i,
             Err(IdentityError::Gone) => return Verdict::Fail(libc::ESRCH),
             Err(e) => {
-                self.refuse(n, "connect", Some(addr), e.code(), e.to_string());
+                // The executable the refused identity is about, not a second reading of
+                // the link (the caller may have executed another program meanwhile).
+                let binary = e.executable().map(|p| p.to_path_buf());
+                self.report(
+                    n,
+                    "connect",
+                    Some(addr),
+                    None,
+                    e.code(),
+                    e.to_string(),
+                    binary,
+                );
                 return Verdict::Fail(libc::EACCES);
             }
         };
         if !self.valid(n) {
             return Verdict::Fail(libc::ESRCH);
         }
-        self.connect_to_proxy(sock, kind, identity, addr)
+        self.connect_to_proxy(n, sock, kind, identity, addr)
     }
 
     fn connect_to_proxy(
         &self,
+        n: &Notification,
         sock: BorrowedFd<'_>,
         kind: SocketKind,
         identity: corral_policy::Identity,
@@ -326,7 +293,8 @@ impl Broker {
     ) -> Verdict {
         let v6 = kind.domain == libc::AF_INET6;
         if v6 && sys::net::is_v6only(sock).unwrap_or(false) {
-            // The proxy listens on IPv4; a v6-only socket cannot reach it (gotcha 6).
+            // The proxy listens on IPv4, which a v6-only socket cannot reach (not even as a
+            // v4-mapped address).
             return Verdict::Fail(libc::ENETUNREACH);
         }
         let (bind_to, target) = if v6 {
@@ -350,13 +318,33 @@ impl Broker {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EADDRNOTAVAIL)),
         }
-        let port = match sys::net::local_addr(sock) {
-            Ok(a) if a.port() != 0 => a.port(),
+        let client = match sys::net::local_addr(sock) {
+            Ok(a) if a.port() != 0 => a,
             Ok(_) => return Verdict::Fail(libc::EINVAL),
             Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
         };
-        // Recorded before the connect: the proxy can never accept it unattributed.
-        self.table.record(port, identity, requested);
+        let inode = match sys::net::socket_inode(sock) {
+            Ok(i) => i,
+            Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EINVAL)),
+        };
+        // Recorded before the connect: the proxy can never accept it unattributed. A record
+        // for the same client address that is still pending is never replaced.
+        if self
+            .table
+            .record(client, inode, identity, requested)
+            .is_err()
+        {
+            self.refuse(
+                n,
+                "connect",
+                Some(requested),
+                "attribution_collision",
+                format!(
+                "a connection from {client} to the proxy is already pending attribution: refused"
+            ),
+            );
+            return Verdict::Fail(libc::EADDRINUSE);
+        }
         let result = match sys::net::connect(sock, &target) {
             Ok(()) => Ok(()),
             Err(e) => match e.raw_os_error() {
@@ -379,14 +367,16 @@ impl Broker {
             Err(libc::EINPROGRESS) => Verdict::Fail(libc::EINPROGRESS),
             Err(e) => {
                 if e != libc::EALREADY {
-                    self.table.forget(port);
+                    self.table.forget(client);
                 }
                 Verdict::Fail(e)
             }
         }
     }
 
-    /// A non-blocking connect in progress (gotcha 3): wait for it here, on a worker.
+    /// A connect in progress: the duplicate shares the caller's file description, so a
+    /// non-blocking caller's connect returns `EINPROGRESS` here too. Wait for it, on a
+    /// worker, so the caller gets the real result.
     fn finish_pending(&self, sock: BorrowedFd<'_>) -> Result<(), i32> {
         match sys::net::wait_writable(sock, CONNECT_WAIT_MS) {
             Ok(true) => match sys::net::take_error(sock) {
@@ -405,63 +395,36 @@ impl Broker {
         }
     }
 
-    /// `sendto`/`sendmsg`/`sendmmsg` on an inet socket.
-    fn send(&self, n: &Notification, nr: i64, kind: SocketKind) -> Verdict {
-        if is_tcp(kind) {
-            // A TCP socket ignores a send's address unless MSG_FASTOPEN is set, which the
-            // filter refuses before we are asked; so the kernel may perform it.
-            return Verdict::Continue;
-        }
-        let dest = match nr {
-            n_ if n_ == libc::SYS_sendto => {
-                self.read_sockaddr(n, n.data.args[4], n.data.args[5]).ok()
-            }
-            _ => self.msghdr_destination(n).ok().flatten(),
+    /// `sendto`/`sendmsg`/`sendmmsg` on an inet socket. On TCP the kernel ignores the
+    /// address (`MSG_FASTOPEN`, the one exception, is refused by the filter), so the copied
+    /// data is sent here without one; anything else is a datagram, refused.
+    fn send_inet(
+        &self,
+        n: &Notification,
+        nr: i64,
+        sock: BorrowedFd<'_>,
+        kind: SocketKind,
+    ) -> Verdict {
+        let msg = match crate::message::read_call(n.pid, nr, &n.data.args) {
+            Ok(m) => m,
+            Err(e) => return Verdict::Fail(e),
         };
-        let dest = match dest {
-            Some(RawDestination::Inet(a)) => Some(a),
-            _ => None,
-        };
-        self.refuse_datagram(n, syscall_name(nr), dest);
-        Verdict::Fail(libc::EACCES)
-    }
-
-    /// Logs a refused datagram (or non-TCP connect). Port 53 is a name lookup: told apart,
-    /// because proxy-aware clients that look names up anyway (Bun does) need no answer.
-    fn refuse_datagram(&self, n: &Notification, syscall: &'static str, dest: Option<SocketAddr>) {
-        let proxy = self.proxy.advertised;
-        match dest {
-            Some(a) if a.port() == 53 => self.refuse(n, syscall, dest, "dns_lookup", format!(
-                "name lookup sent to {a} refused: the sandbox has no DNS; programs that use the proxy at {proxy} (HTTPS_PROXY) do not need it, the proxy resolves names"
-            )),
-            Some(a) => self.refuse(n, syscall, dest, "datagram", format!(
-                "datagram to {a} refused: the sandbox reaches the network only through the proxy at {proxy}"
-            )),
-            None => self.refuse(n, syscall, None, "datagram", format!(
-                "datagram refused: the sandbox reaches the network only through the proxy at {proxy}"
-            )),
+        if !is_tcp(kind) {
+            let dest = match msg.name.as_deref().map(sys::net::parse_sockaddr) {
+                Some(RawDestination::Inet(a)) => Some(a),
+                _ => None,
+            };
+            self.refuse_datagram(n, syscall_name(nr), dest);
+            return Verdict::Fail(libc::EACCES);
         }
-    }
-
-    /// The destination of the first message of a `sendmsg`/`sendmmsg` call.
-    fn msghdr_destination(&self, n: &Notification) -> Result<Option<RawDestination>, i32> {
-        match self.msghdr_name(n)? {
-            Some((name, len)) => self.read_sockaddr(n, name, len).map(Some),
-            None => Ok(None),
+        if !msg.control.is_empty() {
+            // Control messages would be applied with the supervisor's privileges.
+            return Verdict::Fail(libc::EINVAL);
         }
-    }
-
-    /// Where the first message of a `sendmsg`/`sendmmsg` names its destination, if it does.
-    fn msghdr_name(&self, n: &Notification) -> Result<Option<(u64, u64)>, i32> {
-        // struct msghdr starts with { void *msg_name; socklen_t msg_namelen; … }, and so does
-        // the first struct mmsghdr.
-        let head = sys::read_process_memory(n.pid, n.data.args[1], 12).map_err(|_| libc::EFAULT)?;
-        if head.len() < 12 {
-            return Err(libc::EFAULT);
+        if !self.valid(n) {
+            return Verdict::Fail(libc::ESRCH);
         }
-        let name = u64::from_ne_bytes(head[0..8].try_into().unwrap_or_default());
-        let len = u32::from_ne_bytes(head[8..12].try_into().unwrap_or_default());
-        Ok((name != 0 && len != 0).then_some((name, u64::from(len))))
+        self.deliver(n, nr, sock, kind, None, &msg, &[])
     }
 
     fn is_proxy(&self, addr: SocketAddr) -> bool {
@@ -478,57 +441,12 @@ impl Broker {
         ip == self.proxy.advertised.ip()
             || ip.is_loopback() && self.proxy.advertised.ip().is_loopback()
     }
-
-    fn refuse(
-        &self,
-        n: &Notification,
-        syscall: &'static str,
-        destination: Option<SocketAddr>,
-        code: &'static str,
-        reason: String,
-    ) {
-        self.report(n, syscall, destination, None, code, reason)
-    }
-
-    fn refuse_unix(&self, n: &Notification, syscall: &'static str, target: String, reason: String) {
-        self.report(n, syscall, None, Some(target), "unix_socket", reason)
-    }
-
-    fn report(
-        &self,
-        n: &Notification,
-        syscall: &'static str,
-        destination: Option<SocketAddr>,
-        unix: Option<String>,
-        code: &'static str,
-        reason: String,
-    ) {
-        let binary = self
-            .identities
-            .executable(n.pid)
-            .ok()
-            .or_else(|| std::fs::read_link(format!("/proc/{}/exe", n.pid)).ok());
-        let refusal = Refusal {
-            pid: n.pid,
-            invoked_as: binary
-                .as_deref()
-                .and_then(|b| corral_policy::identity::invoked_as(n.pid, b)),
-            binary,
-            ancestors: self.identities.ancestors(n.pid),
-            syscall,
-            destination,
-            unix,
-            code,
-            reason,
-        };
-        (self.refusals)(&refusal);
-    }
 }
 
+/// Plain TCP: what the proxy speaks and Landlock's TCP rules cover (MPTCP is neither, and
+/// the filter refuses it at `socket()`).
 fn is_tcp(kind: SocketKind) -> bool {
-    const IPPROTO_MPTCP: i32 = 262;
-    kind.ty == libc::SOCK_STREAM
-        && (kind.protocol == libc::IPPROTO_TCP || kind.protocol == IPPROTO_MPTCP)
+    kind.ty == libc::SOCK_STREAM && kind.protocol == libc::IPPROTO_TCP
 }
 
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
@@ -542,14 +460,4 @@ fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
         v4 => (v4, s.port()),
     };
     norm(a) == norm(b)
-}
-
-fn syscall_name(nr: i64) -> &'static str {
-    match nr {
-        libc::SYS_connect => "connect",
-        libc::SYS_sendto => "sendto",
-        libc::SYS_sendmsg => "sendmsg",
-        libc::SYS_sendmmsg => "sendmmsg",
-        _ => "syscall",
-    }
 }

@@ -17,6 +17,7 @@ use crate::landlock_rules::{self, FsSpec};
 use crate::launch::{self, Launch, Mode, ModeRequest, Started, PROXY_PORT};
 use crate::own_files;
 use crate::sys;
+use crate::sys::net::DiagSocket;
 use crate::unix_guard::{UnixGuard, UnixScope};
 
 /// `corral run --policy P [--] CMD ARGS…`
@@ -59,9 +60,7 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// `corral doctor`
-#[derive(Debug, clap::Args)]
-pub struct DoctorArgs {}
+pub use crate::doctor::DoctorArgs;
 
 /// The proxy address programs in the sandbox use.
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
@@ -255,7 +254,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let policy = policy.clone();
         move |path: &str| policy.current().0.allows_unix_socket(path)
     };
-    let table = Arc::new(AttributionTable::new());
+    // The kernel is asked, in the network namespace where clients live, which socket each
+    // accepted connection comes from (see `attribution`).
+    let inner_diag = match &started.inner_diag {
+        Some(fd) => Some(Arc::new(DiagSocket::new(
+            fd.try_clone().context("sock_diag socket")?,
+        ))),
+        None => None,
+    };
+    let client_diag = match started.mode {
+        Mode::Namespaces => inner_diag.clone(),
+        Mode::SeccompOnly => match corral_proxy::sock_diag_socket() {
+            Ok(fd) => Some(Arc::new(DiagSocket::new(fd))),
+            Err(e) => {
+                eprintln!("corral: warning: no sock_diag socket ({e}): every connection to the proxy will be refused");
+                None
+            }
+        },
+    };
+    let table = Arc::new(AttributionTable::new(actual, client_diag));
     // Ancestor walks stop at the supervisor and at the sandbox's init.
     let roots = vec![sys::getpid(), started.pid];
     let identities = Arc::new(IdentityResolver::new(roots));
@@ -270,15 +287,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         Arc::new(move |r: &Refusal| sink_log.record(&refusal_record(r))),
         UnixGuard::new(
-            match (started.mode, &started.inner_diag) {
-                (Mode::Namespaces, Some(diag)) => {
-                    UnixScope::SandboxNamespace(diag.try_clone().context("sock_diag socket")?)
-                }
+            match (started.mode, inner_diag) {
+                (Mode::Namespaces, Some(diag)) => UnixScope::SandboxNamespace(diag),
                 (Mode::Namespaces, None) => UnixScope::Unknown,
                 (Mode::SeccompOnly, _) => UnixScope::descendants_of(sys::getpid()),
             },
             Box::new(listed),
         ),
+        started.mode == Mode::SeccompOnly,
     );
     broker.spawn(4).context("starting the connect broker")?;
 

@@ -6,7 +6,6 @@
 
 use std::process::ExitCode;
 
-use crate::cli::DoctorArgs;
 use crate::sys;
 
 struct Finding {
@@ -20,6 +19,10 @@ fn read_trim(path: &str) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+/// `corral doctor`
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {}
 
 pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut findings = Vec::new();

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -46,6 +47,14 @@ pub enum IdentityError {
 }
 
 impl IdentityError {
+    /// The executable the error is about, when it names one read from the caller.
+    pub fn executable(&self) -> Option<&Path> {
+        match self {
+            IdentityError::Changed { path, .. } => Some(Path::new(path)),
+            _ => None,
+        }
+    }
+
     /// A short code for logs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -109,11 +118,20 @@ impl IdentityResolver {
 
     /// The identity of process (or thread) `pid`.
     pub fn resolve(&self, pid: u32) -> Result<Identity, IdentityError> {
-        let exe = executable_path(pid)?;
+        // One open of the executable: the path and the hash are of the same file even if
+        // the process executes another program meanwhile.
+        let mut file = match File::open(format!("/proc/{pid}/exe")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IdentityError::Gone),
+            Err(e) => return Err(IdentityError::Unreadable(e.to_string())),
+        };
+        let exe = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+        check_executable(&exe)?;
         if let Some(var) = injection_vector(pid) {
             return Err(IdentityError::Injection(var, exe.display().to_string()));
         }
-        let sha = self.hash_of(pid, &exe)?;
+        let sha = self.hash_of(&mut file, &exe)?;
         Ok(Identity {
             invoked_as: corral_policy::identity::invoked_as(pid, &exe),
             exe,
@@ -129,12 +147,7 @@ impl IdentityResolver {
         executable_path(pid)
     }
 
-    fn hash_of(&self, pid: u32, exe: &Path) -> Result<String, IdentityError> {
-        let mut file = match File::open(format!("/proc/{pid}/exe")) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IdentityError::Gone),
-            Err(e) => return Err(IdentityError::Unreadable(e.to_string())),
-        };
+    fn hash_of(&self, file: &mut File, exe: &Path) -> Result<String, IdentityError> {
         let meta = file
             .metadata()
             .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
@@ -143,8 +156,7 @@ impl IdentityResolver {
         let sha = match cached {
             Some(s) => s,
             None => {
-                let s =
-                    sha256_of(&mut file).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+                let s = sha256_of(file).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
                 self.lock().by_file.insert(key, s.clone());
                 s
             }

@@ -9,9 +9,10 @@
 //!   `sendmsg`, `sendmmsg` that names a destination — stops the caller and asks the
 //!   supervisor. The [`broker`] answers: connects to the proxy's documented address
 //!   (`127.0.0.1:3128`) are performed by the supervisor itself on a duplicate of the
-//!   caller's socket, after recording `local port → identity` in the
+//!   caller's socket, after recording `client address → identity` in the
 //!   [`attribution::AttributionTable`]; everything else on inet sockets is refused and
-//!   logged; unix and netlink sockets proceed;
+//!   logged; unix and netlink calls are performed by the supervisor too, on the duplicate,
+//!   with what it copied out of the caller's memory;
 //! - in **namespace mode**, the proxy's **listening socket**, created inside the sandbox's
 //!   own network namespace (where only loopback exists). The embedded proxy serves it and
 //!   looks each accepted connection up in the table: exact attribution, O(1), no `/proc`
@@ -34,6 +35,7 @@ pub mod doctor;
 pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
+pub mod message;
 pub mod own_files;
 pub mod sys;
 pub mod unix_guard;

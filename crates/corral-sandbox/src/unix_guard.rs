@@ -10,27 +10,30 @@
 //! - seccomp-only mode: the host's `sock_diag` names the listening socket, and one of the
 //!   processes holding it must descend from the supervisor.
 //!
-//! The supervisor then connects the caller's socket itself, to `/proc/self/fd/N` of the
-//! file it checked (opened `O_PATH`), so swapping a symlink after the check changes
-//! nothing. Abstract names are per network namespace: allowed in namespace mode, refused in
-//! seccomp-only mode (they would be the host's).
+//! The path is resolved as the caller would resolve it, but by the supervisor and once:
+//! `openat2` below the caller's root (`/proc/PID/root`, with `RESOLVE_IN_ROOT`) or working
+//! directory, never through a magic link, opened `O_PATH`. The supervisor then connects (or
+//! sends on) the caller's socket itself, addressed to `/proc/self/fd/N` of the file it
+//! checked, so swapping a symlink after the check changes nothing. Abstract names are per
+//! network namespace: allowed in namespace mode, refused in seccomp-only mode (they would
+//! be the host's); the supervisor then addresses the name it copied, which the kernel
+//! looks up in the network namespace of the caller's socket.
 
-use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::ffi::CString;
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::sys::net::{sock_diag_socket, unix_socket_bound_at, UnixAddress};
+use crate::sys::net::{sock_diag_socket, unix_socket_bound_at, DiagSocket, UnixAddress};
 
 /// How the guard tells the sandbox's sockets from the host's.
 pub enum UnixScope {
     /// A `sock_diag` socket created inside the sandbox's network namespace.
-    SandboxNamespace(OwnedFd),
+    SandboxNamespace(Arc<DiagSocket>),
     /// The host's `sock_diag`; holders must descend from `supervisor`.
-    Descendants { diag: OwnedFd, supervisor: u32 },
+    Descendants { diag: DiagSocket, supervisor: u32 },
     /// Nothing to ask: every named socket is refused.
     Unknown,
 }
@@ -39,7 +42,10 @@ impl UnixScope {
     /// Seccomp-only mode: the host's diagnostics and the supervisor's descendants.
     pub fn descendants_of(supervisor: u32) -> UnixScope {
         match sock_diag_socket() {
-            Ok(diag) => UnixScope::Descendants { diag, supervisor },
+            Ok(diag) => UnixScope::Descendants {
+                diag: DiagSocket::new(diag),
+                supervisor,
+            },
             Err(e) => {
                 tracing::warn!("no sock_diag socket ({e}): unix sockets will be refused");
                 UnixScope::Unknown
@@ -50,9 +56,9 @@ impl UnixScope {
 
 /// What to do with a unix-domain destination.
 pub enum UnixCheck {
-    /// Let the kernel perform the call (no name, or an abstract name in the sandbox's own
-    /// namespace).
-    Continue,
+    /// Address the call to what the caller wrote, copied (no name, or an abstract name in
+    /// the sandbox's own namespace).
+    AsWritten,
     /// A socket of the sandbox, or a host socket the policy's `unix_sockets` lists: perform
     /// the call on this `O_PATH` descriptor of it.
     Reach(File),
@@ -81,10 +87,10 @@ impl UnixGuard {
     /// working directory, an absolute one to its root).
     pub fn check(&self, pid: u32, addr: &UnixAddress) -> UnixCheck {
         let path = match addr {
-            UnixAddress::Unnamed => return UnixCheck::Continue,
+            UnixAddress::Unnamed => return UnixCheck::AsWritten,
             UnixAddress::Abstract(name) => {
                 return match self.scope {
-                    UnixScope::SandboxNamespace(_) => UnixCheck::Continue,
+                    UnixScope::SandboxNamespace(_) => UnixCheck::AsWritten,
                     _ => UnixCheck::Refuse {
                         target: format!("unix:@{}", String::from_utf8_lossy(name)),
                         reason: "abstract unix sockets are the host's in seccomp-only mode: refused (namespace mode gives the sandbox its own)".into(),
@@ -141,11 +147,11 @@ impl UnixGuard {
 
     fn owned_by_sandbox(&self, dev: u64, ino: u64) -> io::Result<bool> {
         match &self.scope {
-            UnixScope::SandboxNamespace(diag) => {
-                Ok(unix_socket_bound_at(diag.as_fd(), dev, ino)?.is_some())
-            }
+            UnixScope::SandboxNamespace(diag) => Ok(diag
+                .with(|fd| unix_socket_bound_at(fd, dev, ino))?
+                .is_some()),
             UnixScope::Descendants { diag, supervisor } => {
-                match unix_socket_bound_at(diag.as_fd(), dev, ino)? {
+                match diag.with(|fd| unix_socket_bound_at(fd, dev, ino))? {
                     Some(sock) => Ok(descendants(*supervisor)
                         .into_iter()
                         .any(|pid| holds(pid, sock))),
@@ -157,19 +163,25 @@ impl UnixGuard {
     }
 }
 
-/// Opens `path` as process `pid` would resolve it, without opening the socket itself.
+/// Opens `path` as process `pid` would resolve it, without opening the socket itself: an
+/// absolute path below its root (its mount namespace's view, absolute symlinks kept below
+/// it), a relative one below its working directory (an absolute symlink met there resolves
+/// from the supervisor's root: the same files, since the sandbox cannot change its root).
+/// Magic links are never followed. Whatever is resolved, the file checked is the file
+/// connected to.
 fn open_as(pid: u32, path: &[u8]) -> io::Result<File> {
-    let base = if path.starts_with(b"/") {
-        format!("/proc/{pid}/root")
-    } else {
-        format!("/proc/{pid}/cwd/")
+    let (base, rest, in_root) = match path.strip_prefix(b"/") {
+        Some(rest) => (format!("/proc/{pid}/root"), rest, true),
+        None => (format!("/proc/{pid}/cwd"), path, false),
     };
-    let mut full = PathBuf::from(base);
-    full.push(OsStr::from_bytes(path.strip_prefix(b"/").unwrap_or(path)));
-    OpenOptions::new()
+    let rest = if rest.is_empty() { &b"."[..] } else { rest };
+    let rest = CString::new(rest).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let dir = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(full)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(base)?;
+    let fd = crate::sys::open_path_beneath(std::os::fd::AsFd::as_fd(&dir), &rest, in_root)?;
+    Ok(File::from(fd))
 }
 
 /// Every process below `root` (children of every thread, recursively). The sandbox is a
@@ -211,6 +223,7 @@ fn holds(pid: u32, sock: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn descendants_include_grandchildren_and_not_ourselves() {
@@ -289,7 +302,7 @@ mod tests {
         ));
         assert!(matches!(
             guard.check(me, &UnixAddress::Unnamed),
-            UnixCheck::Continue
+            UnixCheck::AsWritten
         ));
     }
 }

@@ -11,13 +11,22 @@
 //! 3. `connect`, addressed `sendto`, `sendmsg` and `sendmmsg` go to the supervisor
 //!    (user notification), except that any send carrying `MSG_FASTOPEN` fails with `EPERM`
 //!    (TCP Fast Open would connect without a `connect` call);
-//! 4. `socket` is limited to the unix, inet, inet6 and netlink families;
-//! 5. `clone` with namespace flags fails with `EPERM`; `clone3` fails with `ENOSYS` so libc
+//! 4. `socket` is limited to what the broker can reason about: unix and netlink sockets,
+//!    and inet/inet6 sockets that are plain TCP (`SOCK_STREAM`, protocol 0 or TCP) or
+//!    plain UDP (`SOCK_DGRAM`, protocol 0 or UDP); `socketpair` to unix. Anything else
+//!    (MPTCP, SCTP, UDP-Lite, ICMP, raw, packet, vsock, XDP, TIPC, …) goes to the supervisor,
+//!    which logs it and fails it: MPTCP is not covered by Landlock's TCP rules, vsock reaches
+//!    the hypervisor's host, packet and raw sockets bypass every address check;
+//!    `listen` goes to the supervisor too: in seccomp-only mode an inet listener on a
+//!    public address would let anyone on the network connect in, past the proxy;
+//! 5. `ioctl` `TIOCSTI` and `TIOCLINUX` go to the supervisor, which logs and fails them:
+//!    both push input into the terminal, which the user's shell reads after corral exits;
+//! 6. `clone` with namespace flags fails with `EPERM`; `clone3` fails with `ENOSYS` so libc
 //!    falls back to `clone`, whose flags a filter can see;
-//! 6. a deny list fails with `EPERM` (see [`DENIED`]);
-//! 7. `seccomp` may not install a filter with its own notification listener (a nested
+//! 7. a deny list fails with `EPERM` (see [`DENIED`]);
+//! 8. `seccomp` may not install a filter with its own notification listener (a nested
 //!    listener could answer `CONTINUE` and skip the supervisor);
-//! 8. everything else is allowed.
+//! 9. everything else is allowed.
 
 /// One classic BPF instruction, laid out as `struct sock_filter`.
 #[repr(C)]
@@ -33,6 +42,7 @@ const LD_W_ABS: u16 = 0x20;
 const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
 const JSET_K: u16 = 0x45;
+const ALU_AND_K: u16 = 0x54;
 const RET_K: u16 = 0x06;
 
 pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
@@ -49,6 +59,13 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const MSG_FASTOPEN: u32 = 0x2000_0000;
 const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 1 << 3;
 const SECCOMP_SET_MODE_FILTER: u32 = 1;
+
+/// `ioctl` requests that push bytes into a terminal's input queue. The kernel reads the
+/// request as `unsigned int`, so only the low 32 bits of the argument are compared.
+pub const TIOCSTI: u32 = 0x5412;
+pub const TIOCLINUX: u32 = 0x541c;
+/// Socket type flags that do not change what the socket is.
+const SOCK_TYPE_FLAGS: u32 = (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32;
 
 /// `clone` flags that create namespaces. `CLONE_NEWTIME` is left out on purpose: for
 /// `clone` (not `clone3`) its bit is part of the exit-signal byte.
@@ -138,6 +155,14 @@ fn jset(k: u32, jt: u8, jf: u8) -> Insn {
         k,
     }
 }
+fn and(k: u32) -> Insn {
+    Insn {
+        code: ALU_AND_K,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
 fn ret(k: u32) -> Insn {
     Insn {
         code: RET_K,
@@ -210,18 +235,55 @@ pub fn sandbox_program() -> Vec<Insn> {
         libc::SYS_sendmmsg,
         fastopen_guard(3, vec![ret(RET_USER_NOTIF)]),
     );
-    // socket(domain, …): unix, inet, inet6, netlink only.
+    // socket(domain, type, protocol): see the module comment. The arguments are ints, so
+    // only the low words count. Refusals go to the supervisor, which logs them.
+    let (allow, notify) = (15u8, 16u8);
+    let to = |from: u8, target: u8| target - from - 1;
     on_syscall(
         &mut p,
         libc::SYS_socket,
         vec![
+            /* 0 */ ld(off_arg_lo(0)),
+            /* 1 */ jeq(libc::AF_UNIX as u32, to(1, allow), 0),
+            /* 2 */ jeq(libc::AF_NETLINK as u32, to(2, allow), 0),
+            /* 3 */ jeq(libc::AF_INET as u32, 1, 0),
+            /* 4 */ jeq(libc::AF_INET6 as u32, 0, to(4, notify)),
+            /* 5 */ ld(off_arg_lo(1)),
+            /* 6 */ and(!SOCK_TYPE_FLAGS),
+            /* 7 */ jeq(libc::SOCK_STREAM as u32, 0, to(7, 11)),
+            /* 8 */ ld(off_arg_lo(2)),
+            /* 9 */ jeq(0, to(9, allow), 0),
+            /* 10 */ jeq(libc::IPPROTO_TCP as u32, to(10, allow), to(10, notify)),
+            /* 11 */ jeq(libc::SOCK_DGRAM as u32, 0, to(11, notify)),
+            /* 12 */ ld(off_arg_lo(2)),
+            /* 13 */ jeq(0, to(13, allow), 0),
+            /* 14 */ jeq(libc::IPPROTO_UDP as u32, to(14, allow), to(14, notify)),
+            /* 15 */ ret(RET_ALLOW),
+            /* 16 */ ret(RET_USER_NOTIF),
+        ],
+    );
+    // socketpair(domain, …): only unix has pairs worth having (TIPC has them too).
+    on_syscall(
+        &mut p,
+        libc::SYS_socketpair,
+        vec![
             ld(off_arg_lo(0)),
-            jeq(libc::AF_UNIX as u32, 3, 0),
-            jeq(libc::AF_INET as u32, 2, 0),
-            jeq(libc::AF_INET6 as u32, 1, 0),
-            jeq(libc::AF_NETLINK as u32, 0, 1),
+            jeq(libc::AF_UNIX as u32, 0, 1),
             ret(RET_ALLOW),
-            ret(errno(libc::EAFNOSUPPORT)),
+            ret(RET_USER_NOTIF),
+        ],
+    );
+    on_syscall(&mut p, libc::SYS_listen, vec![ret(RET_USER_NOTIF)]);
+    // ioctl(fd, request, …): terminal input injection.
+    on_syscall(
+        &mut p,
+        libc::SYS_ioctl,
+        vec![
+            ld(off_arg_lo(1)),
+            jeq(TIOCSTI, 1, 0),
+            jeq(TIOCLINUX, 0, 1),
+            ret(RET_USER_NOTIF),
+            ret(RET_ALLOW),
         ],
     );
     // clone(flags, …) with namespace flags.
@@ -284,6 +346,7 @@ pub fn run(prog: &[Insn], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
                 };
                 pc += if taken { i.jt } else { i.jf } as usize;
             }
+            ALU_AND_K => acc &= i.k,
             RET_K => return i.k,
             c => panic!("unexpected opcode {c:#x}"),
         }
@@ -354,22 +417,105 @@ mod tests {
     }
 
     #[test]
-    fn socket_families_are_limited() {
-        for ok in [
-            libc::AF_UNIX,
-            libc::AF_INET,
-            libc::AF_INET6,
-            libc::AF_NETLINK,
+    fn sockets_are_limited_to_what_the_broker_understands() {
+        let sock = |domain: i32, ty: i32, proto: i32| {
+            eval(
+                libc::SYS_socket,
+                [domain as u64, ty as u64, proto as u64, 0, 0, 0],
+            )
+        };
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            for (ty, proto) in [
+                (libc::SOCK_STREAM, 0),
+                (libc::SOCK_STREAM, libc::IPPROTO_TCP),
+                (libc::SOCK_STREAM | flags, libc::IPPROTO_TCP),
+                (libc::SOCK_DGRAM, 0),
+                (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP),
+            ] {
+                assert_eq!(sock(family, ty, proto), RET_ALLOW, "{family} {ty} {proto}");
+            }
+            for (ty, proto) in [
+                (libc::SOCK_STREAM, 262), // IPPROTO_MPTCP
+                (libc::SOCK_STREAM | flags, 262),
+                (libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+                (libc::SOCK_SEQPACKET, 0),
+                (libc::SOCK_SEQPACKET, libc::IPPROTO_SCTP),
+                (libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE),
+                (libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+                (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6),
+                (libc::SOCK_RAW, libc::IPPROTO_TCP),
+                (libc::SOCK_RAW, libc::IPPROTO_RAW),
+                (libc::SOCK_DCCP, 0),
+                (10, 0),                        // SOCK_PACKET
+                (libc::SOCK_STREAM | 0x100, 0), // unknown type bits
+            ] {
+                assert_eq!(
+                    sock(family, ty, proto),
+                    RET_USER_NOTIF,
+                    "{family} {ty:#x} {proto}"
+                );
+            }
+        }
+        // The high words of int arguments are ignored by the kernel, and here.
+        assert_eq!(
+            eval(
+                libc::SYS_socket,
+                [2 | 1 << 32, 1 | 1 << 40, 262 | 1 << 33, 0, 0, 0]
+            ),
+            RET_USER_NOTIF
+        );
+        for ok in [libc::AF_UNIX, libc::AF_NETLINK] {
+            assert_eq!(sock(ok, libc::SOCK_DGRAM, 0), RET_ALLOW);
+            assert_eq!(sock(ok, libc::SOCK_RAW, 0), RET_ALLOW);
+        }
+        for family in [
+            libc::AF_PACKET,
+            libc::AF_VSOCK,
+            libc::AF_XDP,
+            libc::AF_TIPC,
+            libc::AF_RDS,
+            libc::AF_CAN,
+            libc::AF_BLUETOOTH,
+            libc::AF_KEY,
+            libc::AF_ALG,
+            libc::AF_UNSPEC,
+            libc::AF_INET | 0x100,
         ] {
             assert_eq!(
-                eval(libc::SYS_socket, [ok as u64, 1, 0, 0, 0, 0]),
-                RET_ALLOW
+                sock(family, libc::SOCK_STREAM, 0),
+                RET_USER_NOTIF,
+                "{family}"
             );
         }
-        assert_eq!(
-            eval(libc::SYS_socket, [libc::AF_PACKET as u64, 3, 0, 0, 0, 0]),
-            errno(libc::EAFNOSUPPORT)
-        );
+        assert_eq!(eval(libc::SYS_listen, [3, 128, 0, 0, 0, 0]), RET_USER_NOTIF);
+        let pair = |domain: i32| eval(libc::SYS_socketpair, [domain as u64, 1, 0, 0, 0, 0]);
+        assert_eq!(pair(libc::AF_UNIX), RET_ALLOW);
+        assert_eq!(pair(libc::AF_TIPC), RET_USER_NOTIF);
+        assert_eq!(pair(libc::AF_INET), RET_USER_NOTIF);
+    }
+
+    #[test]
+    fn terminal_injection_goes_to_the_supervisor_whatever_the_high_bits() {
+        let ioctl = |req: u64| eval(libc::SYS_ioctl, [0, req, 0x1000, 0, 0, 0]);
+        for req in [TIOCSTI, TIOCLINUX] {
+            assert_eq!(ioctl(u64::from(req)), RET_USER_NOTIF);
+            assert_eq!(ioctl(u64::from(req) | 1 << 32), RET_USER_NOTIF);
+            assert_eq!(ioctl(u64::from(req) | 0xffff_ffff << 32), RET_USER_NOTIF);
+        }
+        // Job control and window sizes stay the kernel's.
+        for req in [
+            libc::TIOCGWINSZ,
+            libc::TIOCSWINSZ,
+            libc::TIOCSPGRP,
+            libc::TIOCGPGRP,
+            libc::TCGETS,
+            libc::TCSETS,
+            libc::TIOCSCTTY,
+            libc::FIONREAD,
+        ] {
+            assert_eq!(ioctl(req), RET_ALLOW, "{req:#x}");
+        }
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! - [`seccomp`]: installing it and speaking the user-notification protocol;
 //! - [`net`]: socket operations on duplicated descriptors, the loopback interface;
 //! - [`spawn`]: the code that runs in the child between `clone` and `exec`;
+//! - [`sysfs`]: the sandbox's own `/sys`, mounted by that child;
 //! - this file: processes, signals, descriptors.
 
 pub mod bpf;
 pub mod net;
 pub mod seccomp;
 pub mod spawn;
+pub mod sysfs;
 
 use std::ffi::CStr;
 use std::io;
@@ -39,7 +41,8 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 /// `PIDFD_THREAD` (Linux 6.9): a pidfd for a thread that is not a thread-group leader.
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
-/// A pidfd for `pid`, which may be a thread id (gotcha 1 of the broker notes).
+/// A pidfd for `pid`. A notification names the calling *thread*; a thread that is not its
+/// group's leader needs `PIDFD_THREAD`, tried when the plain call refuses the id.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let open = |flags: libc::c_uint| -> io::Result<OwnedFd> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -93,6 +96,67 @@ pub fn read_process_memory(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8
     }
     buf.truncate(n as usize);
     Ok(buf)
+}
+
+/// Writes `data` at `addr` in process `pid` (the result field of a call the supervisor
+/// performed for it, e.g. `msg_len` of `sendmmsg`).
+pub fn write_process_memory(pid: u32, addr: u64, data: &[u8]) -> io::Result<()> {
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: `local` points at `data.len()` readable bytes; the kernel checks the remote
+    // range in the other process.
+    let n = unsafe { libc::process_vm_writev(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != data.len() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    Ok(())
+}
+
+/// Opens `path` `O_PATH` below the directory `dir` with `openat2`: with `in_root`, `dir`
+/// is treated as the root (absolute symlinks and `..` stay inside it), as a process whose
+/// root it is would resolve the path; magic links (`/proc/PID/fd/N`, which would jump to
+/// another process's files) are never followed.
+pub fn open_path_beneath(
+    dir: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    in_root: bool,
+) -> io::Result<OwnedFd> {
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_MAGICLINKS | if in_root { RESOLVE_IN_ROOT } else { 0 },
+    };
+    let fd = retry(|| {
+        // SAFETY: openat2 reads the NUL-terminated path and our open_how of the given size.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        })
+    })?;
+    // SAFETY: a new descriptor the kernel just returned to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphaned descendants are re-parented to us.

@@ -277,28 +277,85 @@ pub fn parse_unix_sockaddr(bytes: &[u8]) -> Option<UnixAddress> {
     })
 }
 
-/// `connect(fd, {AF_UNIX, path})`.
-pub fn connect_unix(fd: BorrowedFd<'_>, path: &[u8]) -> io::Result<()> {
-    // SAFETY: a zeroed sockaddr_un is valid; we copy at most sun_path.len() - 1 bytes so the
-    // path stays NUL-terminated.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if path.len() >= sun.sun_path.len() {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in sun.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
-    }
-    let len = (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
-    // SAFETY: `sun` is a valid sockaddr_un of at least `len` bytes.
-    let r = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&sun as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    };
+/// `listen(fd, backlog)`.
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen with a descriptor we hold and an integer.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) } as libc::c_long).map(drop)
+}
+
+/// `connect(fd, addr)` with an address exactly as the caller wrote it (copied out of its
+/// memory before anything is decided, so the caller cannot change it afterwards).
+pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(addr.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: the kernel reads at most `len` bytes of our buffer and copies them into a
+    // sockaddr_storage of its own (so alignment does not matter).
+    let r = unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr().cast(), len) };
     cvt(r as libc::c_long).map(drop)
+}
+
+/// `sendmsg` of one copied message: `name` (raw address bytes, or none), `data`, and
+/// `control` (cmsg bytes laid out by [`crate::message::control_bytes`]).
+pub fn send_message(
+    fd: BorrowedFd<'_>,
+    name: Option<&[u8]>,
+    data: &[u8],
+    control: &[u8],
+    flags: i32,
+) -> io::Result<usize> {
+    // u64 storage keeps the cmsg headers aligned as the kernel expects.
+    let mut cbuf = vec![0u64; control.len().div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data (zero is valid); every pointer set below points at a
+    // buffer that outlives the call, with its true length; the kernel only reads them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            control.as_ptr(),
+            cbuf.as_mut_ptr().cast::<u8>(),
+            control.len(),
+        );
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        if let Some(name) = name {
+            msg.msg_name = name.as_ptr() as *mut libc::c_void;
+            msg.msg_namelen = name.len() as libc::socklen_t;
+        }
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !control.is_empty() {
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = control.len() as _;
+        }
+        let n = libc::sendmsg(fd.as_raw_fd(), &msg, flags);
+        cvt(n as libc::c_long).map(|n| n as usize)
+    }
+}
+
+/// The inode of a socket (what `sock_diag` reports as its identity).
+pub fn socket_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: fstat fills a stat we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor we hold, writing into `st`.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } as libc::c_long)?;
+    Ok(st.st_ino)
+}
+
+/// A `sock_diag` socket shared by threads. Replies to concurrent queries on one netlink
+/// socket would interleave, so queries take turns.
+pub struct DiagSocket(std::sync::Mutex<std::os::fd::OwnedFd>);
+
+impl DiagSocket {
+    pub fn new(fd: std::os::fd::OwnedFd) -> DiagSocket {
+        DiagSocket(std::sync::Mutex::new(fd))
+    }
+
+    /// Runs one query on the socket, alone.
+    pub fn with<T>(&self, query: impl FnOnce(BorrowedFd<'_>) -> T) -> T {
+        let fd = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        query(std::os::fd::AsFd::as_fd(&*fd))
+    }
 }
 
 /// A `NETLINK_SOCK_DIAG` socket in the calling thread's network namespace.

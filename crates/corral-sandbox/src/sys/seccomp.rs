@@ -10,7 +10,6 @@ const SECCOMP_GET_ACTION_AVAIL: libc::c_uint = 2;
 const SECCOMP_GET_NOTIF_SIZES: libc::c_uint = 3;
 pub const FILTER_FLAG_NEW_LISTENER: libc::c_uint = 1 << 3;
 pub const FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_uint = 1 << 5;
-const USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 const USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
 
 // _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct seccomp_notif_resp),
@@ -198,9 +197,9 @@ pub enum Verdict {
     Return(i64),
     /// The call fails with this errno.
     Fail(i32),
-    /// The kernel performs the call itself. Only for unix and netlink sockets, whose
-    /// destinations cannot leave the machine.
-    Continue,
+    // No "continue" (SECCOMP_USER_NOTIF_FLAG_CONTINUE): the kernel would act on the
+    // descriptor number and the memory the caller can still change after the check. The
+    // supervisor performs what it allows itself.
 }
 
 /// Answers notification `id`. ENOENT (the caller was killed meanwhile) is reported as
@@ -213,7 +212,6 @@ pub fn respond(listener: BorrowedFd<'_>, id: u64, verdict: Verdict) -> io::Resul
     match verdict {
         Verdict::Return(v) => resp.val = v,
         Verdict::Fail(e) => resp.error = -e,
-        Verdict::Continue => resp.flags = USER_NOTIF_FLAG_CONTINUE,
     }
     loop {
         // SAFETY: SEND reads a seccomp_notif_resp we own.

@@ -29,6 +29,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::bpf::Insn;
+use super::sysfs::Sysfs;
 use super::{seccomp, send_with_fds, SUPERVISED_SIGNALS};
 
 /// The parent-death signal of the seccomp-only init: the supervisor is gone.
@@ -332,6 +333,22 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
                 );
             }
         }
+        match super::sysfs::mount_own() {
+            Ok(Sysfs::Own) => {}
+            Ok(Sysfs::OwnWithoutCgroups(e)) => report(
+                rep,
+                b'W',
+                b"showing the cgroup tree in the sandbox's /sys",
+                e,
+            ),
+            Ok(Sysfs::Hidden(e)) => report(
+                rep,
+                b'W',
+                b"mounting a sysfs for the sandbox's network namespace (/sys is hidden instead)",
+                e,
+            ),
+            Err(e) => fail(rep, b"hiding the host's /sys", e),
+        }
         for bind in &plan.read_only {
             // SAFETY: mount with NUL-terminated paths the plan owns; the namespace is
             // private (above), so nothing propagates to the host.
@@ -360,7 +377,8 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
         if let Err(e) = loopback_up() {
             fail(rep, b"bringing up the loopback interface", e);
         }
-        // TCP Fast Open connects without a connect(2) call (broker notes, gotcha 5).
+        // TCP Fast Open sends data in the SYN of a sendto/sendmsg, with no connect(2) call
+        // for the broker to see.
         if let Err(e) = write_file(c"/proc/sys/net/ipv4/tcp_fastopen", b"0") {
             report(rep, b'W', b"disabling TCP Fast Open in the sandbox (MSG_FASTOPEN is refused by seccomp anyway)", e);
         }
@@ -439,8 +457,9 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
             libc::_exit(127);
         }
     }
-    // The sandbox must not keep a copy of the notifier: if the supervisor dies, trapped
-    // calls then fail with ENOSYS instead of hanging (gotcha 8).
+    // The sandbox must not keep a copy of the notifier: a listener that stays open in the
+    // sandbox keeps trapped calls waiting forever after the supervisor dies; with the last
+    // copy gone they fail with ENOSYS.
     drop(notifier);
     if !plan.namespaces {
         // SAFETY: prctl with integer arguments. Orphans of the sandbox re-parent to us.
