@@ -79,12 +79,13 @@ fn attribution_cannot_be_claimed_from_another_address_or_from_outside() {
             );
             let base = 41000 + (std::process::id() % 2000) as u16 * 8;
             // curl, allowed, connects from 127.0.0.1:P over and over; python, not allowed,
-            // connects from 127.0.0.5:P (same ports) and asks for the same host.
+            // connects from 127.0.0.5:P (same ports) and asks for the same host, for as
+            // long as curl runs (a fixed count could end before a slow curl starts).
             let claim = format!(
-                "import socket, time\n\
+                "import os, socket, time\n\
                  used, ok, claimed = set(), 0, 0\n\
-                 deadline = time.time() + 5\n\
-                 while time.time() < deadline and ok < 300:\n\
+                 deadline = time.time() + 30\n\
+                 while time.time() < deadline and not os.path.exists(os.environ['CURL_DONE']):\n\
                  \x20   for port in range({base}, {base} + 40):\n\
                  \x20       s = socket.socket()\n\
                  \x20       s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
@@ -101,8 +102,9 @@ fn attribution_cannot_be_claimed_from_another_address_or_from_outside() {
                  print('ports', ' '.join(map(str, sorted(used))))\n"
             );
             let script = format!(
-                "( i=0; while [ $i -lt 60 ]; do curl -s -o /dev/null --cacert {ca} --interface 127.0.0.1 --local-port {base}-{} {url}; i=$((i+1)); done ) &\n\
-                 {PY} -c \"$CLAIM\"\nwait\n",
+                "CURL_DONE=$(mktemp -u /tmp/corral-curl-done.XXXXXX); export CURL_DONE\n\
+                 ( i=0; while [ $i -lt 60 ]; do curl -s -o /dev/null --cacert {ca} --interface 127.0.0.1 --local-port {base}-{} {url}; i=$((i+1)); done; touch \"$CURL_DONE\" ) &\n\
+                 {PY} -c \"$CLAIM\"\nwait\nrm -f \"$CURL_DONE\"\n",
                 base + 39
             );
             let mut cmd = sb.command(&["/bin/sh", "-c", &script]);
