@@ -11,7 +11,7 @@ use anyhow::Context;
 use corral_policy::{CompileOptions, Policy, PolicyWatcher};
 
 use crate::{
-    suggest, Attribution, DecisionLog, FixedIdentity, Limits, Overrides, PolicyHandle,
+    suggest, Attribution, DecisionLog, FixedIdentity, Limits, NameOverrides, PolicyHandle,
     ProcResolver, ProxyConfig, UpstreamProxy,
 };
 
@@ -54,46 +54,6 @@ pub struct ProxyArgs {
     /// Client connections served at once; more wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
-}
-
-/// Where names lead before DNS; shared by `corral proxy` and `corral run`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct NameOverrides {
-    /// Use these addresses for HOST:PORT instead of DNS, like curl's --resolve
-    /// (`HOST:PORT:ADDR[,ADDR…]`, PORT may be `*`). Repeatable. The addresses are classified
-    /// like a DNS answer: a private or loopback one needs `allowed_ips` in the policy.
-    #[arg(
-        long = "resolve",
-        value_name = "HOST:PORT:ADDR",
-        env = "CORRAL_RESOLVE",
-        value_delimiter = ' '
-    )]
-    pub resolve: Vec<String>,
-    /// Send connections for HOST:PORT to ADDR:PORT instead, like curl's --connect-to
-    /// (`HOST:PORT:ADDR:PORT`, the first PORT may be `*`). Repeatable. You vouch for the
-    /// target, so it is not refused by address class; the policy still decides who may
-    /// reach HOST.
-    #[arg(
-        long = "connect-to",
-        value_name = "HOST:PORT:ADDR:PORT",
-        env = "CORRAL_CONNECT_TO",
-        value_delimiter = ' '
-    )]
-    pub connect_to: Vec<String>,
-}
-
-impl NameOverrides {
-    /// The override table these flags describe.
-    pub fn table(&self) -> anyhow::Result<Overrides> {
-        let mut table = Overrides::default();
-        for entry in self.resolve.iter().filter(|e| !e.is_empty()) {
-            table.parse_entry(entry).map_err(anyhow::Error::msg)?;
-        }
-        for entry in self.connect_to.iter().filter(|e| !e.is_empty()) {
-            table.parse_route(entry).map_err(anyhow::Error::msg)?;
-        }
-        Ok(table)
-    }
 }
 
 /// `corral policy suggest --from LOG`

@@ -30,6 +30,7 @@ pub mod head;
 mod io;
 mod log;
 mod metrics;
+mod names;
 mod policy_handle;
 pub mod relay;
 mod server;
@@ -40,5 +41,6 @@ pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Una
 pub use config::{Limits, Overridden, Overrides, ProxyConfig, UpstreamProxy};
 pub use log::{now_rfc3339, DecisionLog, LogRecord};
 pub use metrics::Metrics;
+pub use names::NameOverrides;
 pub use policy_handle::PolicyHandle;
 pub use server::{serve, serve_admin};

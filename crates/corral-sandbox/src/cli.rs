@@ -47,7 +47,7 @@ pub struct RunArgs {
     pub log: Option<PathBuf>,
 
     #[command(flatten)]
-    pub names: corral_proxy::cli::NameOverrides,
+    pub names: corral_proxy::NameOverrides,
 
     /// Do not print a notice on stderr for each refused connection (for full-screen
     /// programs); the decision log still records every one.
@@ -55,7 +55,7 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// The command to run in the sandbox, with its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    #[arg(trailing_var_arg = true, required = true)]
     pub command: Vec<OsString>,
 }
 
