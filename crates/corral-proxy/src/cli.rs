@@ -33,6 +33,10 @@ pub struct ProxyArgs {
     /// Also write decision lines to stderr (default when --log is not given).
     #[arg(long)]
     pub log_stderr: bool,
+    /// Rotate the --log file to FILE.1 before it grows past BYTES (0: never; leave it to
+    /// logrotate). See docs/logs.md.
+    #[arg(long, value_name = "BYTES", env = "CORRAL_LOG_MAX_BYTES", default_value_t = crate::DEFAULT_MAX_BYTES)]
+    pub log_max_bytes: u64,
     #[command(flatten)]
     pub names: NameOverrides,
     /// Chain allowed connections through this corporate proxy (`http://[user:pass@]host:port`).
@@ -101,9 +105,11 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let log = match &args.log {
         Some(path) => DecisionLog::to_file(path)
             .with_context(|| format!("cannot open the decision log {}", path.display()))?
+            .with_max_bytes(args.log_max_bytes)
             .with_stderr(args.log_stderr),
         None => DecisionLog::stderr(),
     };
+    let metrics = Arc::new(crate::Metrics::of_log(&log));
     let config = Arc::new(ProxyConfig {
         overrides,
         upstream_proxy,
@@ -115,7 +121,7 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
         log,
-        metrics: Default::default(),
+        metrics,
     });
     let attribution: Arc<dyn Attribution> = match &args.identity_exe {
         Some(exe) => {
@@ -146,11 +152,12 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                     tracing::warn!("{w}");
                 }
                 if let Some(handle) = slot.get() {
+                    // Open connections the new policy refuses are closed (`revoke.rs`).
                     let generation = handle.replace(matcher);
                     metrics.reloads_total.fetch_add(1, Relaxed);
                     metrics.policy_generation.store(generation, Relaxed);
                     tracing::info!(
-                        "policy {} reloaded (generation {generation})",
+                        "policy {} reloaded (generation {generation}); open connections it refuses are closed",
                         path.display()
                     );
                 }
