@@ -2,8 +2,9 @@
 //! not fill the disk with copies of one line.
 //!
 //! Two refusals are *identical* when they have the same record kind, executable, host (as
-//! the client wrote it), port and reason code. The process, connection, client address and
-//! time may differ: a loop that forks a new `curl` each round is still one refusal. The
+//! the client wrote it), port, reason code and deciding policy generation. The process,
+//! connection, client address and time may differ: a loop that forks a new `curl` each
+//! round is still one refusal. The
 //! first refusal of a key is written at once (so a person, and `corral policy suggest`, sees
 //! it immediately) and opens a window; identical refusals inside the window are only
 //! counted. When the window ends one summary line — the last of them, with
@@ -29,6 +30,7 @@ struct Key {
     host: String,
     port: u16,
     code: String,
+    generation: u64,
 }
 
 impl Key {
@@ -39,6 +41,7 @@ impl Key {
             host: r.report.host.clone(),
             port: r.report.port,
             code: r.report.error.clone().unwrap_or_default(),
+            generation: r.policy_generation,
         }
     }
 }
