@@ -72,6 +72,9 @@ impl Notices {
         if r.suggestion.is_some() {
             out.push_str(&format!("corral:   to allow it: {}\n", self.fix));
         }
+        if code == "dns_lookup" {
+            out.push_str(lookup_hint(&r.binary));
+        }
         (out, false)
     }
 
@@ -105,6 +108,19 @@ impl Notices {
                 self.fix
             ),
         }
+    }
+}
+
+/// What a refused name lookup means. The proxy resolves names for the programs that use
+/// it, so a lookup says the program is not using it — true of Node before the releases
+/// that honour `NODE_USE_ENV_PROXY` (which `corral run` sets), whose `fetch` then fails with
+/// `EAI_AGAIN`.
+fn lookup_hint(binary: &str) -> &'static str {
+    let name = binary.rsplit('/').next().unwrap_or(binary);
+    if name.starts_with("node") {
+        "corral:   Node uses the proxy only from 22.21 (24.5 in the 24 line; fetch alone from 24.0), with NODE_USE_ENV_PROXY=1, which corral sets; an older Node fails with EAI_AGAIN unless the program routes itself through the proxy: undici's EnvHttpProxyAgent (setGlobalDispatcher) for fetch, a proxy agent for http/https (docs/sandbox.md)\n"
+    } else {
+        "corral:   a program that uses the proxy (HTTPS_PROXY) needs no DNS; one that looks names up itself to connect directly cannot reach the network (docs/sandbox.md)\n"
     }
 }
 
@@ -153,5 +169,24 @@ mod tests {
         // A new minute shows refusals not told yet, never the ones already told.
         assert_eq!(n.tell(&refusal(1), t0 + WINDOW).0, "");
         assert!(n.tell(&refusal(49), t0 + WINDOW).0.contains("127.0.0.1:49"));
+    }
+
+    #[test]
+    fn a_name_lookup_by_node_says_which_node_versions_use_the_proxy() {
+        let mut lookup = refusal(53);
+        lookup.report.error = Some("dns_lookup".into());
+        lookup.report.binary = "/usr/bin/node".into();
+        let (text, _) = Notices::new(String::new()).tell(&lookup, Instant::now());
+        assert!(
+            text.contains("Node uses the proxy only from 22.21"),
+            "{text}"
+        );
+        assert!(text.contains("EnvHttpProxyAgent"), "{text}");
+        lookup.report.binary = "/usr/bin/python3.11".into();
+        let (text, _) = Notices::new(String::new()).tell(&lookup, Instant::now());
+        assert!(
+            !text.contains("Node") && text.contains("needs no DNS"),
+            "{text}"
+        );
     }
 }

@@ -146,3 +146,35 @@ fn an_unknown_option_before_the_command_is_a_usage_error() {
         }
     }
 }
+
+/// Node before 22.21 (24.5 in the 24 line) ignores `NODE_USE_ENV_PROXY`, looks the name up
+/// itself and fails with `EAI_AGAIN`: the notice says which versions use the proxy and what
+/// to do. A Node that uses the proxy reaches it and is refused by the policy instead.
+#[test]
+fn a_node_that_ignores_the_proxy_is_told_which_versions_use_it() {
+    const FETCH_JS: &str = "fetch('https://denied.test/').then(r => console.log('status', r.status)).catch(e => console.log('ERR', e.cause && e.cause.code))";
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy(443, &["/usr/bin/true"]), &[]);
+            let out = sb.run(&["/usr/bin/node", "-e", FETCH_JS]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            let log = sb.log();
+            if stdout(&out).contains("ERR EAI_AGAIN") {
+                assert!(
+                    log.iter().any(|r| r["error"] == "dns_lookup"),
+                    "{}",
+                    sb.context(&out)
+                );
+                assert!(err.contains("Node uses the proxy only from 22.21"), "{err}");
+                assert!(err.contains("EnvHttpProxyAgent"), "{err}");
+            } else {
+                assert!(
+                    log.iter()
+                        .any(|r| r["host"] == "denied.test" && r["error"] == "no_endpoint"),
+                    "{}",
+                    sb.context(&out)
+                );
+            }
+        }
+    }
+}
