@@ -297,13 +297,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_size_bound_rotates_to_one_previous_file_and_counts_what_it_replaces() {
+    /// A log rotated past `max` bytes, in a directory of its own.
+    fn bounded(max: u64) -> (tempfile::TempDir, PathBuf, LineLog) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.jsonl");
         let log = LineLog::open(&path, 0o600)
             .unwrap()
-            .with_max_bytes(Some(100));
+            .with_max_bytes(Some(max));
+        (dir, path, log)
+    }
+
+    #[test]
+    fn the_size_bound_rotates_to_one_previous_file_and_counts_what_it_replaces() {
+        let (dir, path, log) = bounded(100);
         let line = [vec![b'x'; 39], vec![b'\n']].concat();
         let marker = |r: &Rotation| format!("rotated {}\n", r.discarded_lines).into_bytes();
         let mut rotations = Vec::new();
@@ -327,11 +333,7 @@ mod tests {
 
     #[test]
     fn a_line_longer_than_the_bound_is_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.jsonl");
-        let log = LineLog::open(&path, 0o600)
-            .unwrap()
-            .with_max_bytes(Some(10));
+        let (dir, path, log) = bounded(10);
         log.append(b"a long line indeed\n").unwrap();
         log.append(b"and another one\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "and another one\n");

@@ -15,7 +15,7 @@ use crate::config::ProxyConfig;
 use crate::dial::{self, DialError, Dialled};
 use crate::head::{self, HeadError, Parsed, RequestHead, Target};
 use crate::io::Buffered;
-use crate::log::{LogRecord, Refused};
+use crate::log::{self, LogRecord};
 use crate::policy_handle::PolicyHandle;
 use crate::relay;
 use crate::revoke::{self, Grant};
@@ -159,9 +159,7 @@ impl Ctx {
     ) -> Refusal {
         let (binary, ancestors) = self.binary();
         let (method, path) = head.map(request_parts).unwrap_or_default();
-        let report = Refused {
-            code: code.into(),
-            reason: reason.into(),
+        let report = Report {
             binary,
             ancestors,
             host: head
@@ -170,9 +168,8 @@ impl Ctx {
             port: head.map_or(0, |h| h.target.port()),
             method,
             path,
-            ..Default::default()
-        }
-        .report();
+            ..log::refusal(code, reason)
+        };
         Refusal {
             status,
             report,

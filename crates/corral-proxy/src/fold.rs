@@ -154,20 +154,17 @@ impl Folds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Refused;
+    use corral_policy::Report;
 
     fn refusal(binary: &str, port: u16, code: &str, time: &str) -> LogRecord {
         let mut r = LogRecord::new(
             "connect",
-            Refused {
-                code: code.into(),
-                reason: "r".into(),
+            Report {
                 binary: binary.into(),
                 host: "denied.test".into(),
                 port,
-                ..Default::default()
-            }
-            .report(),
+                ..crate::log::refusal(code, "r")
+            },
         );
         r.time = time.into();
         r

@@ -43,7 +43,7 @@ mod sys;
 pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};
 pub use config::{Limits, Overridden, Overrides, ProxyConfig, UpstreamProxy};
 pub use log::{
-    now_rfc3339, DecisionLog, LogRecord, LogStats, Refused, Repeated, DEFAULT_MAX_BYTES,
+    now_rfc3339, refusal, DecisionLog, LogRecord, LogStats, Repeated, DEFAULT_MAX_BYTES,
 };
 pub use metrics::Metrics;
 pub use names::NameOverrides;

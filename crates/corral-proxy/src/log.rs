@@ -96,42 +96,17 @@ impl LogRecord {
     }
 }
 
-/// A refusal that no policy decision produced — a malformed or unattributed request, a
-/// connect the sandbox refused — as the one place its [`Report`] is made. (A policy's own
-/// refusals come from [`Report::new`].)
-#[derive(Clone, Debug, Default)]
-pub struct Refused {
-    /// The reason code (docs/logs.md).
-    pub code: String,
-    /// One human sentence.
-    pub reason: String,
-    /// The executable that asked; empty when unknown.
-    pub binary: String,
-    pub invoked_as: Option<String>,
-    pub ancestors: Vec<String>,
-    /// The destination, when the request named one.
-    pub host: String,
-    pub port: u16,
-    pub method: Option<String>,
-    pub path: Option<String>,
-}
-
-impl Refused {
-    pub fn report(self) -> Report {
-        Report {
-            decision: "deny".into(),
-            error: Some(self.code),
-            binary: self.binary,
-            invoked_as: self.invoked_as,
-            ancestors: self.ancestors,
-            host: self.host,
-            port: self.port,
-            method: self.method,
-            path: self.path,
-            policy: None,
-            reason: self.reason,
-            suggestion: None,
-        }
+/// The one constructor of a refusal that no policy decision produced — a malformed or
+/// unattributed request, a connect the sandbox refused: `deny`, the reason `code` and
+/// sentence; the caller adds who asked and for what by struct update
+/// (`Report { binary, host, port, ..refusal(code, reason) }`). A policy's own refusals come
+/// from [`Report::new`].
+pub fn refusal(code: &str, reason: impl Into<String>) -> Report {
+    Report {
+        decision: "deny".into(),
+        error: Some(code.into()),
+        reason: reason.into(),
+        ..Report::default()
     }
 }
 
@@ -402,15 +377,12 @@ mod tests {
             for _ in 0..5 {
                 log.record(&LogRecord::new(
                     "direct",
-                    Refused {
-                        code: "direct_connect".into(),
-                        reason: "a connection aimed elsewhere".into(),
+                    Report {
                         binary: "/usr/bin/python3".into(),
                         host: "127.0.0.1".into(),
                         port: port % 100,
-                        ..Default::default()
-                    }
-                    .report(),
+                        ..refusal("direct_connect", "a connection aimed elsewhere")
+                    },
                 ));
             }
         }

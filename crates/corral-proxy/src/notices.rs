@@ -127,20 +127,17 @@ fn lookup_hint(binary: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Refused;
+    use corral_policy::Report;
 
     fn refusal(port: u16) -> LogRecord {
         LogRecord::new(
             "direct",
-            Refused {
-                code: "direct_connect".into(),
-                reason: "r".into(),
+            Report {
                 binary: "/usr/bin/python3".into(),
                 host: "127.0.0.1".into(),
                 port,
-                ..Default::default()
-            }
-            .report(),
+                ..crate::log::refusal("direct_connect", "r")
+            },
         )
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use corral_policy::{CompileOptions, Policy, PolicyWatcher};
-use corral_proxy::{DecisionLog, LogRecord, PolicyHandle, ProxyConfig, Refused};
+use corral_proxy::{DecisionLog, LogRecord, PolicyHandle, ProxyConfig};
 
 use crate::attribution::AttributionTable;
 use crate::broker::{Broker, ProxyAddresses, Refusal};
@@ -488,9 +488,7 @@ fn refusal_record(r: &Refusal) -> LogRecord {
         (None, Some(unix)) => (unix.clone(), 0),
         (None, None) => (String::new(), 0),
     };
-    let report = Refused {
-        code: r.code.to_string(),
-        reason: r.reason.clone(),
+    let report = corral_policy::Report {
         binary: r
             .binary
             .as_ref()
@@ -504,9 +502,8 @@ fn refusal_record(r: &Refusal) -> LogRecord {
             .collect(),
         host,
         port,
-        ..Default::default()
-    }
-    .report();
+        ..corral_proxy::refusal(r.code, r.reason.clone())
+    };
     LogRecord {
         pid: Some(r.pid),
         ..LogRecord::new("direct", report)
