@@ -203,7 +203,15 @@ mod tests {
         m.decision("deny", "no_endpoint");
         m.decision("allow", "");
         m.setup_seconds.observe(Duration::from_micros(70));
+        m.log.folded.fetch_add(4999, Relaxed);
+        m.log.discarded.fetch_add(29, Relaxed);
         let text = m.render();
+        assert!(
+            text.contains("\ncorral_proxy_log_folded_total 4999\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ncorral_proxy_log_discarded_total 29\n"));
+        assert!(text.contains("\ncorral_proxy_log_lost_total 0\n"));
         assert!(text
             .contains("corral_proxy_decisions_total{decision=\"deny\",reason=\"no_endpoint\"} 2"));
         assert!(text.contains("corral_proxy_setup_seconds_bucket{le=\"0.0001\"} 1"));

@@ -3,14 +3,16 @@
 //! tunnel the new policy still allows carries on.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testsupport::process::{corral_bin, free_port, Background};
+use corral_testsupport::process::Background;
+use corral_testsupport::proxy::Proxy;
 use corral_testsupport::sandbox::{runners, Sandbox, MODES};
+use corral_testsupport::upstream::Upstream;
 use corral_testsupport::user::{chown, Runner};
 use serde_json::Value;
 
@@ -165,43 +167,61 @@ fn a_reload_cuts_the_tunnels_it_no_longer_allows_in_corral_proxy() {
     let port = echo_server();
     let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
     let python = python.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::create_dir(dir.path().join("logs")).unwrap();
-    let log = dir.path().join("logs/decisions.jsonl");
-    std::fs::write(&policy_path, policy(port, python, true)).unwrap();
-    let listen = SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-    );
-    let mut proxy = Command::new(corral_bin());
-    proxy
-        .arg("proxy")
-        .arg("--policy")
-        .arg(&policy_path)
-        .arg("--listen")
-        .arg(listen.to_string())
-        .arg("--log")
-        .arg(&log)
-        .arg("--identity-exe")
-        .arg(python);
-    for r in resolve(port) {
-        proxy.arg("--resolve").arg(r);
-    }
-    let mut proxy = Background::spawn("corral proxy", proxy);
-    proxy.wait_for_port(listen, Duration::from_secs(20));
+    let mut proxy = Proxy::start(&policy(port, python, true), python, &resolve(port), &[]);
     let mut client = Command::new(python);
     client
         .args(["-c", CLIENT_PY, "127.0.0.1"])
-        .arg(listen.port().to_string())
+        .arg(proxy.listen.port().to_string())
         .arg(port.to_string());
     let mut client = Background::spawn("python client", client);
     wait_for_stdout(&mut client, "open");
-    std::fs::write(&policy_path, policy(port, python, false)).unwrap();
-    proxy.wait_for_stderr("reloaded", Duration::from_secs(60));
+    proxy.reload(&policy(port, python, false));
     let status = client.wait();
     assert!(status.success(), "{}\n{}", client.stdout(), client.stderr());
-    assert_revoked(&client.stdout(), &log);
+    assert_revoked(&client.stdout(), &proxy.log);
+}
+
+/// An idle kept-alive plain HTTP connection whose last request a reload refuses is closed
+/// (the next request would be decided afresh anyway; an administrator revoking access
+/// expects nothing of it left open).
+#[test]
+fn a_reload_closes_a_kept_alive_connection_whose_last_request_it_refuses() {
+    let up = Upstream::echo(None);
+    let port = up.port();
+    let curl = "/usr/bin/curl";
+    let mut proxy = Proxy::start(&policy(port, curl, true), curl, &resolve(port), &[]);
+    let mut s = std::net::TcpStream::connect(proxy.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(
+        format!("GET http://cut.test:{port}/a HTTP/1.1\r\nHost: cut.test:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("hello from upstream: GET /a") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    proxy.reload(&policy(port, curl, false));
+    // The proxy closes the connection: end of stream, not the read timeout.
+    assert_eq!(s.read(&mut buf).unwrap(), 0);
+    let records = wait_for_record(&proxy.log, "cut.test", "revoked");
+    let revoked: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["decision"] == "revoked")
+        .collect();
+    assert_eq!(revoked.len(), 1, "{records:#?}");
+    assert_eq!(revoked[0]["kind"], "http");
+    assert_eq!(revoked[0]["path"], "/a");
+    assert_eq!(revoked[0]["error"], "no_endpoint");
+    assert_eq!(revoked[0]["policy_generation"], 2);
 }
 
 /// In seccomp-only mode corral reloads only a policy the sandbox cannot write: one in a
