@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// An append-only file of lines that follows log rotation.
@@ -35,6 +36,9 @@ pub struct LineLog {
     fsync: bool,
     /// Rotate before a line would take the file past this many bytes.
     max_bytes: Option<u64>,
+    /// A rotation of the open file failed: not retried (each try reads the previous
+    /// file) until another file is open.
+    rotation_failed: AtomicBool,
     file: Mutex<File>,
 }
 
@@ -76,6 +80,7 @@ impl LineLog {
             mode,
             fsync: false,
             max_bytes: None,
+            rotation_failed: AtomicBool::new(false),
         })
     }
 
@@ -106,28 +111,37 @@ impl LineLog {
 
     /// Appends `line` like [`append`](Self::append); when the size bound makes it rotate
     /// first, the new file starts with the line(s) `marker` makes of the rotation.
+    ///
+    /// `Ok(None)`: no rotation was due; `Ok(Some(Ok(_)))`: the file was rotated;
+    /// `Ok(Some(Err(_)))`: a rotation was due and failed (say, the directory is not
+    /// writable), and the line went to the current file anyway — a record is worth more
+    /// than the bound, and the caller is told so it can say it.
     pub fn append_rotating(
         &self,
         line: &[u8],
         marker: impl FnOnce(&Rotation) -> Vec<u8>,
-    ) -> io::Result<Option<Rotation>> {
+    ) -> io::Result<Option<io::Result<Rotation>>> {
         debug_assert!(line.ends_with(b"\n"), "a log line ends with a newline");
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         self.follow_rotation(&mut file)?;
         let rotation = match self.max_bytes {
-            Some(max) => {
+            Some(max) if !self.rotation_failed.load(Relaxed) => {
                 let size = file.metadata()?.len();
                 if size > 0 && size + line.len() as u64 > max {
-                    self.rotate(&mut file)?
+                    let r = self.rotate(&mut file).transpose();
+                    if matches!(r, Some(Err(_))) {
+                        self.rotation_failed.store(true, Relaxed);
+                    }
+                    r
                 } else {
                     None
                 }
             }
-            None => None,
+            _ => None,
         };
         let mut out = match &rotation {
-            Some(r) => marker(r),
-            None => Vec::new(),
+            Some(Ok(r)) => marker(r),
+            _ => Vec::new(),
         };
         out.extend_from_slice(line);
         file.write_all(&out)?;
@@ -152,7 +166,8 @@ impl LineLog {
         let mut previous = self.pinned.clone().into_os_string();
         previous.push(".1");
         let previous = PathBuf::from(previous);
-        let discarded_lines = count_lines(&previous)?;
+        let max = self.max_bytes.unwrap_or(u64::MAX);
+        let discarded_lines = count_lines(&previous, max.saturating_mul(4))?;
         std::fs::rename(&self.pinned, &previous)?;
         *file = open_append(&self.pinned, self.mode)?;
         let mut shown = self.path.clone().into_os_string();
@@ -171,20 +186,25 @@ impl LineLog {
             Ok(m) if (m.dev(), m.ino()) == open => Ok(()),
             _ => {
                 *file = open_append(&self.pinned, self.mode)?;
+                self.rotation_failed.store(false, Relaxed);
                 Ok(())
             }
         }
     }
 }
 
-/// Lines in the file at `path` (0 when there is none).
-fn count_lines(path: &Path) -> io::Result<u64> {
+/// Lines in the first `limit` bytes of the regular file at `path` (0 when there is none).
+/// Anything else found there (a FIFO would block the reader, a device never end) is not
+/// read: whoever could put it in the log's directory did not get it from this log.
+fn count_lines(path: &Path, limit: u64) -> io::Result<u64> {
     use std::io::Read;
-    let mut f = match File::open(path) {
-        Ok(f) => f,
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(0),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
-    };
+    }
+    let mut f = File::open(path)?.take(limit);
     let mut buf = vec![0u8; 64 * 1024];
     let mut lines = 0u64;
     loop {
@@ -315,7 +335,7 @@ mod tests {
         let mut rotations = Vec::new();
         for _ in 0..12 {
             if let Some(r) = log.append_rotating(&line, marker).unwrap() {
-                rotations.push(r.discarded_lines);
+                rotations.push(r.unwrap().discarded_lines);
             }
         }
         // Two lines fit (then a marker and two); each rotation replaces the previous file.
@@ -340,6 +360,25 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("d.jsonl.1")).unwrap(),
             "a long line indeed\n"
+        );
+    }
+
+    #[test]
+    fn a_rotation_that_fails_still_writes_the_line_and_says_so() {
+        let (dir, path, log) = bounded(10);
+        // A non-empty directory at PATH.1 cannot be renamed over.
+        std::fs::create_dir_all(dir.path().join("d.jsonl.1/x")).unwrap();
+        log.append(b"first line\n").unwrap();
+        let failed = log.append_rotating(b"second\n", |_| Vec::new()).unwrap();
+        assert!(matches!(failed, Some(Err(_))), "{failed:?}");
+        // Not retried for this file: the next line is written without a try.
+        assert!(log
+            .append_rotating(b"third\n", |_| Vec::new())
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "first line\nsecond\nthird\n"
         );
     }
 

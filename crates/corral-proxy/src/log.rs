@@ -159,6 +159,8 @@ pub struct DecisionLog {
     stats: Arc<LogStats>,
     /// Records lost since the last line that reached the file.
     gap: AtomicU64,
+    /// A size rotation failed (said once).
+    rotation_failed: std::sync::atomic::AtomicBool,
 }
 
 impl DecisionLog {
@@ -170,6 +172,7 @@ impl DecisionLog {
             folds: Folds::new(crate::fold::WINDOW, crate::fold::MAX_OPEN),
             stats: Arc::default(),
             gap: AtomicU64::new(0),
+            rotation_failed: Default::default(),
         }
     }
 
@@ -317,9 +320,18 @@ impl DecisionLog {
             .line()
         };
         match file.append_rotating(&out, marker) {
-            Ok(Some(r)) => {
+            Ok(Some(Ok(r))) => {
                 self.stats.rotations.fetch_add(1, Relaxed);
                 self.stats.discarded.fetch_add(r.discarded_lines, Relaxed);
+            }
+            Ok(Some(Err(e))) => {
+                // The record is kept past the bound rather than lost; said once.
+                if !self.rotation_failed.swap(true, Relaxed) {
+                    tracing::error!(
+                        "cannot rotate the decision log {}: {e}; it now grows past its size bound (check that its directory is writable)",
+                        file.path().display()
+                    );
+                }
             }
             Ok(None) => {}
             Err(e) => {
