@@ -224,6 +224,69 @@ fn a_reload_closes_a_kept_alive_connection_whose_last_request_it_refuses() {
     assert_eq!(revoked[0]["policy_generation"], 2);
 }
 
+/// A plain HTTP server on loopback that answers any request with a chunked body that never
+/// ends: a chunk every 50 ms, as long as the client reads.
+fn endless_http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                while stream.write_all(b"5\r\ntick\n\r\n").is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A plain HTTP response still streaming when a reload refuses its request is cut.
+#[test]
+fn a_reload_cuts_a_plain_http_response_in_flight_it_no_longer_allows() {
+    let port = endless_http_server();
+    let curl = "/usr/bin/curl";
+    let mut proxy = Proxy::start(&policy(port, curl, true), curl, &resolve(port), &[]);
+    let mut s = std::net::TcpStream::connect(proxy.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(
+        format!("GET http://cut.test:{port}/stream HTTP/1.1\r\nHost: cut.test:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("tick") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    proxy.reload(&policy(port, curl, false));
+    // Ticks keep coming until the cut, then the stream ends (a minute of ticks: never cut).
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while s.read(&mut buf).unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the response was never cut"
+        );
+    }
+    let records = wait_for_record(&proxy.log, "cut.test", "revoked");
+    let revoked: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["decision"] == "revoked")
+        .collect();
+    assert_eq!(revoked.len(), 1, "{records:#?}");
+    assert_eq!(revoked[0]["kind"], "http");
+    assert_eq!(revoked[0]["path"], "/stream");
+    assert_eq!(revoked[0]["policy_generation"], 2);
+}
+
 /// In seccomp-only mode corral reloads only a policy the sandbox cannot write: one in a
 /// directory that belongs to another user, with no group or other write. `None` when no
 /// other user is at hand (not running as root).
