@@ -1,5 +1,6 @@
 # The two set-up commands in README.md are `make demo` and `make test`.
-.PHONY: demo test deps lint bench
+.PHONY: demo test deps lint bench fuzz
+FUZZ_SECONDS ?= 60
 
 demo:
 	bash scripts/demo.sh
@@ -17,3 +18,6 @@ lint:
 
 bench:
 	cargo bench --workspace
+
+fuzz:
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -64,11 +64,11 @@ pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&(total as u32).to_be_bytes());
     out.extend_from_slice(&(head.len() as u32).to_be_bytes());
-    let prelude_crc = crc32(&out);
+    let prelude_crc = crc32fast::hash(&out);
     out.extend_from_slice(&prelude_crc.to_be_bytes());
     out.extend_from_slice(&head);
     out.extend_from_slice(payload);
-    let crc = crc32(&out);
+    let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     Bytes::from(out)
 }
@@ -142,7 +142,7 @@ impl Decoder {
         let total = u32::from_be_bytes(self.buf[0..4].try_into().expect("4 bytes")) as usize;
         let head_len = u32::from_be_bytes(self.buf[4..8].try_into().expect("4 bytes")) as usize;
         let prelude_crc = u32::from_be_bytes(self.buf[8..12].try_into().expect("4 bytes"));
-        if crc32(&self.buf[0..8]) != prelude_crc {
+        if crc32fast::hash(&self.buf[0..8]) != prelude_crc {
             return Err(FrameError::PreludeCrc);
         }
         if total > MAX_FRAME {
@@ -156,7 +156,7 @@ impl Decoder {
         }
         let frame = self.buf.split_to(total).freeze();
         let crc = u32::from_be_bytes(frame[total - 4..].try_into().expect("4 bytes"));
-        if crc32(&frame[..total - 4]) != crc {
+        if crc32fast::hash(&frame[..total - 4]) != crc {
             return Err(FrameError::MessageCrc);
         }
         let headers = parse_headers(&frame[PRELUDE..PRELUDE + head_len])?;
@@ -214,43 +214,9 @@ fn parse_headers(mut raw: &[u8]) -> Result<Vec<(String, String)>, FrameError> {
     Ok(out)
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib computes it).
-pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc = TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32_matches_zlib() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b""), 0);
-    }
 
     #[test]
     fn frames_round_trip_when_fed_byte_by_byte() {

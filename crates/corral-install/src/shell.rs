@@ -90,7 +90,9 @@ pub fn remove_line(rc: &Path, line: &str) -> anyhow::Result<bool> {
 /// nothing else there. The key comes from `$CORRAL_GATEWAY_KEY`, or from `key_file`, which
 /// must not be readable by group or others.
 pub fn key_helper_script(key_file: &Path) -> String {
-    let quoted = corral_mirror::script::sh_quote(&key_file.to_string_lossy());
+    // A path cannot hold a NUL byte, so quoting cannot fail.
+    let key_file = key_file.to_string_lossy();
+    let quoted = shlex::try_quote(&key_file).unwrap_or_default();
     format!(
         r#"#!/bin/sh
 # corral api-key helper for Claude Code (settings.json "apiKeyHelper"), written by

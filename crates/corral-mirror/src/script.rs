@@ -27,24 +27,46 @@ impl ScriptSettings {
     }
 }
 
-/// Single-quotes `value` for sh.
-pub fn sh_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
+/// Quotes `value` for sh. A NUL byte cannot be passed to a shell at all; it is dropped
+/// (settings come from the mirror's own command line, never from a request).
+fn sh_quote(value: &str) -> String {
+    let value = value.replace('\0', "");
+    shlex::try_quote(&value)
+        .map(|q| q.into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The baked settings, as a real `sh` reads them back from the rendered script.
+    fn baked(script: &str, name: &str) -> String {
+        let assignments: String = script
+            .lines()
+            .filter(|l| l.starts_with("BAKED_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{assignments}printf %s \"${name}\""))
+            .output()
+            .expect("run sh");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     #[test]
     fn values_are_quoted_so_they_cannot_run_code() {
+        let hostile = "https://gw.test/'; touch /tmp/corral-pwned; '$(id)`id`\"";
         let settings = ScriptSettings {
-            gateway: Some("https://gw.test/'; rm -rf ~; '".into()),
+            gateway: Some(hostile.into()),
             ..Default::default()
         };
         let script = settings.render("https://mirror.test");
-        assert!(script.contains(r"BAKED_GATEWAY='https://gw.test/'\''; rm -rf ~; '\'''"));
-        assert!(script.contains("BAKED_MIRROR='https://mirror.test'"));
+        assert_eq!(baked(&script, "BAKED_GATEWAY"), hostile);
+        assert_eq!(baked(&script, "BAKED_MIRROR"), "https://mirror.test");
+        assert_eq!(baked(&script, "BAKED_REGION"), "");
         for placeholder in ["@MIRROR@", "@GATEWAY@", "@REGION@", "@MODEL@", "@CHANNEL@"] {
             assert!(
                 !script.contains(placeholder),

@@ -7,11 +7,11 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use ring::hmac;
 
 /// The secret shared by the mirror (which signs) and the storage endpoint (which checks).
 #[derive(Clone)]
-pub struct SigningKey(Vec<u8>);
+pub struct SigningKey(hmac::Key);
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,15 +48,12 @@ impl SigningKey {
                 bytes.len()
             ));
         }
-        Ok(SigningKey(bytes))
+        Ok(SigningKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
     }
 
     /// Hex HMAC-SHA256 of `path` and `expires`.
     pub fn sign(&self, path: &str, expires: u64) -> String {
-        hex::encode(hmac_sha256(
-            &self.0,
-            format!("{path}\n{expires}").as_bytes(),
-        ))
+        hex::encode(hmac::sign(&self.0, format!("{path}\n{expires}").as_bytes()))
     }
 
     /// The query string (`expires=…&signature=…`) for `path`.
@@ -78,8 +75,8 @@ impl SigningKey {
         let (Some(expires), Some(signature)) = (expires, signature) else {
             return Err(LinkError::Missing);
         };
-        let expected = hmac_sha256(&self.0, format!("{path}\n{expires}").as_bytes());
-        if !constant_time_eq(&expected, &signature) {
+        // `verify` compares in constant time.
+        if hmac::verify(&self.0, format!("{path}\n{expires}").as_bytes(), &signature).is_err() {
             return Err(LinkError::BadSignature);
         }
         if now > expires {
@@ -87,31 +84,6 @@ impl SigningKey {
         }
         Ok(())
     }
-}
-
-/// HMAC (RFC 2104) over SHA-256.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Seconds since the Unix epoch.
@@ -126,25 +98,14 @@ pub fn now_unix() -> u64 {
 mod tests {
     use super::*;
 
+    /// The documented format, so storage written in another language can check links:
+    /// hex HMAC-SHA256 over `"{path}\n{expires}"` (value from Python's `hmac` module).
     #[test]
-    fn hmac_matches_rfc4231_case_2() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+    fn the_signature_is_hmac_sha256_of_path_and_expiry() {
+        let key = SigningKey::new(vec![7; 32]).unwrap();
         assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn hmac_with_long_key_matches_rfc4231_case_6() {
-        let key = [0xaau8; 131];
-        let mac = hmac_sha256(
-            &key,
-            b"Test Using Larger Than Block-Size Key - Hash Key First",
-        );
-        assert_eq!(
-            hex::encode(mac),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+            key.sign("/1.0/linux-x64/claude", 100),
+            "713b8d407847a3bb8bb6a4acfbe119458d36481c797bf66f92a5da9f1b3e516e"
         );
     }
 

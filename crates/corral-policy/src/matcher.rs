@@ -17,6 +17,13 @@ use crate::host::{normalize_host, HostKind, NormalHost};
 use crate::identity::Identity;
 use crate::model::{Access, Children, CompileOptions, L7Rule, Policy};
 
+impl Policy {
+    /// Compile into the matcher. `home` expands `~/` and `$HOME/` in binary paths.
+    pub fn compile(&self, opts: &CompileOptions) -> Matcher {
+        Matcher::compile(self, opts)
+    }
+}
+
 /// An HTTP request seen by the proxy, for endpoints with L7 rules.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpRequestInfo<'a> {

@@ -1,10 +1,9 @@
 //! The validated policy model.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::diag::{Diagnostic, PolicyError};
+use crate::diag::Diagnostic;
 use crate::host::HostPattern;
-use crate::matcher::Matcher;
 
 /// A validated policy (`version: 1`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,25 +179,4 @@ pub struct BinaryRule {
     pub children: Children,
     /// Line in the file.
     pub line: usize,
-}
-
-impl Policy {
-    /// Read + parse + validate. `Err` carries every error (file:line:col, what, what to write).
-    pub fn load(path: &Path) -> Result<Loaded, PolicyError> {
-        let source = std::fs::read_to_string(path).map_err(|e| PolicyError::Io {
-            file: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        Policy::parse(&source, &path.display().to_string())
-    }
-
-    /// Parse + validate a policy from text. Never panics, whatever the input.
-    pub fn parse(source: &str, file_name: &str) -> Result<Loaded, PolicyError> {
-        crate::validate::parse(source, file_name)
-    }
-
-    /// Compile into the matcher. `home` expands `~/` and `$HOME/` in binary paths.
-    pub fn compile(&self, opts: &CompileOptions) -> Matcher {
-        Matcher::compile(self, opts)
-    }
 }

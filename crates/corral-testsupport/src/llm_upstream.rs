@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use bytes::Bytes;
 use hyper::body::Frame;
 use serde_json::{json, Value};
@@ -338,7 +339,7 @@ async fn serve(
 
 /// A Bedrock `chunk` event-stream frame carrying `event_json`.
 pub fn bedrock_chunk(event_json: &[u8]) -> Bytes {
-    let payload = format!("{{\"bytes\":\"{}\"}}", base64(event_json));
+    let payload = format!("{{\"bytes\":\"{}\"}}", BASE64_STANDARD.encode(event_json));
     let headers: [(&str, &str); 3] = [
         (":event-type", "chunk"),
         (":content-type", "application/json"),
@@ -356,61 +357,11 @@ pub fn bedrock_chunk(event_json: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&(total as u32).to_be_bytes());
     out.extend_from_slice(&(head.len() as u32).to_be_bytes());
-    let c = crc32(&out);
+    let c = crc32fast::hash(&out);
     out.extend_from_slice(&c.to_be_bytes());
     out.extend_from_slice(&head);
     out.extend_from_slice(payload.as_bytes());
-    let c = crc32(&out);
+    let c = crc32fast::hash(&out);
     out.extend_from_slice(&c.to_be_bytes());
     Bytes::from(out)
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        out.push(A[(n >> 18) as usize & 63] as char);
-        out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            A[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            A[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_and_crc_match_known_values() {
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
-        assert_eq!(base64(b"hi!"), "aGkh");
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
 }

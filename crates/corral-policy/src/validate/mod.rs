@@ -7,7 +7,7 @@ mod ctx;
 mod lint;
 mod network;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::diag::PolicyError;
 use crate::model::{FilesystemPolicy, LandlockCompatibility, Loaded, Policy, ProcessPolicy};
@@ -334,4 +334,20 @@ fn unclosed_bracket(source: &str, at: Pos) -> Option<(char, Pos)> {
         }
     }
     stack.pop()
+}
+
+impl Policy {
+    /// Read + parse + validate. `Err` carries every error (file:line:col, what, what to write).
+    pub fn load(path: &Path) -> Result<Loaded, PolicyError> {
+        let source = std::fs::read_to_string(path).map_err(|e| PolicyError::Io {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Policy::parse(&source, &path.display().to_string())
+    }
+
+    /// Parse + validate a policy from text. Never panics, whatever the input.
+    pub fn parse(source: &str, file_name: &str) -> Result<Loaded, PolicyError> {
+        parse(source, file_name)
+    }
 }
