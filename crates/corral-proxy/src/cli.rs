@@ -212,7 +212,7 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         );
         // The accept loop runs on a worker, so each connection's task starts on that same
         // thread instead of waking another one (docs/benchmarks.md).
-        let log = config.clone();
+        let stopping = config.clone();
         tokio::spawn(crate::serve(
             listener,
             config,
@@ -223,7 +223,7 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("the proxy's accept loop panicked")??;
         // Folded refusals still in their window get their summary lines.
-        log.log.flush();
+        stopping.log.flush();
         tracing::info!("corral proxy stopped");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -290,7 +290,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     broker.spawn(4).context("starting the connect broker")?;
 
     let metrics = config.metrics.clone();
-    let log = config.clone();
+    let proxy_config = config.clone();
     let attribution: Arc<dyn corral_proxy::Attribution> = table;
     let serving = runtime.block_on(async { tokio::net::TcpListener::from_std(listener) })?;
     runtime.spawn(async move {
@@ -334,7 +334,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     // Folded refusals still in their window get their summary lines now.
-    log.log.flush();
+    proxy_config.log.flush();
     drop(watcher);
     runtime.shutdown_background();
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
