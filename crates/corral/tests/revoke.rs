@@ -181,6 +181,43 @@ fn a_reload_cuts_the_tunnels_it_no_longer_allows_in_corral_proxy() {
     assert_revoked(&client.stdout(), &proxy.log);
 }
 
+/// Sends `GET http://cut.test:PORT{path}` through the proxy on a connection of its own
+/// and reads until the answer contains `until`; returns the connection, still open.
+fn get_cut_test(proxy: &Proxy, port: u16, path: &str, until: &str) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(proxy.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let request =
+        format!("GET http://cut.test:{port}{path} HTTP/1.1\r\nHost: cut.test:{port}\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(until) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s
+}
+
+/// The one `revoked` record of the log, for a plain HTTP request to `path`.
+fn assert_http_revoked(log: &Path, path: &str) {
+    let records = wait_for_record(log, "cut.test", "revoked");
+    let revoked: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["decision"] == "revoked")
+        .collect();
+    assert_eq!(revoked.len(), 1, "{records:#?}");
+    assert_eq!(revoked[0]["kind"], "http");
+    assert_eq!(revoked[0]["path"], path);
+    assert_eq!(revoked[0]["error"], "no_endpoint");
+    assert_eq!(revoked[0]["policy_generation"], 2);
+}
+
 /// An idle kept-alive plain HTTP connection whose last request a reload refuses is closed
 /// (the next request would be decided afresh anyway; an administrator revoking access
 /// expects nothing of it left open).
@@ -190,38 +227,11 @@ fn a_reload_closes_a_kept_alive_connection_whose_last_request_it_refuses() {
     let port = up.port();
     let curl = "/usr/bin/curl";
     let mut proxy = Proxy::start(&policy(port, curl, true), curl, &resolve(port), &[]);
-    let mut s = std::net::TcpStream::connect(proxy.listen).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(
-        format!("GET http://cut.test:{port}/a HTTP/1.1\r\nHost: cut.test:{port}\r\n\r\n")
-            .as_bytes(),
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("hello from upstream: GET /a") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "closed before the answer: {}",
-            String::from_utf8_lossy(&answer)
-        );
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let mut s = get_cut_test(&proxy, port, "/a", "hello from upstream: GET /a");
     proxy.reload(&policy(port, curl, false));
     // The proxy closes the connection: end of stream, not the read timeout.
-    assert_eq!(s.read(&mut buf).unwrap(), 0);
-    let records = wait_for_record(&proxy.log, "cut.test", "revoked");
-    let revoked: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["decision"] == "revoked")
-        .collect();
-    assert_eq!(revoked.len(), 1, "{records:#?}");
-    assert_eq!(revoked[0]["kind"], "http");
-    assert_eq!(revoked[0]["path"], "/a");
-    assert_eq!(revoked[0]["error"], "no_endpoint");
-    assert_eq!(revoked[0]["policy_generation"], 2);
+    assert_eq!(s.read(&mut [0u8; 64]).unwrap(), 0);
+    assert_http_revoked(&proxy.log, "/a");
 }
 
 /// A plain HTTP server on loopback that answers any request with a chunked body that never
@@ -253,38 +263,17 @@ fn a_reload_cuts_a_plain_http_response_in_flight_it_no_longer_allows() {
     let port = endless_http_server();
     let curl = "/usr/bin/curl";
     let mut proxy = Proxy::start(&policy(port, curl, true), curl, &resolve(port), &[]);
-    let mut s = std::net::TcpStream::connect(proxy.listen).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(
-        format!("GET http://cut.test:{port}/stream HTTP/1.1\r\nHost: cut.test:{port}\r\n\r\n")
-            .as_bytes(),
-    )
-    .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("tick") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    let mut s = get_cut_test(&proxy, port, "/stream", "tick");
     proxy.reload(&policy(port, curl, false));
     // Ticks keep coming until the cut, then the stream ends (a minute of ticks: never cut).
     let give_up = std::time::Instant::now() + Duration::from_secs(60);
-    while s.read(&mut buf).unwrap() > 0 {
+    while s.read(&mut [0u8; 4096]).unwrap() > 0 {
         assert!(
             std::time::Instant::now() < give_up,
             "the response was never cut"
         );
     }
-    let records = wait_for_record(&proxy.log, "cut.test", "revoked");
-    let revoked: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["decision"] == "revoked")
-        .collect();
-    assert_eq!(revoked.len(), 1, "{records:#?}");
-    assert_eq!(revoked[0]["kind"], "http");
-    assert_eq!(revoked[0]["path"], "/stream");
-    assert_eq!(revoked[0]["policy_generation"], 2);
+    assert_http_revoked(&proxy.log, "/stream");
 }
 
 /// In seccomp-only mode corral reloads only a policy the sandbox cannot write: one in a
