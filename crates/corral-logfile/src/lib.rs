@@ -11,11 +11,17 @@
 //!   not send later lines to a file someone else prepared.
 //! - With [`LineLog::with_fsync`] every line is also flushed to disk before
 //!   [`LineLog::append`] returns.
+//! - With [`LineLog::with_max_bytes`] the file is rotated by size: a line that would take
+//!   it past the bound first renames it to `PATH.1` (replacing the previous one), so the
+//!   log never holds more than about twice the bound on disk. What the replaced `PATH.1`
+//!   held is counted and handed to the caller ([`LineLog::append_rotating`]), which says so
+//!   in the new file: records are never discarded silently.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// An append-only file of lines that follows log rotation.
@@ -28,7 +34,21 @@ pub struct LineLog {
     _dir: Option<File>,
     mode: u32,
     fsync: bool,
+    /// Rotate before a line would take the file past this many bytes.
+    max_bytes: Option<u64>,
+    /// A rotation of the open file failed: not retried (each try reads the previous
+    /// file) until another file is open.
+    rotation_failed: AtomicBool,
     file: Mutex<File>,
+}
+
+/// A size rotation: the file reached the bound and was renamed to `PATH.1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// Where the full file went.
+    pub previous: PathBuf,
+    /// Lines of the older `PATH.1` the rename replaced (gone from the disk).
+    pub discarded_lines: u64,
 }
 
 impl LineLog {
@@ -59,7 +79,17 @@ impl LineLog {
             _dir: dir,
             mode,
             fsync: false,
+            max_bytes: None,
+            rotation_failed: AtomicBool::new(false),
         })
+    }
+
+    /// Rotates the file by size (see the crate documentation); `None` = unbounded. A single
+    /// line longer than the bound is still written whole, so a file can exceed the bound by
+    /// at most one line.
+    pub fn with_max_bytes(mut self, max: Option<u64>) -> LineLog {
+        self.max_bytes = max.filter(|m| *m > 0);
+        self
     }
 
     /// Also `fsync` each line before [`append`](Self::append) returns: the line then
@@ -76,14 +106,76 @@ impl LineLog {
 
     /// Appends `line`, which must be one whole line ending in `\n`, in one write.
     pub fn append(&self, line: &[u8]) -> io::Result<()> {
+        self.append_rotating(line, |_| Vec::new()).map(|_| ())
+    }
+
+    /// Appends `line` like [`append`](Self::append); when the size bound makes it rotate
+    /// first, the new file starts with the line(s) `marker` makes of the rotation.
+    ///
+    /// `Ok(None)`: no rotation was due; `Ok(Some(Ok(_)))`: the file was rotated;
+    /// `Ok(Some(Err(_)))`: a rotation was due and failed (say, the directory is not
+    /// writable), and the line went to the current file anyway — a record is worth more
+    /// than the bound, and the caller is told so it can say it.
+    pub fn append_rotating(
+        &self,
+        line: &[u8],
+        marker: impl FnOnce(&Rotation) -> Vec<u8>,
+    ) -> io::Result<Option<io::Result<Rotation>>> {
         debug_assert!(line.ends_with(b"\n"), "a log line ends with a newline");
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         self.follow_rotation(&mut file)?;
-        file.write_all(line)?;
+        let rotation = match self.max_bytes {
+            Some(max) if !self.rotation_failed.load(Relaxed) => {
+                let size = file.metadata()?.len();
+                if size > 0 && size + line.len() as u64 > max {
+                    let r = self.rotate(&mut file).transpose();
+                    if matches!(r, Some(Err(_))) {
+                        self.rotation_failed.store(true, Relaxed);
+                    }
+                    r
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let mut out = match &rotation {
+            Some(Ok(r)) => marker(r),
+            _ => Vec::new(),
+        };
+        out.extend_from_slice(line);
+        file.write_all(&out)?;
         if self.fsync {
             file.sync_data()?;
         }
-        Ok(())
+        Ok(rotation)
+    }
+
+    /// Renames the full file to `PATH.1` and opens a new one. Another process sharing the
+    /// file may have rotated it a moment ago: then the file at the path is already new and
+    /// is only followed.
+    fn rotate(&self, file: &mut File) -> io::Result<Option<Rotation>> {
+        let open = file.metadata().map(|m| (m.dev(), m.ino()))?;
+        match std::fs::metadata(&self.pinned) {
+            Ok(m) if (m.dev(), m.ino()) == open => {}
+            _ => {
+                *file = open_append(&self.pinned, self.mode)?;
+                return Ok(None);
+            }
+        }
+        let mut previous = self.pinned.clone().into_os_string();
+        previous.push(".1");
+        let previous = PathBuf::from(previous);
+        let max = self.max_bytes.unwrap_or(u64::MAX);
+        let discarded_lines = count_lines(&previous, max.saturating_mul(4))?;
+        std::fs::rename(&self.pinned, &previous)?;
+        *file = open_append(&self.pinned, self.mode)?;
+        let mut shown = self.path.clone().into_os_string();
+        shown.push(".1");
+        Ok(Some(Rotation {
+            previous: PathBuf::from(shown),
+            discarded_lines,
+        }))
     }
 
     /// When the file at the path is no longer the one open (renamed away, removed,
@@ -94,8 +186,31 @@ impl LineLog {
             Ok(m) if (m.dev(), m.ino()) == open => Ok(()),
             _ => {
                 *file = open_append(&self.pinned, self.mode)?;
+                self.rotation_failed.store(false, Relaxed);
                 Ok(())
             }
+        }
+    }
+}
+
+/// Lines in the first `limit` bytes of the regular file at `path` (0 when there is none).
+/// Anything else found there (a FIFO would block the reader, a device never end) is not
+/// read: whoever could put it in the log's directory did not get it from this log.
+fn count_lines(path: &Path, limit: u64) -> io::Result<u64> {
+    use std::io::Read;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    }
+    let mut f = File::open(path)?.take(limit);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = 0u64;
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(lines),
+            n => lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64,
         }
     }
 }
@@ -199,6 +314,71 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(moved.join("x.log")).unwrap(),
             "three\n"
+        );
+    }
+
+    /// A log rotated past `max` bytes, in a directory of its own.
+    fn bounded(max: u64) -> (tempfile::TempDir, PathBuf, LineLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        let log = LineLog::open(&path, 0o600)
+            .unwrap()
+            .with_max_bytes(Some(max));
+        (dir, path, log)
+    }
+
+    #[test]
+    fn the_size_bound_rotates_to_one_previous_file_and_counts_what_it_replaces() {
+        let (dir, path, log) = bounded(100);
+        let line = [vec![b'x'; 39], vec![b'\n']].concat();
+        let marker = |r: &Rotation| format!("rotated {}\n", r.discarded_lines).into_bytes();
+        let mut rotations = Vec::new();
+        for _ in 0..12 {
+            if let Some(r) = log.append_rotating(&line, marker).unwrap() {
+                rotations.push(r.unwrap().discarded_lines);
+            }
+        }
+        // Two lines fit (then a marker and two); each rotation replaces the previous file.
+        assert_eq!(rotations, vec![0, 2, 3, 3, 3]);
+        let now = std::fs::read_to_string(&path).unwrap();
+        let prev = std::fs::read_to_string(dir.path().join("d.jsonl.1")).unwrap();
+        assert_eq!(now.lines().collect::<Vec<_>>()[0], "rotated 3");
+        assert_eq!(prev.lines().count(), 3);
+        for text in [&now, &prev] {
+            assert!(text.len() <= 100 + line.len(), "{}", text.len());
+        }
+        let entries = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(entries, 2, "only PATH and PATH.1");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_written_whole() {
+        let (dir, path, log) = bounded(10);
+        log.append(b"a long line indeed\n").unwrap();
+        log.append(b"and another one\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "and another one\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("d.jsonl.1")).unwrap(),
+            "a long line indeed\n"
+        );
+    }
+
+    #[test]
+    fn a_rotation_that_fails_still_writes_the_line_and_says_so() {
+        let (dir, path, log) = bounded(10);
+        // A non-empty directory at PATH.1 cannot be renamed over.
+        std::fs::create_dir_all(dir.path().join("d.jsonl.1/x")).unwrap();
+        log.append(b"first line\n").unwrap();
+        let failed = log.append_rotating(b"second\n", |_| Vec::new()).unwrap();
+        assert!(matches!(failed, Some(Err(_))), "{failed:?}");
+        // Not retried for this file: the next line is written without a try.
+        assert!(log
+            .append_rotating(b"third\n", |_| Vec::new())
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "first line\nsecond\nthird\n"
         );
     }
 

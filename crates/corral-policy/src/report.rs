@@ -6,7 +6,7 @@ use crate::identity::Identity;
 use crate::matcher::HttpRequestInfo;
 
 /// A decision, rendered for people (text) and programs (JSON).
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// `"allow"` or `"deny"`.
     pub decision: String,

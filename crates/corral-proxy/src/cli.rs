@@ -11,7 +11,7 @@ use anyhow::Context;
 use corral_policy::{CompileOptions, Policy, PolicyWatcher};
 
 use crate::{
-    suggest, Attribution, DecisionLog, FixedIdentity, Limits, Overrides, PolicyHandle,
+    suggest, Attribution, DecisionLog, FixedIdentity, Limits, NameOverrides, PolicyHandle,
     ProcResolver, ProxyConfig, UpstreamProxy,
 };
 
@@ -33,6 +33,10 @@ pub struct ProxyArgs {
     /// Also write decision lines to stderr (default when --log is not given).
     #[arg(long)]
     pub log_stderr: bool,
+    /// Rotate the --log file to FILE.1 before it grows past BYTES (0: never; leave it to
+    /// logrotate). See docs/logs.md.
+    #[arg(long, value_name = "BYTES", env = "CORRAL_LOG_MAX_BYTES", default_value_t = crate::DEFAULT_MAX_BYTES)]
+    pub log_max_bytes: u64,
     #[command(flatten)]
     pub names: NameOverrides,
     /// Chain allowed connections through this corporate proxy (`http://[user:pass@]host:port`).
@@ -54,46 +58,6 @@ pub struct ProxyArgs {
     /// Client connections served at once; more wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
-}
-
-/// Where names lead before DNS; shared by `corral proxy` and `corral run`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct NameOverrides {
-    /// Use these addresses for HOST:PORT instead of DNS, like curl's --resolve
-    /// (`HOST:PORT:ADDR[,ADDR…]`, PORT may be `*`). Repeatable. The addresses are classified
-    /// like a DNS answer: a private or loopback one needs `allowed_ips` in the policy.
-    #[arg(
-        long = "resolve",
-        value_name = "HOST:PORT:ADDR",
-        env = "CORRAL_RESOLVE",
-        value_delimiter = ' '
-    )]
-    pub resolve: Vec<String>,
-    /// Send connections for HOST:PORT to ADDR:PORT instead, like curl's --connect-to
-    /// (`HOST:PORT:ADDR:PORT`, the first PORT may be `*`). Repeatable. You vouch for the
-    /// target, so it is not refused by address class; the policy still decides who may
-    /// reach HOST.
-    #[arg(
-        long = "connect-to",
-        value_name = "HOST:PORT:ADDR:PORT",
-        env = "CORRAL_CONNECT_TO",
-        value_delimiter = ' '
-    )]
-    pub connect_to: Vec<String>,
-}
-
-impl NameOverrides {
-    /// The override table these flags describe.
-    pub fn table(&self) -> anyhow::Result<Overrides> {
-        let mut table = Overrides::default();
-        for entry in self.resolve.iter().filter(|e| !e.is_empty()) {
-            table.parse_entry(entry).map_err(anyhow::Error::msg)?;
-        }
-        for entry in self.connect_to.iter().filter(|e| !e.is_empty()) {
-            table.parse_route(entry).map_err(anyhow::Error::msg)?;
-        }
-        Ok(table)
-    }
 }
 
 /// `corral policy suggest --from LOG`
@@ -141,9 +105,11 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let log = match &args.log {
         Some(path) => DecisionLog::to_file(path)
             .with_context(|| format!("cannot open the decision log {}", path.display()))?
+            .with_max_bytes(args.log_max_bytes)
             .with_stderr(args.log_stderr),
         None => DecisionLog::stderr(),
     };
+    let metrics = Arc::new(crate::Metrics::of_log(&log));
     let config = Arc::new(ProxyConfig {
         overrides,
         upstream_proxy,
@@ -155,7 +121,7 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
         log,
-        metrics: Default::default(),
+        metrics,
     });
     let attribution: Arc<dyn Attribution> = match &args.identity_exe {
         Some(exe) => {
@@ -186,11 +152,12 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                     tracing::warn!("{w}");
                 }
                 if let Some(handle) = slot.get() {
+                    // Open connections the new policy refuses are closed (`revoke.rs`).
                     let generation = handle.replace(matcher);
                     metrics.reloads_total.fetch_add(1, Relaxed);
                     metrics.policy_generation.store(generation, Relaxed);
                     tracing::info!(
-                        "policy {} reloaded (generation {generation})",
+                        "policy {} reloaded (generation {generation}); open connections it refuses are closed",
                         path.display()
                     );
                 }
@@ -245,6 +212,7 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         );
         // The accept loop runs on a worker, so each connection's task starts on that same
         // thread instead of waking another one (docs/benchmarks.md).
+        let stopping = config.clone();
         tokio::spawn(crate::serve(
             listener,
             config,
@@ -254,6 +222,8 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         ))
         .await
         .context("the proxy's accept loop panicked")??;
+        // Folded refusals still in their window get their summary lines.
+        stopping.log.flush();
         tracing::info!("corral proxy stopped");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -28,8 +28,8 @@ impl ProxyConfig {
             overrides: Overrides::default(),
             upstream_proxy: None,
             limits: Limits::default(),
+            metrics: Arc::new(Metrics::of_log(&log)),
             log,
-            metrics: Arc::new(Metrics::default()),
         }
     }
 }

@@ -15,9 +15,10 @@ use crate::config::ProxyConfig;
 use crate::dial::{self, DialError, Dialled};
 use crate::head::{self, HeadError, Parsed, RequestHead, Target};
 use crate::io::Buffered;
-use crate::log::{now_rfc3339, LogRecord};
+use crate::log::{self, LogRecord};
 use crate::policy_handle::PolicyHandle;
 use crate::relay;
+use crate::revoke::{self, Grant};
 
 /// State shared by every connection of one `serve`.
 pub(crate) struct Shared {
@@ -46,6 +47,18 @@ pub(crate) struct Ctx {
 pub(crate) struct Conn {
     pub(crate) ctx: Ctx,
     pub(crate) client: Buffered<TcpStream>,
+    /// The last plain HTTP request allowed on this kept-alive connection, with the
+    /// generation that allowed it: a reload that refuses it closes the idle connection.
+    pub(crate) kept: Option<(Grant, u64)>,
+}
+
+/// How a request ended, for its record.
+pub(crate) struct Outcome {
+    pub(crate) status: u16,
+    pub(crate) generation: u64,
+    pub(crate) addresses: Vec<String>,
+    pub(crate) bytes: relay::Relayed,
+    pub(crate) started: Instant,
 }
 
 /// What happens after one request.
@@ -80,6 +93,7 @@ pub(crate) async fn handle(
             who,
         },
         client: Buffered::new(stream, idle),
+        kept: None,
     };
     conn.run().await;
 }
@@ -102,41 +116,79 @@ impl Ctx {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn record(
-        &self,
-        kind: &str,
-        report: Report,
-        generation: u64,
-        status: u16,
-        addresses: Vec<String>,
-        bytes: relay::Relayed,
-        started: Instant,
-    ) {
+    pub(crate) fn policy(&self) -> &PolicyHandle {
+        &self.shared.policy
+    }
+
+    /// Records one decision about this connection.
+    pub(crate) fn record(&self, kind: &str, report: Report, outcome: Outcome) {
         let metrics = &self.config().metrics;
         metrics.decision(&report.decision, report.error.as_deref().unwrap_or(""));
-        metrics.bytes_up_total.fetch_add(bytes.up, Relaxed);
-        metrics.bytes_down_total.fetch_add(bytes.down, Relaxed);
+        metrics.bytes_up_total.fetch_add(outcome.bytes.up, Relaxed);
+        metrics
+            .bytes_down_total
+            .fetch_add(outcome.bytes.down, Relaxed);
         let (sha256, pid) = match &self.who {
             Ok(w) => (w.sha256.clone(), w.pid),
             Err(_) => (None, None),
         };
         let rec = LogRecord {
-            time: now_rfc3339(),
-            kind: kind.to_string(),
             conn: self.id,
-            report,
             sha256,
             pid,
             peer: Some(self.peer.to_string()),
-            policy_generation: generation,
-            status,
-            addresses,
-            bytes_up: bytes.up,
-            bytes_down: bytes.down,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            policy_generation: outcome.generation,
+            status: outcome.status,
+            addresses: outcome.addresses,
+            bytes_up: outcome.bytes.up,
+            bytes_down: outcome.bytes.down,
+            duration_ms: outcome.started.elapsed().as_secs_f64() * 1000.0,
+            ..LogRecord::new(kind, report)
         };
         self.config().log.record(&rec);
+    }
+
+    /// A refusal no policy decision produced (`code`, `reason`), about `head` if there is
+    /// one, answered with `status`.
+    fn refusal(
+        &self,
+        status: u16,
+        code: &str,
+        reason: &str,
+        head: Option<&RequestHead>,
+    ) -> Refusal {
+        let (binary, ancestors) = self.binary();
+        let (method, path) = head.map(request_parts).unwrap_or_default();
+        let report = Report {
+            binary,
+            ancestors,
+            host: head
+                .map(|h| h.target.host().to_string())
+                .unwrap_or_default(),
+            port: head.map_or(0, |h| h.target.port()),
+            method,
+            path,
+            ..log::refusal(code, reason)
+        };
+        Refusal {
+            status,
+            report,
+            generation: self.shared.policy.generation(),
+            addresses: Vec::new(),
+        }
+    }
+
+    /// What an allowed request may reach, to decide it again on reload.
+    pub(crate) fn grant(&self, who: &Identity, head: &RequestHead, dialled: &Dialled) -> Grant {
+        let (method, path) = request_parts(head);
+        Grant {
+            who: who.clone(),
+            host: head.target.host().to_string(),
+            port: head.target.port(),
+            method,
+            path,
+            classified: dialled.classified.then(|| dialled.addr.ip()),
+        }
     }
 
     /// Decides for `host:port` (and the request, for plain HTTP) with one policy snapshot,
@@ -230,7 +282,24 @@ impl Conn {
     async fn run(mut self) {
         let mut first = true;
         loop {
-            let head = match self.read_head(first).await {
+            let policy = self.ctx.policy().clone();
+            let revocation = self
+                .kept
+                .take()
+                .map(|(grant, generation)| Box::pin(revoke::revoked(policy, grant, generation)));
+            let read = tokio::select! {
+                h = self.read_head(first) => h,
+                Some((report, generation)) = async {
+                    match revocation {
+                        Some(r) => Some(r.await),
+                        None => None,
+                    }
+                } => {
+                    self.revoke_idle(report, generation).await;
+                    return;
+                }
+            };
+            let head = match read {
                 Ok(h) => h,
                 Err(HeadFail::Closed) => {
                     // A connection nobody owns is logged even when it asks nothing: in
@@ -270,13 +339,16 @@ impl Conn {
             };
             let step = match &head.target {
                 Target::Connect { .. } => self.connect(&who, &head, started).await,
-                Target::Forward { .. } => self.forward(&who, &head, started).await,
+                // Boxed like a tunnel: the exchange and its revocation watch stay off the
+                // future every idle connection holds.
+                Target::Forward { .. } => Box::pin(self.forward(&who, &head, started)).await,
             };
             match step {
                 Step::Continue => {}
                 Step::Close => return,
                 Step::Tunnel(dialled, report, generation, started) => {
-                    self.tunnel(*dialled, *report, generation, started).await;
+                    // Boxed: only an established tunnel pays for its relay's state.
+                    Box::pin(self.tunnel(*dialled, *report, generation, started)).await;
                     return;
                 }
             }
@@ -326,32 +398,8 @@ impl Conn {
 
     /// A malformed or timed-out request: no policy decision was possible.
     async fn refuse_request(&mut self, status: u16, code: &str, reason: &str) {
-        let (binary, ancestors) = self.ctx.binary();
-        let report = Report {
-            decision: "deny".into(),
-            error: Some(code.into()),
-            binary,
-            invoked_as: None,
-            ancestors,
-            host: String::new(),
-            port: 0,
-            method: None,
-            path: None,
-            policy: None,
-            reason: reason.into(),
-            suggestion: None,
-        };
-        let (_, generation) = self.ctx.shared.policy.current();
-        self.ctx.record(
-            "request",
-            report.clone(),
-            generation,
-            status,
-            Vec::new(),
-            Default::default(),
-            Instant::now(),
-        );
-        self.send_report(status, &report, true).await;
+        let r = self.ctx.refusal(status, code, reason, None);
+        self.refuse("request", r, Instant::now(), true).await;
     }
 
     /// Records an unattributed connection that closed before sending a request.
@@ -383,53 +431,35 @@ impl Conn {
     }
 
     async fn refuse_unattributed(&mut self, head: &RequestHead, reason: &str, started: Instant) {
-        let (method, path) = request_parts(head);
-        let report = Report {
-            decision: "deny".into(),
-            error: Some("unattributed".into()),
-            binary: String::new(),
-            invoked_as: None,
-            ancestors: Vec::new(),
-            host: head.target.host().to_string(),
-            port: head.target.port(),
-            method,
-            path,
-            policy: None,
-            reason: reason.into(),
-            suggestion: None,
-        };
-        let (_, generation) = self.ctx.shared.policy.current();
-        self.ctx.record(
-            kind_of(head),
-            report.clone(),
-            generation,
-            403,
-            Vec::new(),
-            Default::default(),
-            started,
-        );
-        self.send_report(403, &report, true).await;
+        let r = self.ctx.refusal(403, "unattributed", reason, Some(head));
+        self.refuse(kind_of(head), r, started, true).await;
     }
 
-    /// Records a refusal from [`Ctx::decide_and_dial`] and answers it. Logged before
-    /// answering: a client holding its 403 finds the record written.
-    pub(crate) async fn refuse_decided(
-        &mut self,
-        kind: &str,
-        r: Refusal,
-        started: Instant,
-        close: bool,
-    ) {
-        self.ctx.record(
-            kind,
-            r.report.clone(),
-            r.generation,
-            r.status,
-            r.addresses,
-            Default::default(),
+    /// Records a refusal and answers it: every refusal of the proxy ends here. Logged
+    /// before answering: a client holding its 403 finds the record written.
+    pub(crate) async fn refuse(&mut self, kind: &str, r: Refusal, started: Instant, close: bool) {
+        let outcome = Outcome {
+            status: r.status,
+            generation: r.generation,
+            addresses: r.addresses,
+            bytes: Default::default(),
             started,
-        );
+        };
+        self.ctx.record(kind, r.report.clone(), outcome);
         self.send_report(r.status, &r.report, close).await;
+    }
+
+    /// A reload refused the last request of this idle kept-alive connection: close it.
+    async fn revoke_idle(mut self, report: Report, generation: u64) {
+        let outcome = Outcome {
+            status: 0,
+            generation,
+            addresses: Vec::new(),
+            bytes: Default::default(),
+            started: Instant::now(),
+        };
+        self.ctx.record("http", report, outcome);
+        let _ = self.client.inner.shutdown().await;
     }
 
     /// Writes an error answer: status, `X-Corral-Error`, the report as JSON.
@@ -454,7 +484,7 @@ impl Conn {
     async fn connect(&mut self, who: &Identity, head: &RequestHead, started: Instant) -> Step {
         match self.ctx.decide_and_dial(who, head, true).await {
             Err(r) => {
-                self.refuse_decided("connect", r, started, false).await;
+                self.refuse("connect", r, started, false).await;
                 Step::Continue
             }
             Ok((dialled, report, generation)) => {
@@ -464,7 +494,11 @@ impl Conn {
     }
 
     async fn tunnel(self, mut dialled: Dialled, report: Report, generation: u64, started: Instant) {
-        let Conn { ctx, mut client } = self;
+        let Conn {
+            ctx, mut client, ..
+        } = self;
+        let mut report = report;
+        let mut decided = generation;
         let ok = b"HTTP/1.1 200 Connection Established\r\n\r\n";
         let metrics = ctx.config().metrics.clone();
         let mut bytes = relay::Relayed::default();
@@ -475,27 +509,43 @@ impl Conn {
             && (early.is_empty() || dialled.stream.write_all(&early).await.is_ok());
         // The head buffer is not needed for the tunnel's lifetime.
         drop(early);
-        if forwarded {
+        let addr = dialled.addr.to_string();
+        if let (true, Ok(who)) = (forwarded, &ctx.who) {
+            let grant = Grant {
+                who: who.clone(),
+                host: report.host.clone(),
+                port: report.port,
+                method: None,
+                path: None,
+                classified: dialled.classified.then(|| dialled.addr.ip()),
+            };
+            let revoked = Box::pin(revoke::revoked(ctx.policy().clone(), grant, generation));
+            let mut revocation = None;
             metrics.tunnels_active.fetch_add(1, Relaxed);
-            let r = relay::relay(
+            // Boxed: a tunnel's relay state lives on the heap, not in every connection's future.
+            let (r, _) = Box::pin(relay::relay_until(
                 client.inner,
                 dialled.stream,
                 ctx.config().limits.idle_timeout,
-            )
+                async { revocation = Some(revoked.await) },
+            ))
             .await;
             metrics.tunnels_active.fetch_sub(1, Relaxed);
             bytes.up += r.up;
             bytes.down += r.down;
+            if let Some((revoking, generation)) = revocation {
+                report = revoking;
+                decided = generation;
+            }
         }
-        ctx.record(
-            "connect",
-            report,
-            generation,
-            200,
-            vec![dialled.addr.to_string()],
+        let outcome = Outcome {
+            status: 200,
+            generation: decided,
+            addresses: vec![addr],
             bytes,
             started,
-        );
+        };
+        ctx.record("connect", report, outcome);
     }
 }
 

@@ -75,6 +75,9 @@ impl DialError {
 pub struct Dialled {
     pub stream: TcpStream,
     pub addr: SocketAddr,
+    /// The address was classified against the endpoint's `allowed_ips` (not an operator's
+    /// route, not a chained proxy), so a reload must still permit it.
+    pub classified: bool,
 }
 
 /// Where a name led: addresses to classify, or an operator route that is trusted.
@@ -147,13 +150,16 @@ pub async fn dial_direct(
     port: u16,
     allowed: &[IpNet],
 ) -> Result<Dialled, DialError> {
-    let targets: Vec<SocketAddr> = match resolve(config, host, port).await? {
-        Resolved::Route(to) => vec![to],
-        Resolved::Candidates(candidates) => check_addresses(&candidates, allowed)
-            .map_err(DialError::AddressClass)?
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect(),
+    let (targets, classified): (Vec<SocketAddr>, bool) = match resolve(config, host, port).await? {
+        Resolved::Route(to) => (vec![to], false),
+        Resolved::Candidates(candidates) => (
+            check_addresses(&candidates, allowed)
+                .map_err(DialError::AddressClass)?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+            true,
+        ),
     };
     let mut refused = Vec::new();
     let mut timed_out = Vec::new();
@@ -162,7 +168,11 @@ pub async fn dial_direct(
         match tokio::time::timeout(config.limits.connect_timeout, TcpStream::connect(sa)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok(Dialled { stream, addr: sa });
+                return Ok(Dialled {
+                    stream,
+                    addr: sa,
+                    classified,
+                });
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => refused.push(sa),
             Ok(Err(e)) => other = Some(format!("{sa}: {e}")),
@@ -262,5 +272,9 @@ pub async fn dial_upstream_proxy(
             }
         }
     }
-    Ok(Dialled { stream, addr })
+    Ok(Dialled {
+        stream,
+        addr,
+        classified: false,
+    })
 }

@@ -7,7 +7,7 @@ use corral_policy::Identity;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::conn::{Conn, Step};
+use crate::conn::{Conn, Outcome, Step};
 use crate::head::{self, BodyFraming, RequestHead};
 use crate::io::Buffered;
 use crate::relay;
@@ -27,15 +27,34 @@ impl Conn {
             Err(r) => {
                 // An unread body would be taken for the next request: close unless bodiless.
                 let close = client_close || framing != BodyFraming::None;
-                self.refuse_decided("http", r, started, close).await;
+                self.refuse("http", r, started, close).await;
                 return if close { Step::Close } else { Step::Continue };
             }
         };
         let addr = dialled.addr.to_string();
-        let (bytes, status, keep) = match self
-            .exchange(dialled.stream, head, framing, client_close)
-            .await
-        {
+        let grant = self.ctx.grant(who, head, &dialled);
+        // A reload that refuses this request cuts its exchange (and the connection).
+        let revoked = Box::pin(crate::revoke::revoked(
+            self.ctx.policy().clone(),
+            grant.clone(),
+            generation,
+        ));
+        let exchanged = tokio::select! {
+            x = Box::pin(self.exchange(dialled.stream, head, framing, client_close)) => x,
+            (revoking, now) = revoked => {
+                let _ = self.client.inner.shutdown().await;
+                let outcome = Outcome {
+                    status: 0,
+                    generation: now,
+                    addresses: vec![addr],
+                    bytes: Default::default(),
+                    started,
+                };
+                self.ctx.record("http", revoking, outcome);
+                return Step::Close;
+            }
+        };
+        let (bytes, status, keep) = match exchanged {
             Ok(x) => x,
             Err((bytes, started_response)) => {
                 if !started_response {
@@ -50,16 +69,16 @@ impl Conn {
                 (bytes, 502, false)
             }
         };
-        self.ctx.record(
-            "http",
-            report,
-            generation,
+        let outcome = Outcome {
             status,
-            vec![addr],
+            generation,
+            addresses: vec![addr],
             bytes,
             started,
-        );
+        };
+        self.ctx.record("http", report, outcome);
         if keep {
+            self.kept = Some((grant, generation));
             Step::Continue
         } else {
             Step::Close

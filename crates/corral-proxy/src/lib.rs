@@ -25,21 +25,28 @@ pub mod cli;
 mod config;
 mod conn;
 pub mod dial;
+mod fold;
 mod forward;
 pub mod head;
 mod io;
 mod log;
 mod metrics;
+mod names;
+mod notices;
 mod policy_handle;
 pub mod relay;
+mod revoke;
 mod server;
 pub mod suggest;
 mod sys;
 
 pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};
 pub use config::{Limits, Overridden, Overrides, ProxyConfig, UpstreamProxy};
-pub use log::{now_rfc3339, DecisionLog, LogRecord};
+pub use log::{
+    now_rfc3339, refusal, DecisionLog, LogRecord, LogStats, Repeated, DEFAULT_MAX_BYTES,
+};
 pub use metrics::Metrics;
+pub use names::NameOverrides;
 pub use policy_handle::PolicyHandle;
 pub use server::{serve, serve_admin};
 pub use sys::{sock_diag_socket, tcp_client_inode};

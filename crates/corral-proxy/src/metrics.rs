@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::log::LogStats;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -69,9 +71,19 @@ pub struct Metrics {
     decisions: Mutex<BTreeMap<(String, String), u64>>,
     /// From a complete request head to the decision and the upstream connection (or refusal).
     pub setup_seconds: Histogram,
+    /// The decision log's own counters (folded, rotated away, lost).
+    pub log: Arc<LogStats>,
 }
 
 impl Metrics {
+    /// Metrics that include `log`'s counters.
+    pub fn of_log(log: &crate::DecisionLog) -> Metrics {
+        Metrics {
+            log: log.stats(),
+            ..Metrics::default()
+        }
+    }
+
     pub fn decision(&self, decision: &str, reason: &str) {
         let mut map = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry((decision.to_string(), reason.to_string()))
@@ -135,6 +147,16 @@ impl Metrics {
             "gauge",
             self.policy_generation.load(Relaxed).to_string(),
         );
+        let log = &self.log;
+        for (name, help, v) in [
+            ("corral_proxy_log_folded_total", "Refusals folded into a summary line of the decision log instead of written one by one.", &log.folded),
+            ("corral_proxy_log_rotations_total", "Size rotations of the decision log.", &log.rotations),
+            ("corral_proxy_log_discarded_total", "Decision records removed from disk by a size rotation.", &log.discarded),
+            ("corral_proxy_log_lost_total", "Decision records that could not be written (I/O error).", &log.lost),
+            ("corral_proxy_notices_held_total", "Terminal notices of refusals held back by their rate bound.", &log.notices_held),
+        ] {
+            counter(name, help, "counter", v.load(Relaxed).to_string());
+        }
         let _ = writeln!(
             out,
             "# HELP corral_proxy_bytes_total Payload bytes relayed.\n# TYPE corral_proxy_bytes_total counter"
@@ -181,7 +203,15 @@ mod tests {
         m.decision("deny", "no_endpoint");
         m.decision("allow", "");
         m.setup_seconds.observe(Duration::from_micros(70));
+        m.log.folded.fetch_add(4999, Relaxed);
+        m.log.discarded.fetch_add(29, Relaxed);
         let text = m.render();
+        assert!(
+            text.contains("\ncorral_proxy_log_folded_total 4999\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ncorral_proxy_log_discarded_total 29\n"));
+        assert!(text.contains("\ncorral_proxy_log_lost_total 0\n"));
         assert!(text
             .contains("corral_proxy_decisions_total{decision=\"deny\",reason=\"no_endpoint\"} 2"));
         assert!(text.contains("corral_proxy_setup_seconds_bucket{le=\"0.0001\"} 1"));

@@ -3,13 +3,16 @@
 use std::sync::{Arc, RwLock};
 
 use corral_policy::Matcher;
+use tokio::sync::watch;
 
 /// Shared handle on the current [`Matcher`]. Each decision takes one snapshot
 /// ([`PolicyHandle::current`]) and decides with it alone, so every decision is made entirely
-/// by the old policy or entirely by the new one — never a mix, never neither.
+/// by the old policy or entirely by the new one — never a mix, never neither. Open
+/// connections follow [`PolicyHandle::changes`] to be decided again on every reload.
 #[derive(Clone)]
 pub struct PolicyHandle {
     inner: Arc<RwLock<Current>>,
+    changes: Arc<watch::Sender<u64>>,
 }
 
 struct Current {
@@ -25,6 +28,7 @@ impl PolicyHandle {
                 matcher,
                 generation: 1,
             })),
+            changes: Arc::new(watch::channel(1).0),
         }
     }
 
@@ -34,11 +38,25 @@ impl PolicyHandle {
         (cur.matcher.clone(), cur.generation)
     }
 
+    /// The generation in force now.
+    pub fn generation(&self) -> u64 {
+        self.current().1
+    }
+
     /// Puts `matcher` in force for every decision from now on; returns its generation.
     pub fn replace(&self, matcher: Arc<Matcher>) -> u64 {
-        let mut cur = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        cur.matcher = matcher;
-        cur.generation += 1;
-        cur.generation
+        let generation = {
+            let mut cur = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            cur.matcher = matcher;
+            cur.generation += 1;
+            cur.generation
+        };
+        self.changes.send_replace(generation);
+        generation
+    }
+
+    /// Wakes on every reload after this call (the value is the new generation).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }

@@ -2,7 +2,6 @@
 //! byte counts. Buffers exist only while data flows, so idle tunnels cost almost nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -25,14 +24,37 @@ pub struct Relayed {
 /// Relays between `client` and `upstream` until both directions end, either fails, or
 /// nothing moved either way for `idle`.
 pub async fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed {
+    relay_until(client, upstream, idle, std::future::pending::<()>())
+        .await
+        .0
+}
+
+/// [`relay`], cut short when `stop` completes first (both sockets are then closed); the
+/// flag says whether it was.
+pub async fn relay_until(
+    client: TcpStream,
+    upstream: TcpStream,
+    idle: Duration,
+    stop: impl std::future::Future,
+) -> (Relayed, bool) {
     let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
+    let last = AtomicU64::new(0);
+    let (up_total, down_total) = (AtomicU64::new(0), AtomicU64::new(0));
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
-    let up = one_way(cr, uw, idle, start, last.clone());
-    let down = one_way(ur, cw, idle, start, last);
-    let (up, down) = tokio::join!(up, down);
-    Relayed { up, down }
+    let stopped = {
+        let up = one_way(cr, uw, idle, start, &last, &up_total);
+        let down = one_way(ur, cw, idle, start, &last, &down_total);
+        tokio::select! {
+            _ = async { tokio::join!(up, down) } => false,
+            _ = stop => true,
+        }
+    };
+    let bytes = Relayed {
+        up: up_total.load(Relaxed),
+        down: down_total.load(Relaxed),
+    };
+    (bytes, stopped)
 }
 
 async fn one_way(
@@ -40,9 +62,9 @@ async fn one_way(
     mut to: OwnedWriteHalf,
     idle: Duration,
     start: Instant,
-    last: Arc<AtomicU64>,
-) -> u64 {
-    let mut total = 0u64;
+    last: &AtomicU64,
+    total: &AtomicU64,
+) {
     let mut buf: Option<Vec<u8>> = None;
     loop {
         // While data flows the buffer is kept; after a second of silence it is released,
@@ -68,13 +90,13 @@ async fn one_way(
         match from.try_read(b) {
             Ok(0) => {
                 let _ = to.shutdown().await;
-                return total;
+                return;
             }
             Ok(n) => {
                 if to.write_all(&b[..n]).await.is_err() {
                     break;
                 }
-                total += n as u64;
+                total.fetch_add(n as u64, Relaxed);
                 // A full small buffer means bulk data: switch to the large one.
                 if n == b.len() && b.len() < BUF {
                     *b = vec![0u8; BUF];
@@ -88,5 +110,4 @@ async fn one_way(
     // Error or idle: end both directions (dropping the write half sends FIN; the reader
     // on the other task notices).
     let _ = to.shutdown().await;
-    total
 }

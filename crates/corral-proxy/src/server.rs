@@ -54,6 +54,18 @@ pub async fn serve(
         attribution,
         next_conn: std::sync::atomic::AtomicU64::new(1),
     });
+    // Summaries of folded refusals are written when their window ends, traffic or not.
+    let ticking = Arc::downgrade(&config);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            match ticking.upgrade() {
+                Some(config) => config.log.tick(),
+                None => return,
+            }
+        }
+    });
     let permits = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
     let mut reserve = open_reserve();
     let budget = descriptor_budget();

@@ -119,25 +119,41 @@ async fn unattributed_connections_are_refused_and_a_replaced_policy_applies_to_t
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("X-Corral-Error: unattributed"), "{answer}");
 
-    // Attributed, kept alive: the second request is decided by the replaced policy.
-    // (The broker records the port before the connection reaches the proxy.)
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    *attribution.0.lock().unwrap() = Some(socket.local_addr().unwrap().port());
-    let mut client = socket.connect(addr).await.unwrap();
+    // Attributed, kept alive. (The broker records the port before the connection reaches
+    // the proxy.)
+    let attributed = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        *attribution.0.lock().unwrap() = Some(socket.local_addr().unwrap().port());
+        socket.connect(addr).await.unwrap()
+    };
+    let mut client = attributed().await;
     let first = request(&mut client, "a.test", up.port()).await;
     assert!(
         first.starts_with("HTTP/1.1 200") && first.ends_with("ok\n"),
         "{first}"
     );
+    // The replaced policy refuses the kept-alive connection's last request: the proxy
+    // closes it (revoked). The next requests are decided by the replaced policy.
     assert_eq!(policy.replace(matcher("b.test", up.port())), 2);
+    let mut byte = [0u8; 1];
+    assert_eq!(client.read(&mut byte).await.unwrap(), 0, "not closed");
+    let mut client = attributed().await;
     let second = request(&mut client, "a.test", up.port()).await;
     assert!(second.starts_with("HTTP/1.1 403"), "{second}");
     let third = request(&mut client, "b.test", up.port()).await;
     assert!(third.starts_with("HTTP/1.1 200"), "{third}");
+    // b.test stays allowed: this connection survives another reload of the same policy.
+    assert_eq!(policy.replace(matcher("b.test", up.port())), 3);
+    let fourth = request(&mut client, "b.test", up.port()).await;
+    assert!(fourth.starts_with("HTTP/1.1 200"), "{fourth}");
 
     let metrics = config.metrics.render();
     assert!(metrics.contains("reason=\"unattributed\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("decision=\"revoked\",reason=\"no_endpoint\"} 1"),
+        "{metrics}"
+    );
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

@@ -47,8 +47,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
+    /// Rotate the decision log to FILE.1 before it grows past BYTES (0: never).
+    /// See docs/logs.md.
+    #[arg(long, value_name = "BYTES", env = "CORRAL_LOG_MAX_BYTES", default_value_t = corral_proxy::DEFAULT_MAX_BYTES)]
+    pub log_max_bytes: u64,
+
     #[command(flatten)]
-    pub names: corral_proxy::cli::NameOverrides,
+    pub names: corral_proxy::NameOverrides,
 
     /// Do not print a notice on stderr for each refused connection (for full-screen
     /// programs); the decision log still records every one.
@@ -56,7 +61,7 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// The command to run in the sandbox, with its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    #[arg(trailing_var_arg = true, required = true)]
     pub command: Vec<OsString>,
 }
 
@@ -163,18 +168,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => default_log_path()?,
     };
     let fix = suggest_command(&log_path, args.policy.as_deref());
-    let log = || {
-        let log = DecisionLog::to_file(&log_path)
-            .with_context(|| format!("opening the decision log {}", log_path.display()))?;
-        anyhow::Ok(if args.quiet {
-            log
-        } else {
-            log.with_notices(fix.clone())
-        })
-    };
-
     // The log exists before the sandbox starts, in a directory the sandbox cannot change.
-    let refusal_log = Arc::new(log()?);
+    // The broker and the proxy write through this one log, so its folding and size bound
+    // cover both.
+    let decision_log = DecisionLog::to_file(&log_path)
+        .with_context(|| format!("opening the decision log {}", log_path.display()))?
+        .with_max_bytes(args.log_max_bytes);
+    let decision_log = if args.quiet {
+        decision_log
+    } else {
+        decision_log.with_notices(fix)
+    };
     let read_only =
         own_files::protected_dirs(args.policy.as_deref(), &log_path, home.as_deref(), &cwd)?;
 
@@ -276,7 +280,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Ancestor walks stop at the supervisor and at the sandbox's init.
     let roots = vec![sys::getpid(), started.pid];
     let identities = Arc::new(IdentityResolver::new(roots));
-    let sink_log = refusal_log.clone();
+    let mut config = ProxyConfig::new(decision_log);
+    config.overrides = overrides;
+    let config = Arc::new(config);
+    let sink = config.clone();
     let broker = Broker::new(
         started.notifier.try_clone()?,
         table.clone(),
@@ -285,7 +292,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             advertised: SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_PORT)),
             actual,
         },
-        Arc::new(move |r: &Refusal| sink_log.record(&refusal_record(r))),
+        Arc::new(move |r: &Refusal| sink.log.record(&refusal_record(r))),
         UnixGuard::new(
             match (started.mode, inner_diag) {
                 (Mode::Namespaces, Some(diag)) => UnixScope::SandboxNamespace(diag),
@@ -298,10 +305,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     broker.spawn(4).context("starting the connect broker")?;
 
-    let mut config = ProxyConfig::new(log()?);
-    config.overrides = overrides;
-    let config = Arc::new(config);
     let metrics = config.metrics.clone();
+    let proxy_config = config.clone();
     let attribution: Arc<dyn corral_proxy::Attribution> = table;
     let serving = runtime.block_on(async { tokio::net::TcpListener::from_std(listener) })?;
     runtime.spawn(async move {
@@ -344,6 +349,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    // Folded refusals still in their window get their summary lines now.
+    proxy_config.log.flush();
     drop(watcher);
     runtime.shutdown_background();
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
@@ -497,41 +504,25 @@ fn refusal_record(r: &Refusal) -> LogRecord {
         (None, Some(unix)) => (unix.clone(), 0),
         (None, None) => (String::new(), 0),
     };
+    let report = corral_policy::Report {
+        binary: r
+            .binary
+            .as_ref()
+            .map(|b| b.display().to_string())
+            .unwrap_or_else(|| "(unknown)".into()),
+        invoked_as: r.invoked_as.clone(),
+        ancestors: r
+            .ancestors
+            .iter()
+            .map(|a| a.display().to_string())
+            .collect(),
+        host,
+        port,
+        ..corral_proxy::refusal(r.code, r.reason.clone())
+    };
     LogRecord {
-        time: corral_proxy::now_rfc3339(),
-        kind: "direct".into(),
-        conn: 0,
-        report: corral_policy::Report {
-            decision: "deny".into(),
-            error: Some(r.code.to_string()),
-            binary: r
-                .binary
-                .as_ref()
-                .map(|b| b.display().to_string())
-                .unwrap_or_else(|| "(unknown)".into()),
-            invoked_as: r.invoked_as.clone(),
-            ancestors: r
-                .ancestors
-                .iter()
-                .map(|a| a.display().to_string())
-                .collect(),
-            host,
-            port,
-            method: None,
-            path: None,
-            policy: None,
-            reason: r.reason.clone(),
-            suggestion: None,
-        },
-        sha256: None,
         pid: Some(r.pid),
-        peer: None,
-        policy_generation: 0,
-        status: 0,
-        addresses: Vec::new(),
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0.0,
+        ..LogRecord::new("direct", report)
     }
 }
 

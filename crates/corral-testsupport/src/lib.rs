@@ -14,6 +14,8 @@ pub mod llm_upstream;
 pub mod netns;
 /// Running `corral` and other real processes in the background.
 pub mod process;
+/// A standalone `corral proxy` driven by the tests.
+pub mod proxy;
 /// `corral run` driven by the tests: a sandbox configuration and its upstream.
 pub mod sandbox;
 /// A private CA and leaf certificates, as PEM and as files.
