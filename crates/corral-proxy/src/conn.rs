@@ -402,32 +402,18 @@ impl Conn {
         self.refuse("request", r, Instant::now(), true).await;
     }
 
-    /// Records an unattributed connection that closed before sending a request.
+    /// Records an unattributed connection that closed before sending a request (nothing
+    /// to answer: status 0).
     fn log_unattributed(&self, reason: &str) {
-        let report = Report {
-            decision: "deny".into(),
-            error: Some("unattributed".into()),
-            binary: String::new(),
-            invoked_as: None,
-            ancestors: Vec::new(),
-            host: String::new(),
-            port: 0,
-            method: None,
-            path: None,
-            policy: None,
-            reason: reason.into(),
-            suggestion: None,
+        let r = self.ctx.refusal(0, "unattributed", reason, None);
+        let outcome = Outcome {
+            status: r.status,
+            generation: r.generation,
+            addresses: r.addresses,
+            bytes: Default::default(),
+            started: Instant::now(),
         };
-        let (_, generation) = self.ctx.shared.policy.current();
-        self.ctx.record(
-            "request",
-            report,
-            generation,
-            0,
-            Vec::new(),
-            Default::default(),
-            Instant::now(),
-        );
+        self.ctx.record("request", r.report, outcome);
     }
 
     async fn refuse_unattributed(&mut self, head: &RequestHead, reason: &str, started: Instant) {

@@ -58,8 +58,14 @@ impl HostTargets {
     }
 }
 
+/// How many refusals with `error` the log records.
 pub fn count(log: &[Value], error: &str) -> usize {
-    denials(log).iter().filter(|r| r["error"] == error).count()
+    // A summary line stands for the refusals folded into it (`repeated.count`).
+    denials(log)
+        .iter()
+        .filter(|r| r["error"] == error)
+        .map(|r| r["repeated"]["count"].as_u64().map_or(1, |n| n as usize))
+        .sum()
 }
 
 /// The counters a race script prints: `label name=value …`.
