@@ -26,6 +26,7 @@
 //!    loopback address (a public one would take connections from the network).
 
 mod deliver;
+mod known;
 mod refuse;
 mod workers;
 
@@ -85,6 +86,7 @@ pub struct Broker {
     listener: OwnedFd,
     table: Arc<AttributionTable>,
     identities: Arc<IdentityResolver>,
+    known: known::KnownProcesses,
     proxy: ProxyAddresses,
     refusals: RefusalSink,
     unix: UnixGuard,
@@ -107,6 +109,7 @@ impl Broker {
             listener,
             table,
             identities,
+            known: known::KnownProcesses::default(),
             proxy,
             refusals,
             unix,
@@ -258,8 +261,8 @@ impl Broker {
             ));
             return Verdict::Fail(libc::ECONNREFUSED);
         }
-        let identity = match self.identities.resolve(n.pid) {
-            Ok(i) => i,
+        let resolved = match self.known.identity(&self.identities, n.pid) {
+            Ok(r) => r,
             Err(IdentityError::Gone) => return Verdict::Fail(libc::ESRCH),
             Err(e) => {
                 // The executable the refused identity is about, not a second reading of
@@ -280,7 +283,8 @@ impl Broker {
         if !self.valid(n) {
             return Verdict::Fail(libc::ESRCH);
         }
-        self.connect_to_proxy(n, sock, kind, identity, addr)
+        self.known.remember(n.pid, &resolved);
+        self.connect_to_proxy(n, sock, kind, resolved.identity, addr)
     }
 
     fn connect_to_proxy(

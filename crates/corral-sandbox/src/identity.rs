@@ -128,9 +128,7 @@ impl IdentityResolver {
         let exe = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
         check_executable(&exe)?;
-        if let Some(var) = injection_vector(pid) {
-            return Err(IdentityError::Injection(var, exe.display().to_string()));
-        }
+        self.recheck(pid, &exe)?;
         let sha = self.hash_of(&mut file, &exe)?;
         Ok(Identity {
             invoked_as: corral_policy::identity::invoked_as(pid, &exe),
@@ -139,6 +137,17 @@ impl IdentityResolver {
             sha256: Some(sha),
             pid: Some(pid),
         })
+    }
+
+    /// The checks a process must pass on every call, even when its identity is already
+    /// known (the broker keeps identities per process and executable, see
+    /// `broker::known`): whatever the process can change without executing another file —
+    /// today its environment's injection routes.
+    pub fn recheck(&self, pid: u32, exe: &Path) -> Result<(), IdentityError> {
+        if let Some(var) = injection_vector(pid) {
+            return Err(IdentityError::Injection(var, exe.display().to_string()));
+        }
+        Ok(())
     }
 
     /// The executable path of `pid`, checked as an identity (for refusal logs even when the
@@ -243,7 +252,7 @@ pub fn check_executable(link: &Path) -> Result<(), IdentityError> {
 /// against the easy route (`LD_PRELOAD=evil.so curl …` from a shell in the sandbox), not
 /// a proof of integrity.
 fn injection_vector(pid: u32) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let environ = crate::procfs::read(&format!("/proc/{pid}/environ")).ok()?;
     environ
         .split(|b| *b == 0)
         .filter_map(|kv| std::str::from_utf8(kv).ok())
@@ -276,11 +285,7 @@ fn injects(name: &str, value: &str) -> bool {
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
+    crate::procfs::stat(pid).ok().map(|s| s.ppid)
 }
 
 fn sha256_of(file: &mut File) -> io::Result<String> {

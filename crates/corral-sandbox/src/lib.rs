@@ -37,5 +37,6 @@ pub mod landlock_rules;
 pub mod launch;
 pub mod message;
 pub mod own_files;
+pub mod procfs;
 pub mod sys;
 pub mod unix_guard;

@@ -1,22 +1,31 @@
-//! The broker's threads: one receives notifications, a pool of workers answers them.
+//! The broker's threads: a pool of workers that take turns receiving notifications, each
+//! answering the one it received.
+//!
+//! One worker at a time (the one holding the turn) waits in `NOTIF_RECV`; when a
+//! notification arrives it passes the turn to the next idle worker and answers the call
+//! itself. The caller's wait then includes no hand-over from a receiving thread to a
+//! worker (a futex wake-up and a scheduling delay, the largest single cost of a brokered
+//! connect on a busy machine), and with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` the kernel
+//! switches straight from the stopped caller to the worker and back. Only one thread
+//! waits in the kernel: the listener wakes every waiter on each notification, so a pool
+//! of waiters would be woken as a herd.
 
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::Broker;
 use crate::sys;
-use crate::sys::seccomp::Notification;
 
 /// Most worker threads the broker runs.
 const MAX_WORKERS: usize = 64;
 
-/// The broker's workers and their queue.
+/// The broker's workers.
 struct Pool {
-    rx: Mutex<mpsc::Receiver<Notification>>,
-    /// Workers waiting for a notification.
+    /// Held by the worker that waits for the next notification.
+    turn: Mutex<()>,
+    /// Workers not answering a call (waiting for the turn, or holding it).
     idle: AtomicUsize,
     started: AtomicUsize,
 }
@@ -24,69 +33,67 @@ struct Pool {
 impl Pool {
     fn start_worker(self: &Arc<Self>, broker: &Arc<Broker>) -> io::Result<()> {
         let i = self.started.fetch_add(1, Ordering::AcqRel);
+        self.idle.fetch_add(1, Ordering::AcqRel);
         let (pool, b) = (self.clone(), broker.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("corral-broker-{i}"))
-            .spawn(move || loop {
-                pool.idle.fetch_add(1, Ordering::AcqRel);
-                let next = pool.rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                pool.idle.fetch_sub(1, Ordering::AcqRel);
-                match next {
-                    Ok(n) => b.handle(&n),
-                    Err(_) => return,
-                }
-            });
+            .spawn(move || pool.work(&b));
         if let Err(e) = spawned {
             self.started.fetch_sub(1, Ordering::AcqRel);
+            self.idle.fetch_sub(1, Ordering::AcqRel);
             return Err(e);
         }
         Ok(())
     }
+
+    fn work(self: &Arc<Self>, broker: &Arc<Broker>) {
+        loop {
+            let turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+            let next = sys::seccomp::receive(broker.listener.as_fd());
+            // Busy from here on: when no other worker is left to take the turn, start one
+            // before answering, so a call that waits for its peer (a connect, a send to a
+            // full socket) never holds up the others.
+            if self.idle.fetch_sub(1, Ordering::AcqRel) == 1
+                && next.is_ok()
+                && self.started.load(Ordering::Acquire) < MAX_WORKERS
+            {
+                if let Err(e) = self.start_worker(broker) {
+                    tracing::warn!("starting another broker worker: {e}");
+                }
+            }
+            drop(turn);
+            match next {
+                Ok(n) => broker.handle(&n),
+                Err(e) => {
+                    // Every sandboxed process is gone: each worker in turn sees the error.
+                    tracing::debug!("seccomp listener closed: {e}");
+                    return;
+                }
+            }
+            self.idle.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Broker {
-    /// Starts the receiving thread and `workers` worker threads. They run until the process
-    /// exits (or every sandboxed process is gone and the listener reports an error). When
-    /// every worker is busy (calls waiting for a peer: a connect, a send to a full socket)
-    /// another is started, up to [`MAX_WORKERS`], so slow calls never hold up the others.
+    /// Starts `workers` worker threads. They run until the process exits (or every
+    /// sandboxed process is gone and the listener reports an error). When every worker is
+    /// busy another is started, up to [`MAX_WORKERS`].
     pub fn spawn(self, workers: usize) -> io::Result<()> {
         let _ = sys::seccomp::set_sync_wake_up(self.listener.as_fd());
         let broker = Arc::new(self);
-        let (tx, rx) = mpsc::channel::<Notification>();
         let pool = Arc::new(Pool {
-            rx: Mutex::new(rx),
+            turn: Mutex::new(()),
             idle: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
         });
         for _ in 0..workers.max(1) {
             pool.start_worker(&broker)?;
         }
-        std::thread::Builder::new()
-            .name("corral-broker".into())
-            .spawn(move || loop {
-                match sys::seccomp::receive(broker.listener.as_fd()) {
-                    Ok(n) => {
-                        if pool.idle.load(Ordering::Acquire) == 0
-                            && pool.started.load(Ordering::Acquire) < MAX_WORKERS
-                        {
-                            if let Err(e) = pool.start_worker(&broker) {
-                                tracing::warn!("starting another broker worker: {e}");
-                            }
-                        }
-                        if tx.send(n).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!("seccomp listener closed: {e}");
-                        return;
-                    }
-                }
-            })?;
         Ok(())
     }
 
-    fn handle(&self, n: &Notification) {
+    fn handle(&self, n: &sys::seccomp::Notification) {
         let Some(verdict) = self.decide(n) else {
             return;
         };
