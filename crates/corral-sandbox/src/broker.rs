@@ -1,8 +1,8 @@
 //! The connect broker: the supervisor's side of the seccomp user notifications.
 //!
-//! One thread receives notifications and hands each to a small pool of workers: a
-//! notification blocks only the calling thread, and a connect that waits for its peer
-//! must not stall every other caller. Per trapped call, while the caller is stopped:
+//! A small pool of workers takes turns receiving notifications, each answering the one it
+//! received (`workers`): a notification blocks only the calling thread, and a connect
+//! that waits for its peer must not stall every other caller. Per trapped call, while the caller is stopped:
 //!
 //! 1. `pidfd_open` the caller (a thread id is retried with `PIDFD_THREAD`), check the
 //!    notification is still valid, duplicate its socket with `pidfd_getfd`;
@@ -12,7 +12,8 @@
 //!    `dup2` a different socket over the number, or rewrite the address, between a check
 //!    and the kernel's action). Nothing is answered with "continue";
 //! 3. `connect` of a TCP socket to the proxy's documented address: resolve the caller's
-//!    [`Identity`](corral_policy::Identity), bind the duplicate to an ephemeral loopback
+//!    [`Identity`](corral_policy::Identity) (remembered per process and executable,
+//!    `known`), bind the duplicate to an ephemeral loopback
 //!    port, record `client address → identity, socket inode` in the [`AttributionTable`],
 //!    then connect the duplicate to the real proxy listener and answer with the result;
 //! 4. unix sockets reach only the sandbox's own listeners ([`crate::unix_guard`]), netlink
