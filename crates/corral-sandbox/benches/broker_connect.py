@@ -147,6 +147,15 @@ for fresh, what in ((False, "one process, N connects"), (True, "first connect of
             CORRAL, "run", "--policy", policy, "--log", log, "--mode", mode, "--",
             *client("127.0.0.1", 3128, False, fresh)]
 
+def time_waiting():
+    """TCP sockets in TIME-WAIT in this network namespace. In seccomp-only mode the broker
+    binds each socket to an ephemeral port of host loopback, and the kernel's search for a
+    free one slows down as TIME-WAIT sockets hold them (the bench makes thousands)."""
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f if line.split()[3:4] == ["06"])
+
+
+time_wait = time_waiting()
 samples = {name: [] for name in ROWS}
 for _ in range(ROUNDS):
     for name, argv in ROWS.items():
@@ -159,7 +168,8 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))] / 1000
 
 
-print(f"connect() time, {ROUNDS} rounds, N = {N} (after warm-up), load {os.getloadavg()[0]:.1f}")
+print(f"connect() time, {ROUNDS} rounds, N = {N} (after warm-up), load {os.getloadavg()[0]:.1f}, "
+      f"host TCP sockets in TIME-WAIT before: {time_wait} after: {time_waiting()}")
 print("| | p50 | p90 | p50 vs unbrokered | goal ≤ 3× |")
 print("|---|---:|---:|---:|---|")
 base50 = None
