@@ -7,8 +7,7 @@
 //! worker (a futex wake-up and a scheduling delay, the largest single cost of a brokered
 //! connect on a busy machine), and with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` the kernel
 //! switches straight from the stopped caller to the worker and back. Only one thread
-//! waits in the kernel: the listener wakes every waiter on each notification, so a pool
-//! of waiters would be woken as a herd.
+//! waits in the kernel, so each notification wakes exactly the thread that answers it.
 
 use std::io;
 use std::os::fd::AsFd;
