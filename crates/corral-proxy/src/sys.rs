@@ -11,13 +11,23 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_HDRLEN: usize = 16;
-/// Offset of `idiag_inode` in a reply: nlmsghdr (16) + family/state/timer/retrans (4) +
-/// inet_diag_sockid (48) + expires/rqueue/wqueue/uid (16).
-const INODE_OFFSET: usize = NLMSG_HDRLEN + 4 + 48 + 16;
+/// Offset of `idiag_uid` in a reply: nlmsghdr (16) + family/state/timer/retrans (4) +
+/// inet_diag_sockid (48) + expires/rqueue/wqueue (12).
+const UID_OFFSET: usize = NLMSG_HDRLEN + 4 + 48 + 12;
+/// `idiag_inode` follows `idiag_uid`.
+const INODE_OFFSET: usize = UID_OFFSET + 4;
 
-/// The inode of the TCP socket whose local end is `src` and remote end is `dst`, looked up
-/// in the caller's network namespace. `Ok(None)` when the kernel has no such socket.
-pub fn tcp_socket_inode(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<u64>> {
+/// A socket as the kernel describes it: its inode (what `/proc/PID/fd` links name) and the
+/// user that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOwner {
+    pub inode: u64,
+    pub uid: u32,
+}
+
+/// The TCP socket whose local end is `src` and remote end is `dst`, looked up in the
+/// caller's network namespace. `Ok(None)` when the kernel has no such socket.
+pub fn tcp_socket_owner(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<SocketOwner>> {
     // SAFETY: plain socket(2) call with constant arguments; the result is checked and
     // immediately owned by an OwnedFd, which closes it.
     let raw = unsafe {
@@ -117,7 +127,7 @@ fn build_request(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     req
 }
 
-fn parse_reply(reply: &[u8]) -> io::Result<Option<u64>> {
+fn parse_reply(reply: &[u8]) -> io::Result<Option<SocketOwner>> {
     if reply.len() < NLMSG_HDRLEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -141,11 +151,17 @@ fn parse_reply(reply: &[u8]) -> io::Result<Option<u64>> {
             format!("unexpected netlink message type {kind}"),
         ));
     }
-    let inode = reply
-        .get(INODE_OFFSET..INODE_OFFSET + 4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short sock_diag reply"))?;
-    Ok((inode != 0).then_some(u64::from(inode)))
+    let word = |at: usize| {
+        reply
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short sock_diag reply"))
+    };
+    let (uid, inode) = (word(UID_OFFSET)?, word(INODE_OFFSET)?);
+    Ok((inode != 0).then_some(SocketOwner {
+        inode: u64::from(inode),
+        uid,
+    }))
 }
 
 #[cfg(test)]
@@ -154,18 +170,20 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
-    fn finds_the_inode_of_a_live_connection_and_nothing_for_a_missing_one() {
+    fn finds_the_inode_and_uid_of_a_live_connection_and_nothing_for_a_missing_one() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_accepted, peer) = listener.accept().unwrap();
-        let inode = tcp_socket_inode(peer, server)
+        let owner = tcp_socket_owner(peer, server)
             .unwrap()
             .expect("socket found");
         let fd = client.as_raw_fd();
         let meta = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap();
-        assert_eq!(inode, meta.ino());
+        assert_eq!(owner.inode, meta.ino());
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(owner.uid, me);
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(tcp_socket_inode(gone, server).unwrap(), None);
+        assert_eq!(tcp_socket_owner(gone, server).unwrap(), None);
     }
 }
