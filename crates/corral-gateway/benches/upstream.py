@@ -2,6 +2,8 @@
 
 Every answer is sent in one write (head and body together), as a real API front end's
 buffered writer does, so any wait the benchmark sees is the caller's, not this server's.
+With `--split` the head and the body go in two writes, without TCP_NODELAY, the way
+Python's http.server answers: the body then waits for the caller's ACK of the head.
 HTTP/1.1 with keep-alive; `stream: true` in the body gets the same message as SSE events.
 Prints its port on stdout, then serves until killed.
 """
@@ -39,6 +41,9 @@ def sse(model):
     return "".join(f"event: {n}\ndata: {json.dumps(d)}\n\n" for n, d in events).encode()
 
 
+SPLIT = "--split" in sys.argv
+
+
 def answer(body):
     req = json.loads(body or b"{}")
     model = req.get("model", "claude-bench")
@@ -48,11 +53,12 @@ def answer(body):
         payload, ctype = json.dumps(message(model)).encode(), "application/json"
     head = (f"HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {len(payload)}\r\n"
             "request-id: req_bench\r\n\r\n").encode()
-    return head + payload
+    return [head, payload] if SPLIT else [head + payload]
 
 
 def serve(conn):
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not SPLIT:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = b""
     try:
         while True:
@@ -77,7 +83,8 @@ def serve(conn):
                     return
                 buf += chunk
             body, buf = buf[:length], buf[length:]
-            conn.sendall(answer(body))
+            for piece in answer(body):
+                conn.sendall(piece)
             if close:
                 return
     finally:
@@ -87,7 +94,7 @@ def serve(conn):
 def main():
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    srv.bind(("127.0.0.1", 0))
     srv.listen(512)
     print(srv.getsockname()[1], flush=True)
     while True:
