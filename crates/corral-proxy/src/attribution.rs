@@ -74,17 +74,18 @@ impl Attribution for FixedIdentity {
 ///
 /// The holder is searched where it most likely is, each step exact (the inode must be one
 /// of the process's descriptors): the process that held the last connection from the same
-/// client address, then the processes running as the socket's uid, then every other one.
-/// A client that keeps connecting costs one process's descriptors, not the host's.
+/// client address, then the processes running as the socket's uid, newest first, then every
+/// other one. A client that keeps connecting costs one process's descriptors, not the
+/// host's; a new one costs the processes newer than it of its uid.
 ///
 /// Limits, stated plainly: it sees only processes in the proxy's network and PID namespaces
 /// whose `/proc/PID/fd` it may read (same user, or root); a process that exits between its
 /// connect and our look-up is unattributed (and refused). It names a process holding the
 /// socket when the proxy looks, which may not be the one that connected (a descriptor can
-/// be inherited or passed on). If the step that finds the socket finds it in several
-/// processes running different executables, the connection is refused; holders in a later
-/// step are not looked for. Executables without an identity (deleted, `memfd:`, the
-/// dynamic loader run directly) are refused.
+/// be inherited or passed on). A socket held by the process found and by its parent or one
+/// of its children running a different executable (inherited across `fork` + `exec`) is
+/// refused; other holders are not looked for. Executables without an identity (deleted,
+/// `memfd:`, the dynamic loader run directly) are refused.
 pub struct ProcResolver {
     proc_root: PathBuf,
     /// SHA-256 by executable file identity (dev, inode, size, mtime): hashed once each.
@@ -162,42 +163,69 @@ impl ProcResolver {
         )))
     }
 
-    /// The processes holding socket `inode`, searched in the order described on
-    /// [`ProcResolver`]; the proxy itself is never one.
+    /// The processes holding socket `inode` (see [`ProcResolver`]): the first one found —
+    /// the last owner from this client, else the newest process of the socket's uid, else
+    /// the newest of the others — and those of its parent and children that hold it too.
+    /// The proxy itself is never one.
     fn owners(&self, inode: u64, uid: Option<u32>, client: IpAddr) -> Vec<u32> {
         let needle = format!("socket:[{inode}]");
         let me = std::process::id();
-        let last = self.lock_last().get(&client).copied();
-        if let Some(pid) = last.filter(|p| *p != me) {
-            if self.holds(pid, &needle) {
-                return vec![pid];
-            }
-        }
-        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+        let Some(first) = self.first_holder(&needle, uid, client) else {
             return Vec::new();
         };
-        let pids = entries.flatten().filter_map(|e| {
-            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-            (pid != me && Some(pid) != last).then_some(pid)
-        });
+        let mut holders = vec![first];
+        let kin = self.parent(first).into_iter().chain(self.children(first));
+        for pid in kin {
+            if pid > 0 && pid != me && !holders.contains(&pid) && self.holds(pid, &needle) {
+                holders.push(pid);
+            }
+        }
+        holders
+    }
+
+    fn first_holder(&self, needle: &str, uid: Option<u32>, client: IpAddr) -> Option<u32> {
+        let me = std::process::id();
+        let last = self.lock_last().get(&client).copied();
+        if let Some(pid) = last.filter(|p| *p != me) {
+            if self.holds(pid, needle) {
+                return Some(pid);
+            }
+        }
+        let mut pids: Vec<u32> = std::fs::read_dir(&self.proc_root)
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != me && Some(*pid) != last)
+            .collect();
+        // Newest first: a client that just started is most likely the one connecting.
+        pids.sort_unstable_by(|a, b| b.cmp(a));
         // The directory of a process belongs to its effective uid (root when it is not
         // dumpable): a cheap guess at who runs it, which only orders the search.
-        let (likely, rest): (Vec<u32>, Vec<u32>) = pids.partition(|pid| {
+        let (likely, rest): (Vec<u32>, Vec<u32>) = pids.into_iter().partition(|pid| {
             use std::os::unix::fs::MetadataExt;
             uid.is_some()
                 && std::fs::metadata(self.proc_root.join(pid.to_string()))
                     .is_ok_and(|m| Some(m.uid()) == uid)
         });
-        for group in [likely, rest] {
-            let found: Vec<u32> = group
-                .into_iter()
-                .filter(|pid| self.holds(*pid, &needle))
-                .collect();
-            if !found.is_empty() {
-                return found;
-            }
-        }
-        Vec::new()
+        likely
+            .into_iter()
+            .chain(rest)
+            .find(|pid| self.holds(*pid, needle))
+    }
+
+    /// The children of `pid`'s main thread.
+    fn children(&self, pid: u32) -> Vec<u32> {
+        let path = self
+            .proc_root
+            .join(pid.to_string())
+            .join("task")
+            .join(pid.to_string())
+            .join("children");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 
     /// Whether one of `pid`'s descriptors is the socket `needle` (`socket:[INODE]`).

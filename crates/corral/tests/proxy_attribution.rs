@@ -241,3 +241,41 @@ fn deleted_and_memfd_executables_are_refused() {
         );
     }
 }
+
+/// A program the policy does not list hands a socket to one it does (`sleep`, started with
+/// the descriptor), then connects it while both hold it: the newest holder, `sleep`, is
+/// found first, but its parent holds the socket too and runs something else, so the
+/// connection is refused rather than given `sleep`'s grant.
+#[test]
+fn a_socket_shared_with_an_allowed_child_is_refused() {
+    let up = Upstream::echo(None);
+    let sleep = std::fs::canonicalize("/usr/bin/sleep").unwrap();
+    let proxy = Proxy::start(&up, &[&sleep], |p| Command::new(p));
+    let script = format!(
+        "import os, socket, subprocess, time\ns = socket.socket()\nchild = subprocess.Popen(['{sleep}', '30'], pass_fds=[s.fileno()])\nwhile os.readlink(f'/proc/{{child.pid}}/exe') != '{sleep}':\n    time.sleep(0.01)\ns.connect(('{ip}', {port}))\ns.sendall(b'CONNECT echo.test:{up} HTTP/1.1\\r\\nHost: echo.test\\r\\n\\r\\n')\nprint(s.recv(4096).split()[1].decode())\nchild.kill()\n",
+        ip = proxy.addr.ip(),
+        port = proxy.addr.port(),
+        sleep = sleep.display(),
+        up = up.port()
+    );
+    for (n, runner) in [Runner::Current, Runner::ordinary()]
+        .into_iter()
+        .enumerate()
+    {
+        let out = output(runner.command(python()).args(["-c", &script]));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "403",
+            "{out:?}"
+        );
+        let rec = proxy.record(n);
+        assert_eq!(rec["error"], "unattributed", "{rec}");
+        assert!(
+            rec["reason"]
+                .as_str()
+                .unwrap()
+                .contains("different executables"),
+            "{rec}"
+        );
+    }
+}
