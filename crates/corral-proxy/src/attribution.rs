@@ -82,9 +82,9 @@ impl Attribution for FixedIdentity {
 /// whose `/proc/PID/fd` it may read (same user, or root); a process that exits between its
 /// connect and our look-up is unattributed (and refused). It names a process holding the
 /// socket when the proxy looks, which may not be the one that connected (a descriptor can
-/// be inherited or passed on). A socket held by the process found and by its parent or one
-/// of its children running a different executable (inherited across `fork` + `exec`) is
-/// refused; other holders are not looked for. Executables without an identity (deleted,
+/// be inherited or passed on). A socket held by the process found and by one of its
+/// ancestors running a different executable (inherited across `fork` + `exec`) is refused;
+/// other holders are not looked for. Executables without an identity (deleted,
 /// `memfd:`, the dynamic loader run directly) are refused.
 pub struct ProcResolver {
     proc_root: PathBuf,
@@ -165,8 +165,9 @@ impl ProcResolver {
 
     /// The processes holding socket `inode` (see [`ProcResolver`]): the first one found —
     /// the last owner from this client, else the newest process of the socket's uid, else
-    /// the newest of the others — and those of its parent and children that hold it too.
-    /// The proxy itself is never one.
+    /// the newest of the others — and those of its ancestors that hold it too (a program
+    /// that hands its socket to an allowed one it starts is its ancestor). The proxy itself
+    /// is never one.
     fn owners(&self, inode: u64, uid: Option<u32>, client: IpAddr) -> Vec<u32> {
         let needle = format!("socket:[{inode}]");
         let me = std::process::id();
@@ -174,10 +175,16 @@ impl ProcResolver {
             return Vec::new();
         };
         let mut holders = vec![first];
-        let kin = self.parent(first).into_iter().chain(self.children(first));
-        for pid in kin {
-            if pid > 0 && pid != me && !holders.contains(&pid) && self.holds(pid, &needle) {
-                holders.push(pid);
+        let mut cur = first;
+        for _ in 0..64 {
+            match self.parent(cur) {
+                Some(p) if p > 1 && p != me => {
+                    if self.holds(p, &needle) {
+                        holders.push(p);
+                    }
+                    cur = p;
+                }
+                _ => break,
             }
         }
         holders
@@ -211,21 +218,6 @@ impl ProcResolver {
             .into_iter()
             .chain(rest)
             .find(|pid| self.holds(*pid, needle))
-    }
-
-    /// The children of `pid`'s main thread.
-    fn children(&self, pid: u32) -> Vec<u32> {
-        let path = self
-            .proc_root
-            .join(pid.to_string())
-            .join("task")
-            .join(pid.to_string())
-            .join("children");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
     }
 
     /// Whether one of `pid`'s descriptors is the socket `needle` (`socket:[INODE]`).
