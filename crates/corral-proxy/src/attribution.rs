@@ -204,8 +204,13 @@ impl ProcResolver {
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| *pid != me && Some(*pid) != last)
             .collect();
-        // Newest first: a client that just started is most likely the one connecting.
-        pids.sort_unstable_by(|a, b| b.cmp(a));
+        // Newest first: a client that just started is most likely the one connecting. Pids
+        // wrap around, so "newest" counts back from the last one the kernel handed out.
+        let last_pid = std::fs::read_to_string(self.proc_root.join("loadavg"))
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(4)?.parse::<u32>().ok())
+            .unwrap_or(u32::MAX);
+        pids.sort_unstable_by_key(|pid| (*pid > last_pid, std::cmp::Reverse(*pid)));
         // The directory of a process belongs to its effective uid (root when it is not
         // dumpable): a cheap guess at who runs it, which only orders the search.
         let (likely, rest): (Vec<u32>, Vec<u32>) = pids.into_iter().partition(|pid| {
