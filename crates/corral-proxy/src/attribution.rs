@@ -4,7 +4,7 @@
 //! the sandbox hands to the proxy as an [`Attribution`]). The standalone `corral proxy`
 //! uses [`ProcResolver`], which looks the client socket up in `/proc`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -163,31 +163,42 @@ impl ProcResolver {
         )))
     }
 
-    /// The processes holding socket `inode` (see [`ProcResolver`]): the first one found —
-    /// the last owner from this client, else the newest process of the socket's uid, else
-    /// the newest of the others — and those of its ancestors that hold it too (a program
-    /// that hands its socket to an allowed one it starts is its ancestor). The proxy itself
-    /// is never one.
-    fn owners(&self, inode: u64, uid: Option<u32>, client: IpAddr) -> Vec<u32> {
+    /// The processes holding socket `inode` (see [`ProcResolver`]), with the ancestors of
+    /// the first: that one — the last owner from this client, else the newest process of
+    /// the socket's uid, else the newest of the others — and those of its ancestors that
+    /// hold it too (a program that hands its socket to an allowed one it starts is its
+    /// ancestor). The proxy itself is never one.
+    fn owners(&self, inode: u64, uid: Option<u32>, client: IpAddr) -> Option<(Vec<u32>, Vec<u32>)> {
         let needle = format!("socket:[{inode}]");
         let me = std::process::id();
-        let Some(first) = self.first_holder(&needle, uid, client) else {
-            return Vec::new();
-        };
+        let first = self.first_holder(&needle, uid, client)?;
+        let lineage = self.lineage(first);
         let mut holders = vec![first];
-        let mut cur = first;
-        for _ in 0..64 {
+        holders.extend(
+            lineage
+                .iter()
+                .filter(|p| **p > 1 && **p != me && self.holds(**p, &needle)),
+        );
+        Some((holders, lineage))
+    }
+
+    /// `pid`'s parent, grandparent… up to init (at most 64).
+    fn lineage(&self, pid: u32) -> Vec<u32> {
+        let mut chain = Vec::new();
+        let mut cur = pid;
+        while chain.len() < 64 {
             match self.parent(cur) {
-                Some(p) if p > 1 && p != me => {
-                    if self.holds(p, &needle) {
-                        holders.push(p);
+                Some(p) if p > 0 => {
+                    chain.push(p);
+                    if p == 1 {
+                        break;
                     }
                     cur = p;
                 }
                 _ => break,
             }
         }
-        holders
+        chain
     }
 
     fn first_holder(&self, needle: &str, uid: Option<u32>, client: IpAddr) -> Option<u32> {
@@ -289,7 +300,8 @@ impl ProcResolver {
         Some(hash)
     }
 
-    fn identity_of(&self, pid: u32) -> Result<Identity, String> {
+    /// `pid`'s identity; `lineage` is its ancestors' pids, parent first.
+    fn identity_of(&self, pid: u32, lineage: &[u32]) -> Result<Identity, String> {
         let exe = self
             .exe(pid)
             .ok_or_else(|| format!("process {pid}'s executable cannot be read"))?;
@@ -297,23 +309,7 @@ impl ProcResolver {
             return Err(format!("process {pid}: {problem}"));
         }
         let sha256 = self.sha256(pid);
-        let mut ancestors = Vec::new();
-        let mut cur = pid;
-        for _ in 0..64 {
-            match self.parent(cur) {
-                Some(p) if p > 0 => {
-                    match self.exe(p) {
-                        Some(e) => ancestors.push(e),
-                        None => break,
-                    }
-                    if p == 1 {
-                        break;
-                    }
-                    cur = p;
-                }
-                _ => break,
-            }
-        }
+        let ancestors = lineage.iter().map_while(|p| self.exe(*p)).collect();
         Ok(Identity {
             invoked_as: corral_policy::identity::invoked_as(pid, &exe),
             exe,
@@ -328,18 +324,23 @@ impl Attribution for ProcResolver {
     fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Result<Identity, Unattributed> {
         let (inode, uid) = self.socket_owner(peer, local)?;
         let client = canonical(peer).ip();
-        let mut pids = self.owners(inode, uid, client);
-        pids.sort_unstable();
-        if pids.is_empty() {
+        let Some((pids, lineage)) = self.owners(inode, uid, client) else {
             return Err(Unattributed::new(format!(
                 "no process (readable by the proxy) holds the socket of {peer}"
             )));
-        }
-        let mut by_exe: BTreeMap<PathBuf, Identity> = BTreeMap::new();
+        };
+        // The first holder keeps its place: its identity is the answer when all agree.
+        let mut by_exe: Vec<(PathBuf, Identity)> = Vec::new();
         for pid in &pids {
-            match self.identity_of(*pid) {
+            let above = match lineage.iter().position(|p| p == pid) {
+                Some(i) => &lineage[i + 1..],
+                None => &lineage[..],
+            };
+            match self.identity_of(*pid, above) {
                 Ok(id) => {
-                    by_exe.entry(id.exe.clone()).or_insert(id);
+                    if !by_exe.iter().any(|(exe, _)| *exe == id.exe) {
+                        by_exe.push((id.exe.clone(), id));
+                    }
                 }
                 Err(why) => {
                     return Err(Unattributed::new(format!(
@@ -349,14 +350,17 @@ impl Attribution for ProcResolver {
             }
         }
         if by_exe.len() > 1 {
-            let names: Vec<String> = by_exe.keys().map(|p| p.display().to_string()).collect();
+            let names: Vec<String> = by_exe
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
             return Err(Unattributed::new(format!(
                 "the socket of {peer} is shared by processes running different executables ({})",
                 names.join(", ")
             )));
         }
-        let identity = by_exe
-            .into_values()
+        let (_, identity) = by_exe
+            .into_iter()
             .next()
             .ok_or_else(|| Unattributed::new("no owner"))?;
         if let Some(pid) = identity.pid {
