@@ -84,7 +84,7 @@ impl Attribution for FixedIdentity {
 /// socket when the proxy looks, which may not be the one that connected (a descriptor can
 /// be inherited or passed on). A socket held by the process found and by one of its
 /// ancestors running a different executable (inherited across `fork` + `exec`) is refused;
-/// other holders are not looked for. Executables without an identity (deleted,
+/// the proxy's own ancestors, which started it, and other holders are not looked at. Executables without an identity (deleted,
 /// `memfd:`, the dynamic loader run directly) are refused.
 pub struct ProcResolver {
     proc_root: PathBuf,
@@ -167,17 +167,21 @@ impl ProcResolver {
     /// the first: that one — the last owner from this client, else the newest process of
     /// the socket's uid, else the newest of the others — and those of its ancestors that
     /// hold it too (a program that hands its socket to an allowed one it starts is its
-    /// ancestor). The proxy itself is never one.
+    /// ancestor), except the proxy's own ancestors. The proxy itself is never one.
     fn owners(&self, inode: u64, uid: Option<u32>, client: IpAddr) -> Option<(Vec<u32>, Vec<u32>)> {
         let needle = format!("socket:[{inode}]");
         let me = std::process::id();
         let first = self.first_holder(&needle, uid, client)?;
         let lineage = self.lineage(first);
+        // The proxy's own ancestors started it and could start it otherwise (with
+        // `--identity-exe`, say): a socket they hold changes nothing, and skipping them
+        // spares reading their descriptors (shells, terminals, service managers) each time.
+        let trusted = self.lineage(me);
         let mut holders = vec![first];
         holders.extend(
-            lineage
-                .iter()
-                .filter(|p| **p > 1 && **p != me && self.holds(**p, &needle)),
+            lineage.iter().filter(|p| {
+                **p > 1 && **p != me && !trusted.contains(p) && self.holds(**p, &needle)
+            }),
         );
         Some((holders, lineage))
     }
