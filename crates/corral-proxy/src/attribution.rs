@@ -269,13 +269,13 @@ impl ProcResolver {
         Some(link)
     }
 
+    /// The parent's pid, from `/proc/PID/stat` (much cheaper for the kernel to produce
+    /// than `status`): `PID (COMM) STATE PPID …`, where COMM may hold spaces and ')'.
     fn parent(&self, pid: u32) -> Option<u32> {
-        let status =
-            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .and_then(|v| v.trim().parse().ok())
+        let stat =
+            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
+        let (_, after_comm) = stat.rsplit_once(')')?;
+        after_comm.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// The executable's SHA-256, read through `/proc/PID/exe` (so a replaced or deleted
