@@ -9,11 +9,12 @@
 //!
 //! Reading order: [`server`] (accept loop) → [`handler`] (one request, tracked by an
 //! [`exchange::Exchange`]) → [`relay`]
-//! (streams) → [`upstream`] (outbound calls) and [`translate`] / [`eventstream`] (formats).
+//! (streams) → [`upstream`] (outbound calls, over [`client`]) and [`translate`] / [`eventstream`] (formats).
 //! [`keys`], [`limits`], [`audit`] and [`metrics`] are the policy and accounting pieces.
 
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod eventstream;
