@@ -29,5 +29,6 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod sigv4;
+pub mod state;
 pub mod translate;
 pub mod upstream;

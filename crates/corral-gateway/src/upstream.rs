@@ -72,7 +72,7 @@ fn env(name: &str) -> Option<String> {
 impl Upstream {
     pub fn new(name: &str, cfg: &UpstreamConfig) -> anyhow::Result<Upstream> {
         let base_url = cfg.base_url();
-        let url = reqwest::Url::parse(&base_url)
+        let url = url::Url::parse(&base_url)
             .map_err(|e| anyhow::anyhow!("[upstreams.{name}] base_url {base_url:?}: {e}"))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
