@@ -34,6 +34,7 @@ mod metrics;
 mod names;
 mod notices;
 mod policy_handle;
+mod record;
 pub mod relay;
 mod revoke;
 mod server;
