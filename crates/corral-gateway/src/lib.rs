@@ -12,6 +12,8 @@
 //! (streams) → [`upstream`] (outbound calls, over [`client`]) and [`translate`] / [`eventstream`] (formats).
 //! [`keys`], [`limits`], [`audit`] and [`metrics`] are the policy and accounting pieces.
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod cli;
 pub mod client;

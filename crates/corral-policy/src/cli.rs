@@ -108,7 +108,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 let n = e.errors().len();
                 match e {
                     PolicyError::Io { .. } => println!("{}: unreadable", f.display()),
-                    _ => println!(
+                    PolicyError::Invalid { .. } => println!(
                         "{}: invalid ({n} error{})",
                         f.display(),
                         if n == 1 { "" } else { "s" }

@@ -78,7 +78,7 @@ fn git_may_reach_github_and_is_attributed_to_the_group() {
             assert_eq!(a.policy, "github");
             assert_eq!(a.endpoint_host, "github.com");
         }
-        d => panic!("{d:?}"),
+        d @ Decision::Deny(_) => panic!("{d:?}"),
     }
 }
 
@@ -360,7 +360,7 @@ network_policies:
     // curl has a group of its own without request rules: that one allows the tunnel.
     match m.decide(&who("/usr/bin/curl"), "api.github.com", 443, None) {
         Decision::Allow(a) => assert_eq!(a.policy, "curl_everything"),
-        d => panic!("{d:?}"),
+        d @ Decision::Deny(_) => panic!("{d:?}"),
     }
     // `access: full` restricts nothing, so the tunnel is allowed.
     assert!(m

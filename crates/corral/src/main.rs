@@ -1,5 +1,7 @@
 //! The `corral` binary: parses arguments and hands each job to the crate that does it.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
