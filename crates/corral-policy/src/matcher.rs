@@ -462,6 +462,22 @@ impl Matcher {
         })
     }
 
+    /// Whether some group lists `exe` (by its exact path, or the path a listed symlink
+    /// resolved to) with the `sha256` pin `sha`.
+    pub fn pins(&self, exe: &Path, sha: &str) -> bool {
+        let exe = exe.to_string_lossy();
+        self.policies.iter().any(|p| {
+            p.exact.get(exe.as_ref()).is_some_and(|ids| {
+                ids.iter().any(|&i| {
+                    p.binaries[i as usize]
+                        .sha256
+                        .as_deref()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(sha))
+                })
+            })
+        })
+    }
+
     /// Number of compiled endpoints.
     pub fn endpoint_count(&self) -> usize {
         self.endpoints.len()

@@ -12,7 +12,8 @@ use corral_proxy::{DecisionLog, LogRecord, PolicyHandle, ProxyConfig};
 
 use crate::attribution::AttributionTable;
 use crate::broker::{Broker, ProxyAddresses, Refusal};
-use crate::identity::IdentityResolver;
+use crate::fs_view;
+use crate::identity::{IdentityResolver, TrustRules};
 use crate::landlock_rules::{self, FsSpec};
 use crate::launch::{self, Launch, Mode, ModeRequest, Started, PROXY_PORT};
 use crate::own_files;
@@ -54,8 +55,17 @@ pub struct RunArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
+    /// Print the filesystem view (what the sandbox may read and write, and why) and exit
+    /// without running anything.
+    #[arg(long)]
+    pub explain_fs: bool,
+
     /// The command to run in the sandbox, with its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required_unless_present = "explain_fs"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -103,27 +113,115 @@ fn watch_policy(
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let request = match (args.mode.as_str(), args.require_netns) {
+    let request = mode_request(&args)?;
+    if !args.explain_fs {
+        if let Some(code) = command_not_found(&args.command) {
+            return Ok(code);
+        }
+    }
+    let policy = load_policy(args.policy.as_deref())?;
+    let setting = prepare_session(&args, &policy)?;
+    if args.explain_fs {
+        print!("{}", setting.view.explain());
+        println!("  landlock: {}", setting.landlock.summary);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // Before any thread exists: signals the supervisor handles are blocked in every thread
+    // (the main thread waits for them), and orphans of the sandbox are re-parented to us.
+    let supervised = sys::SigSet::of(sys::SUPERVISED_SIGNALS);
+    supervised.block().context("blocking signals")?;
+    sys::set_child_subreaper().context("becoming a child subreaper")?;
+
+    let ruleset = setting.landlock.ruleset.as_ref();
+    let launch_in = |mode: Mode| Launch {
+        command: args.command.clone(),
+        env: sandbox_env(mode, &setting.view.env),
+        landlock: ruleset.and_then(|f| f.try_clone().ok()),
+        read_only: setting.read_only.clone(),
+    };
+    let seccomp_only = launch::seccomp_only_is_safe(ruleset.is_some(), sys::yama_ptrace_scope());
+    let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
+    // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
+    // could otherwise open /proc/PID/mem of its parent).
+    sys::set_not_dumpable().context("making the supervisor non-dumpable")?;
+    let listener = proxy_listener(&started)?;
+    announce(&args, &setting, &started, downgrade.as_deref());
+    let reload = reload_is_safe(&args, &policy, &setting, started.mode);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("corral-proxy")
+        .enable_all()
+        .build()
+        .context("starting the proxy runtime")?;
+    let (policy_handle, watcher) = policy_in_force(policy, setting.home.clone(), reload)?;
+    let table = Arc::new(AttributionTable::new());
+    start_broker(
+        &started,
+        &setting,
+        listener.local_addr()?,
+        &policy_handle,
+        table.clone(),
+    )?;
+    let metrics = start_proxy(&runtime, &args, &setting, listener, policy_handle, table)?;
+
+    let code = match started.wait_for_exec() {
+        Ok(()) => supervise(&started, &supervised),
+        Err(e) => {
+            eprintln!(
+                "corral: cannot run {}: {e}",
+                args.command[0].to_string_lossy()
+            );
+            let _ = sys::wait_for(started.pid);
+            127
+        }
+    };
+    if started.mode == Mode::SeccompOnly {
+        kill_leftovers();
+    }
+    drain(&metrics);
+    drop(watcher);
+    runtime.shutdown_background();
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn mode_request(args: &RunArgs) -> anyhow::Result<ModeRequest> {
+    Ok(match (args.mode.as_str(), args.require_netns) {
         ("seccomp-only", true) => bail!("--require-netns contradicts --mode seccomp-only"),
         ("auto", false) => ModeRequest::Auto,
         ("auto" | "namespaces", true) | ("namespaces", false) => ModeRequest::RequireNamespaces,
         ("seccomp-only", false) => ModeRequest::SeccompOnly,
         (other, _) => bail!("unknown sandbox mode `{other}`: use auto, namespaces or seccomp-only"),
-    };
+    })
+}
+
+/// A shell's answer to a command that is not there: a message and exit code 127.
+fn command_not_found(command: &[OsString]) -> Option<ExitCode> {
     let path_var = std::env::var_os("PATH");
-    if launch::find_executable(&args.command[0], path_var.as_deref()).is_none() {
-        eprintln!(
-            "corral: {}: command not found (PATH={})",
-            args.command[0].to_string_lossy(),
-            path_var.as_deref().unwrap_or_default().to_string_lossy()
-        );
-        return Ok(ExitCode::from(127));
+    if launch::find_executable(&command[0], path_var.as_deref()).is_some() {
+        return None;
     }
-    // The file is read once: that reading decides the filesystem rules and the first
-    // network policy; the watcher then takes over from it.
-    let file = match &args.policy {
+    eprintln!(
+        "corral: {}: command not found (PATH={})",
+        command[0].to_string_lossy(),
+        path_var.as_deref().unwrap_or_default().to_string_lossy()
+    );
+    Some(ExitCode::from(127))
+}
+
+/// The policy as read at start: that reading decides the filesystem view and the first
+/// network policy; the watcher then takes over from it.
+struct StartPolicy {
+    /// The file and its text (`None`: the embedded default).
+    file: Option<(PathBuf, String)>,
+    loaded: corral_policy::Loaded,
+}
+
+fn load_policy(path: Option<&Path>) -> anyhow::Result<StartPolicy> {
+    let file = match path {
         Some(path) => Some((
-            path.as_path(),
+            path.to_path_buf(),
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the policy {}", path.display()))?,
         )),
@@ -143,126 +241,178 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &loaded.warnings {
         eprintln!("corral: warning: {w}");
     }
+    Ok(StartPolicy { file, loaded })
+}
+
+/// Everything decided before the sandbox starts.
+struct Setting {
+    home: Option<PathBuf>,
+    log_path: PathBuf,
+    /// The command that turns refusals into policy lines.
+    fix: String,
+    view: fs_view::View,
+    landlock: landlock_rules::Prepared,
+    /// Directories bound read-only in namespace mode.
+    read_only: Vec<PathBuf>,
+    /// The decision log, opened before the sandbox starts.
+    refusal_log: Arc<DecisionLog>,
+}
+
+fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setting> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let cwd = std::env::current_dir().context("reading the working directory")?;
-    let fs = &loaded.policy.filesystem;
-    let workdir = fs.include_workdir.then(|| cwd.clone());
-    let prepared = landlock_rules::prepare(&FsSpec {
-        read_only: fs.read_only.clone(),
-        read_write: fs.read_write.clone(),
-        workdir,
-        hard_requirement: loaded.policy.landlock_compatibility
-            == corral_policy::model::LandlockCompatibility::HardRequirement,
-        deny_tcp_connect: true,
-    })?;
-    for w in &prepared.warnings {
-        eprintln!("corral: warning: {w}");
-    }
-    let overrides = args.names.table()?;
     let log_path = match &args.log {
         Some(p) => p.clone(),
         None => default_log_path()?,
     };
+    let view = fs_view::build(&fs_view::Inputs {
+        policy: &policy.loaded.policy.filesystem,
+        home: home.as_deref(),
+        cwd: &cwd,
+        anchors: own_files::trust_anchors(args.policy.as_deref(), &log_path, &cwd),
+        claude_config_dir: std::env::var_os("CLAUDE_CONFIG_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
+    });
+    for w in &view.warnings {
+        eprintln!("corral: warning: {w}");
+    }
+    if !args.explain_fs {
+        for dir in &view.create {
+            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                .create(dir)
+                .with_context(|| format!("creating {} for the sandbox", dir.display()))?;
+        }
+    }
+    let landlock = landlock_rules::prepare(&FsSpec {
+        rules: view.rules.clone(),
+        read_everything: view.read_everything,
+        hard_requirement: policy.loaded.policy.landlock_compatibility
+            == corral_policy::model::LandlockCompatibility::HardRequirement,
+        deny_tcp_connect: true,
+    })?;
+    for w in &landlock.warnings {
+        eprintln!("corral: warning: {w}");
+    }
     let fix = suggest_command(&log_path, args.policy.as_deref());
-    let log = || {
-        let log = DecisionLog::to_file(&log_path)
-            .with_context(|| format!("opening the decision log {}", log_path.display()))?;
-        anyhow::Ok(if args.quiet {
-            log
-        } else {
-            log.with_notices(fix.clone())
-        })
-    };
-
     // The log exists before the sandbox starts, in a directory the sandbox cannot change.
-    let refusal_log = Arc::new(log()?);
+    let refusal_log = Arc::new(open_log(&log_path, args.quiet, &fix)?);
     let read_only =
         own_files::protected_dirs(args.policy.as_deref(), &log_path, home.as_deref(), &cwd)?;
+    Ok(Setting {
+        home,
+        log_path,
+        fix,
+        view,
+        landlock,
+        read_only,
+        refusal_log,
+    })
+}
 
-    // Before any thread exists: signals the supervisor handles are blocked in every thread
-    // (the main thread waits for them), and orphans of the sandbox are re-parented to us.
-    let supervised = sys::SigSet::of(sys::SUPERVISED_SIGNALS);
-    supervised.block().context("blocking signals")?;
-    sys::set_child_subreaper().context("becoming a child subreaper")?;
+fn open_log(path: &Path, quiet: bool, fix: &str) -> anyhow::Result<DecisionLog> {
+    let log = DecisionLog::to_file(path)
+        .with_context(|| format!("opening the decision log {}", path.display()))?;
+    Ok(if quiet {
+        log
+    } else {
+        log.with_notices(fix.to_string())
+    })
+}
 
-    let landlock = prepared.ruleset;
-    let launch_in = |mode: Mode| Launch {
-        command: args.command.clone(),
-        env: sandbox_env(mode),
-        landlock: landlock.as_ref().and_then(|f| f.try_clone().ok()),
-        read_only: read_only.clone(),
-    };
-    let seccomp_only = launch::seccomp_only_is_safe(landlock.is_some(), sys::yama_ptrace_scope());
-    let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
-    // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
-    // could otherwise open /proc/PID/mem of its parent).
-    sys::set_not_dumpable().context("making the supervisor non-dumpable")?;
+fn proxy_listener(started: &Started) -> anyhow::Result<std::net::TcpListener> {
     let listener = match started.inner_listener.as_ref() {
         Some(fd) => std::net::TcpListener::from(fd.try_clone().context("proxy listener")?),
         None => std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
             .context("listening on host loopback for the proxy")?,
     };
     listener.set_nonblocking(true)?;
-    let actual = listener.local_addr()?;
-    let mode_detail = match (started.mode, &downgrade) {
+    Ok(listener)
+}
+
+/// The start-up line: mode, proxy, confinement, file view, log.
+fn announce(args: &RunArgs, setting: &Setting, started: &Started, downgrade: Option<&str>) {
+    let mode_detail = match (started.mode, downgrade) {
         (Mode::Namespaces, _) => "own network namespace with loopback only".to_string(),
         (Mode::SeccompOnly, Some(why)) => format!("downgraded: {why}; run `corral doctor`"),
         (Mode::SeccompOnly, None) => "forced".to_string(),
     };
     eprintln!(
-        "corral: sandbox mode {} ({mode_detail}); proxy {PROXY_URL}; {}; decisions logged to {}",
+        "corral: sandbox mode {} ({mode_detail}); proxy {PROXY_URL}; {}; {}; decisions logged to {}",
         started.mode,
-        prepared.summary,
-        log_path.display()
+        setting.landlock.summary,
+        setting.view.summary(),
+        setting.log_path.display()
     );
     for w in &started.warnings {
         eprintln!("corral: warning: {w}");
     }
-    // Without a mount namespace nothing keeps the sandbox from rewriting the policy: then
-    // it is not reloaded, or an edit from inside would apply within a second.
-    let reload = match (&file, started.mode) {
-        (Some((path, _)), Mode::SeccompOnly) => !own_files::writable_without_namespaces(path),
+    let _ = args;
+}
+
+/// Whether the policy may be reloaded while the sandbox runs: not when the sandbox could
+/// rewrite it (no mount namespace and no Landlock view keeping it read-only), or an edit
+/// from inside would apply within a second.
+fn reload_is_safe(args: &RunArgs, policy: &StartPolicy, setting: &Setting, mode: Mode) -> bool {
+    let reload = match (&policy.file, mode) {
+        (Some((path, _)), Mode::SeccompOnly) => {
+            setting.landlock.ruleset.is_some() || !own_files::writable_without_namespaces(path)
+        }
         _ => true,
     };
     if !reload {
         eprintln!(
-            "corral: warning: in seccomp-only mode the sandbox can write the policy {} and the decision log {}: the policy is not reloaded while it runs, and check both before you trust them again (namespace mode makes them read-only inside; see `corral doctor`)",
+            "corral: warning: in seccomp-only mode without Landlock the sandbox can write the policy {} and the decision log {}: the policy is not reloaded while it runs, and check both before you trust them again (see `corral doctor`)",
             args.policy.as_deref().unwrap_or(Path::new("")).display(),
-            log_path.display()
+            setting.log_path.display()
         );
     }
+    reload
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("corral-proxy")
-        .enable_all()
-        .build()
-        .context("starting the proxy runtime")?;
+/// The policy handle the proxy and the unix guard read, and its watcher when reloading.
+fn policy_in_force(
+    policy: StartPolicy,
+    home: Option<PathBuf>,
+    reload: bool,
+) -> anyhow::Result<(PolicyHandle, Option<PolicyWatcher>)> {
     let opts = CompileOptions { home };
     let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
-    let (matcher, watcher) = match file {
+    let (matcher, watcher) = match policy.file {
         Some((path, source)) if reload => {
             let (matcher, watcher) =
-                watch_policy(path, source, &loaded.policy, opts, handle_slot.clone())?;
+                watch_policy(&path, source, &policy.loaded.policy, opts, handle_slot.clone())?;
             (matcher, Some(watcher))
         }
-        _ => (Arc::new(loaded.policy.compile(&opts)), None),
+        _ => (Arc::new(policy.loaded.policy.compile(&opts)), None),
     };
-    let policy = PolicyHandle::new(matcher);
-    let _ = handle_slot.set(policy.clone());
+    let handle = PolicyHandle::new(matcher);
+    let _ = handle_slot.set(handle.clone());
+    Ok((handle, watcher))
+}
+
+fn start_broker(
+    started: &Started,
+    setting: &Setting,
+    actual: SocketAddr,
+    policy: &PolicyHandle,
+    table: Arc<AttributionTable>,
+) -> anyhow::Result<()> {
     // The guard asks the policy in force whether a host socket is listed.
     let listed = {
         let policy = policy.clone();
         move |path: &str| policy.current().0.allows_unix_socket(path)
     };
-    let table = Arc::new(AttributionTable::new());
     // Ancestor walks stop at the supervisor and at the sandbox's init.
     let roots = vec![sys::getpid(), started.pid];
-    let identities = Arc::new(IdentityResolver::new(roots));
-    let sink_log = refusal_log.clone();
+    let identities = Arc::new(IdentityResolver::new(roots).with_trust(trust_rules(
+        setting,
+        policy.clone(),
+    )));
+    let sink_log = setting.refusal_log.clone();
     let broker = Broker::new(
         started.notifier.try_clone()?,
-        table.clone(),
+        table,
         identities,
         ProxyAddresses {
             advertised: SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_PORT)),
@@ -280,10 +430,42 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Box::new(listed),
         ),
     );
-    broker.spawn(4).context("starting the connect broker")?;
+    broker.spawn(4).context("starting the connect broker")
+}
 
-    let mut config = ProxyConfig::new(log()?);
-    config.overrides = overrides;
+/// What the identity check trusts: code the sandbox cannot have written, or code whose
+/// hash the policy pins or `corral install` recorded.
+fn trust_rules(setting: &Setting, policy: PolicyHandle) -> TrustRules {
+    let writable: Vec<PathBuf> = setting
+        .view
+        .rules
+        .iter()
+        .filter(|r| r.write)
+        .map(|r| r.path.clone())
+        .collect();
+    let own_sha = std::env::current_exe()
+        .and_then(std::fs::File::open)
+        .and_then(|mut f| crate::identity::sha256_of(&mut f))
+        .ok();
+    TrustRules {
+        sandbox_writable: setting.landlock.ruleset.is_some().then_some(writable),
+        home: setting.home.clone(),
+        install_record: crate::trust::install_record(setting.home.as_deref()),
+        own_sha,
+        pinned: Box::new(move |path: &Path, sha: &str| policy.current().0.pins(path, sha)),
+    }
+}
+
+fn start_proxy(
+    runtime: &tokio::runtime::Runtime,
+    args: &RunArgs,
+    setting: &Setting,
+    listener: std::net::TcpListener,
+    policy: PolicyHandle,
+    table: Arc<AttributionTable>,
+) -> anyhow::Result<Arc<corral_proxy::Metrics>> {
+    let mut config = ProxyConfig::new(open_log(&setting.log_path, args.quiet, &setting.fix)?);
+    config.overrides = args.names.table()?;
     let config = Arc::new(config);
     let metrics = config.metrics.clone();
     let attribution: Arc<dyn corral_proxy::Attribution> = table;
@@ -301,24 +483,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::error!("the proxy stopped: {e:#}");
         }
     });
+    Ok(metrics)
+}
 
-    let code = match started.wait_for_exec() {
-        Ok(()) => supervise(&started, &supervised),
-        Err(e) => {
-            eprintln!(
-                "corral: cannot run {}: {e}",
-                args.command[0].to_string_lossy()
-            );
-            let _ = sys::wait_for(started.pid);
-            127
-        }
-    };
-    if started.mode == Mode::SeccompOnly {
-        kill_leftovers();
-    }
-    // The command's sockets are closed now: let the proxy finish the connections it still
-    // holds, so their decision records are written (bounded: a stuck upstream cannot hold
-    // the exit).
+/// The command's sockets are closed now: lets the proxy finish the connections it still
+/// holds, so their decision records are written (bounded: a stuck upstream cannot hold
+/// the exit).
+fn drain(metrics: &corral_proxy::Metrics) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while metrics
         .connections_active
@@ -328,9 +499,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    drop(watcher);
-    runtime.shutdown_background();
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 /// The command that turns this session's refusals into policy lines.
@@ -429,8 +597,9 @@ fn kill_leftovers() {
     }
 }
 
-/// The environment of the sandboxed command: ours, plus the proxy settings.
-fn sandbox_env(mode: Mode) -> Vec<(OsString, OsString)> {
+/// The environment of the sandboxed command: ours, plus the proxy settings and what the
+/// filesystem view sets.
+fn sandbox_env(mode: Mode, view_env: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
     let set: [(&str, &str); 11] = [
         ("HTTP_PROXY", PROXY_URL),
         ("HTTPS_PROXY", PROXY_URL),
@@ -458,6 +627,10 @@ fn sandbox_env(mode: Mode) -> Vec<(OsString, OsString)> {
         set.iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     );
+    for (k, v) in view_env {
+        env.retain(|(e, _)| e != k);
+        env.push((k.clone(), v.clone()));
+    }
     env
 }
 
