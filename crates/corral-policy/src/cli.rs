@@ -74,6 +74,48 @@ fn print_error(e: &PolicyError) {
 }
 
 /// Validate each file; print every diagnostic; exit 0 when all are valid.
+/// Binary entries without a `sha256` pin whose file lies where the user (and so a sandbox
+/// allowed to write there) can write: such a path trusts whatever is put under its name.
+/// Claude Code's version files are vouched for by `corral install`'s record instead.
+fn writable_binaries(policy: &Policy) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    let user_may = |m: &std::fs::Metadata| (uid != 0 && m.uid() == uid) || m.mode() & 0o002 != 0;
+    let mut notes = Vec::new();
+    for np in &policy.network_policies {
+        for b in np.binaries.iter().filter(|b| b.sha256.is_none()) {
+            let Some(path) = crate::matcher::expand_home(&b.path, home.as_deref()) else {
+                continue;
+            };
+            if crate::glob::Glob::is_pattern(&path) {
+                continue;
+            }
+            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone().into());
+            let recorded = home
+                .as_deref()
+                .is_some_and(|h| real.starts_with(h.join(".local/share/claude/versions")));
+            let in_home = home.as_deref().is_some_and(|h| real.starts_with(h));
+            let writable = in_home
+                || real
+                    .ancestors()
+                    .skip(1)
+                    .any(|d| std::fs::metadata(d).is_ok_and(|m| user_may(&m)));
+            if writable && !recorded {
+                notes.push(format!(
+                    "binary `{}` (group `{}`) lies in a directory you can write: a sandbox allowed to write there could put another program under that name; corral run then refuses it unless a `sha256:` pin vouches for it (sha256sum {})",
+                    b.path,
+                    np.key,
+                    real.display()
+                ));
+            }
+        }
+    }
+    notes
+}
+
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for f in &args.files {
@@ -81,6 +123,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
+                }
+                for note in writable_binaries(&loaded.policy) {
+                    eprintln!("{}: note: {note}", f.display());
                 }
                 let n = loaded.warnings.len();
                 let fail = args.deny_warnings && n > 0;

@@ -279,9 +279,12 @@ fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setti
     }
     if !args.explain_fs {
         for dir in &view.create {
-            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-                .create(dir)
-                .with_context(|| format!("creating {} for the sandbox", dir.display()))?;
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .with_context(|| format!("creating {} for the sandbox", dir.display()))?;
         }
     }
     let landlock = landlock_rules::prepare(&FsSpec {
@@ -380,8 +383,13 @@ fn policy_in_force(
     let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
     let (matcher, watcher) = match policy.file {
         Some((path, source)) if reload => {
-            let (matcher, watcher) =
-                watch_policy(&path, source, &policy.loaded.policy, opts, handle_slot.clone())?;
+            let (matcher, watcher) = watch_policy(
+                &path,
+                source,
+                &policy.loaded.policy,
+                opts,
+                handle_slot.clone(),
+            )?;
             (matcher, Some(watcher))
         }
         _ => (Arc::new(policy.loaded.policy.compile(&opts)), None),
@@ -405,10 +413,8 @@ fn start_broker(
     };
     // Ancestor walks stop at the supervisor and at the sandbox's init.
     let roots = vec![sys::getpid(), started.pid];
-    let identities = Arc::new(IdentityResolver::new(roots).with_trust(trust_rules(
-        setting,
-        policy.clone(),
-    )));
+    let identities =
+        Arc::new(IdentityResolver::new(roots).with_trust(trust_rules(setting, policy.clone())));
     let sink_log = setting.refusal_log.clone();
     let broker = Broker::new(
         started.notifier.try_clone()?,

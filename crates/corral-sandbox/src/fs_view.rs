@@ -459,14 +459,22 @@ mod tests {
         let policy = home.join(".config/corral/policy.yaml");
         std::fs::write(&policy, "version: 1\n").unwrap();
         // The working directory is HOME itself.
-        let v = view(&home, &home, FilesystemPolicy::default(), vec![policy.clone()]);
+        let v = view(
+            &home,
+            &home,
+            FilesystemPolicy::default(),
+            vec![policy.clone()],
+        );
         assert!(v.writable(&home.join("src/lib.rs")));
         assert!(v.writable(&home.join("notes")));
         assert!(v.writable(&home.join(".config/nvim/init.lua")));
         assert!(!v.writable(&home.join(".bashrc")));
         assert!(!v.writable(&home.join(".local/bin/curl")));
         assert!(!v.writable(&policy));
-        assert!(!v.writable(&home.join(".config")), "its parent could be renamed");
+        assert!(
+            !v.writable(&home.join(".config")),
+            "its parent could be renamed"
+        );
         assert!(!v.writable(&home.join("new-file")));
         assert!(v.split.contains(&home) && v.split.contains(&home.join(".config")));
 

@@ -73,7 +73,8 @@ impl TrustRules {
         if self.home.as_deref().is_some_and(|h| path.starts_with(h)) {
             return true;
         }
-        let user_may = |m: &std::fs::Metadata| (uid != 0 && m.uid() == uid) || m.mode() & 0o002 != 0;
+        let user_may =
+            |m: &std::fs::Metadata| (uid != 0 && m.uid() == uid) || m.mode() & 0o002 != 0;
         user_may(meta)
             || path
                 .ancestors()
@@ -129,9 +130,17 @@ impl TrustRules {
         let p = Path::new(path);
         let Ok(meta) = std::fs::metadata(p) else {
             // Fail closed: what cannot be examined cannot be vouched for.
-            return Some(format!("cannot be examined from outside the sandbox (pid {pid})"));
+            return Some(format!(
+                "cannot be examined from outside the sandbox (pid {pid})"
+            ));
         };
-        let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.ctime());
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.ctime(),
+        );
         if let Some(v) = lock(&verdicts.by_file).get(&key) {
             return v.clone();
         }
@@ -215,20 +224,23 @@ mod tests {
             executable_file(l),
             Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
         );
-        let spaced = "7f1c2a000000-7f1c2a022000 r-xp 00000000 08:01 99 /tmp/a dir/evil.so (deleted)";
-        assert_eq!(executable_file(spaced), Some("/tmp/a dir/evil.so (deleted)"));
+        let spaced =
+            "7f1c2a000000-7f1c2a022000 r-xp 00000000 08:01 99 /tmp/a dir/evil.so (deleted)";
         assert_eq!(
-            executable_file("7f1c2a000000-7f1c2a022000 r--p 00000000 08:01 1234 /usr/lib/libc.so.6"),
+            executable_file(spaced),
+            Some("/tmp/a dir/evil.so (deleted)")
+        );
+        assert_eq!(
+            executable_file(
+                "7f1c2a000000-7f1c2a022000 r--p 00000000 08:01 1234 /usr/lib/libc.so.6"
+            ),
             None
         );
         assert_eq!(
             executable_file("7ffd1a5f0000-7ffd1a5f2000 r-xp 00000000 00:00 0 [vdso]"),
             None
         );
-        assert_eq!(
-            executable_file("7f00-7f01 rwxp 00000000 00:00 0 "),
-            None
-        );
+        assert_eq!(executable_file("7f00-7f01 rwxp 00000000 00:00 0 "), None);
     }
 
     #[test]
@@ -262,6 +274,9 @@ mod tests {
             own_sha: Some(sha),
             ..TrustRules::strict()
         };
-        assert_eq!(own.check_mappings(std::process::id(), &Verdicts::default()), Ok(()));
+        assert_eq!(
+            own.check_mappings(std::process::id(), &Verdicts::default()),
+            Ok(())
+        );
     }
 }

@@ -1118,7 +1118,7 @@ fn job_control_works_in_tmux() {
                 &session,
                 &format!(
                     "cd {} && {}",
-                    shell_quote(&sb.home.path().display().to_string()),
+                    shell_quote(&sb.work.display().to_string()),
                     line.join(" ")
                 ),
                 "Enter",

@@ -101,7 +101,10 @@ fn the_default_view_writes_the_project_tmp_and_claudes_state_and_nothing_else() 
                 std::fs::read_to_string(sb.home.join(".bashrc")).unwrap(),
                 "# rc\n"
             );
-            assert!(sb.home.join(".config/corral/policy.yaml").is_file(), "{ctx}");
+            assert!(
+                sb.home.join(".config/corral/policy.yaml").is_file(),
+                "{ctx}"
+            );
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("files: default view"), "{ctx}");
         }
@@ -229,8 +232,9 @@ fn a_binary_planted_where_the_sandbox_writes_is_refused_at_connect() {
             assert!(text.contains("planted-refused"), "{ctx}");
             let planted = sb.home.join("bin/curl").display().to_string();
             assert!(
-                denials(&sb.log()).iter().any(|r| r["error"] == "untrusted_binary"
-                    && r["binary"] == planted.as_str()),
+                denials(&sb.log())
+                    .iter()
+                    .any(|r| r["error"] == "untrusted_binary" && r["binary"] == planted.as_str()),
                 "{ctx}"
             );
             assert!(up.https.requests().is_empty(), "{ctx}");
@@ -277,7 +281,10 @@ fn foreign_code_in_an_allowed_binary_is_refused_naming_the_library() {
             assert!(text.contains("plain CONNECTED"), "{ctx}");
             assert!(text.contains("node-plain CONNECTED"), "{ctx}");
             for attack in ["libpath", "openssl", "scrubbed", "node"] {
-                assert!(text.contains(&format!("{attack} refused")), "{attack}: {ctx}");
+                assert!(
+                    text.contains(&format!("{attack} refused")),
+                    "{attack}: {ctx}"
+                );
             }
             let log = sb.log();
             let refused = denials(&log);
@@ -290,8 +297,9 @@ fn foreign_code_in_an_allowed_binary_is_refused_naming_the_library() {
                 );
             }
             assert!(
-                refused.iter().any(|r| r["error"] == "foreign_code"
-                    && r["binary"] == "/usr/bin/node"),
+                refused
+                    .iter()
+                    .any(|r| r["error"] == "foreign_code" && r["binary"] == "/usr/bin/node"),
                 "node: {ctx}"
             );
         }
