@@ -279,12 +279,18 @@ fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setti
     }
     if !args.explain_fs {
         for dir in &view.create {
-            std::os::unix::fs::DirBuilderExt::mode(
+            // Without it Claude Code's state is simply not writable (Landlock needs a path).
+            if let Err(e) = std::os::unix::fs::DirBuilderExt::mode(
                 std::fs::DirBuilder::new().recursive(true),
                 0o700,
             )
             .create(dir)
-            .with_context(|| format!("creating {} for the sandbox", dir.display()))?;
+            {
+                eprintln!(
+                    "corral: warning: cannot create {} for the sandbox ({e}); it stays read-only inside",
+                    dir.display()
+                );
+            }
         }
     }
     let landlock = landlock_rules::prepare(&FsSpec {
