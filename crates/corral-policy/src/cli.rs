@@ -1,6 +1,8 @@
-//! `corral policy check | explain`.
+//! `corral policy check | explain | suggest`.
 
 use std::io::Read;
+
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,6 +12,20 @@ use crate::identity::Identity;
 use crate::matcher::HttpRequestInfo;
 use crate::model::{CompileOptions, Policy};
 use crate::report::Report;
+
+/// `corral policy suggest --from LOG`
+#[derive(Debug, clap::Args)]
+pub struct SuggestArgs {
+    /// A decision log written by `corral proxy --log` or `corral run`.
+    #[arg(long, value_name = "LOG")]
+    pub from: PathBuf,
+    /// The policy in force: endpoints are merged into groups that already list the binary.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Write the change into the --policy file (appending lines; comments and order kept).
+    #[arg(long, requires = "policy")]
+    pub apply: bool,
+}
 
 /// Exit code of `corral policy explain` when the policy denies the request.
 pub const EXIT_DENY: u8 = 3;
@@ -286,4 +302,82 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         Decision::Allow(_) => ExitCode::SUCCESS,
         Decision::Deny(_) => ExitCode::from(EXIT_DENY),
     })
+}
+
+pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.from)
+        .with_context(|| format!("cannot read the decision log {}", args.from.display()))?;
+    let harvest = crate::suggest::harvest(&text);
+    for (code, n) in &harvest.other {
+        eprintln!(
+            "note: {n} refusal(s) with reason `{code}` cannot be fixed by adding endpoints (see docs/logs.md)"
+        );
+    }
+    if harvest.refused.is_empty() {
+        println!(
+            "# no refusals in {} that a policy change would fix",
+            args.from.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (policy_text, policy) = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the policy {}", path.display()))?;
+            let loaded = Policy::parse(&text, &path.display().to_string())
+                .map_err(|e| anyhow::anyhow!("the policy does not validate:\n{e}"))?;
+            (Some(text), Some(loaded.policy))
+        }
+        None => (None, None),
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    // Refusals the current policy would already allow (it was edited since) are dropped.
+    let pending: Vec<crate::suggest::Refused> = match &policy {
+        Some(p) => {
+            let matcher = p.compile(&CompileOptions { home: home.clone() });
+            harvest
+                .refused
+                .iter()
+                .filter(|r| {
+                    !matcher
+                        .decide(&Identity::new(&r.binary), &r.host, r.port, None)
+                        .is_allow()
+                })
+                .cloned()
+                .collect()
+        }
+        None => harvest.refused.clone(),
+    };
+    if pending.is_empty() {
+        println!("# every refusal in the log is already allowed by the policy");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let change = crate::suggest::plan(&pending, policy.as_ref(), home.as_deref());
+    let rendered = crate::suggest::render(&change);
+    if !args.apply {
+        print!("{rendered}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(path), Some(text)) = (&args.policy, policy_text) else {
+        anyhow::bail!("--apply needs --policy");
+    };
+    let edited = match crate::suggest::apply_to_text(&text, &change) {
+        Ok(t) => t,
+        Err(e) => {
+            print!("{rendered}");
+            anyhow::bail!("not applied: {e:#}");
+        }
+    };
+    if let Err(e) = crate::suggest::verify(&edited, &path.display().to_string(), &pending, home) {
+        print!("{rendered}");
+        anyhow::bail!("not applied, the file is unchanged: {e:#}");
+    }
+    crate::suggest::write_atomically(path, &edited)?;
+    print!("{rendered}");
+    eprintln!(
+        "applied to {}: {} refusal(s) now allowed",
+        path.display(),
+        pending.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -33,7 +33,6 @@ mod metrics;
 mod policy_handle;
 pub mod relay;
 mod server;
-pub mod suggest;
 mod sys;
 
 pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};

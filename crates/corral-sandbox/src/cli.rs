@@ -122,8 +122,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let policy = load_policy(args.policy.as_deref())?;
     let setting = prepare_session(&args, &policy)?;
     if args.explain_fs {
-        print!("{}", setting.view.explain());
-        println!("  landlock: {}", setting.landlock.summary);
+        print!("{}", setting.fs_namespaces.view.explain());
+        println!("  landlock: {}", setting.fs_namespaces.landlock.summary);
+        if let Some(fs) = &setting.fs_seccomp {
+            println!(
+                "in seccomp-only mode (no mount namespace to bind corral's executable read-only):"
+            );
+            print!("{}", fs.view.explain());
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -133,14 +139,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     supervised.block().context("blocking signals")?;
     sys::set_child_subreaper().context("becoming a child subreaper")?;
 
-    let ruleset = setting.landlock.ruleset.as_ref();
     let launch_in = |mode: Mode| Launch {
         command: args.command.clone(),
-        env: sandbox_env(mode, &setting.view.env),
-        landlock: ruleset.and_then(|f| f.try_clone().ok()),
+        env: sandbox_env(mode, &setting.fs(mode).view.env),
+        landlock: setting
+            .fs(mode)
+            .landlock
+            .ruleset
+            .as_ref()
+            .and_then(|f| f.try_clone().ok()),
         read_only: setting.read_only.clone(),
     };
-    let seccomp_only = launch::seccomp_only_is_safe(ruleset.is_some(), sys::yama_ptrace_scope());
+    let seccomp_only = launch::seccomp_only_is_safe(
+        setting.fs(Mode::SeccompOnly).landlock.ruleset.is_some(),
+        sys::yama_ptrace_scope(),
+    );
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
     // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
     // could otherwise open /proc/PID/mem of its parent).
@@ -250,12 +263,79 @@ struct Setting {
     log_path: PathBuf,
     /// The command that turns refusals into policy lines.
     fix: String,
-    view: fs_view::View,
-    landlock: landlock_rules::Prepared,
-    /// Directories bound read-only in namespace mode.
+    /// The filesystem view in namespace mode, and in seccomp-only mode when it differs.
+    fs_namespaces: FsSetting,
+    fs_seccomp: Option<FsSetting>,
+    /// Directories (and corral's executable, when a grant holds it) bound read-only in
+    /// namespace mode.
     read_only: Vec<PathBuf>,
     /// The decision log, opened before the sandbox starts.
     refusal_log: Arc<DecisionLog>,
+}
+
+/// A filesystem view and the Landlock ruleset that carries it.
+struct FsSetting {
+    view: fs_view::View,
+    landlock: landlock_rules::Prepared,
+}
+
+impl Setting {
+    fn fs(&self, mode: Mode) -> &FsSetting {
+        match (mode, &self.fs_seccomp) {
+            (Mode::SeccompOnly, Some(fs)) => fs,
+            _ => &self.fs_namespaces,
+        }
+    }
+}
+
+/// corral's own executable is a trust anchor. In namespace mode it is bound read-only over
+/// itself (a mount point cannot be removed or renamed over), so a grant that holds it
+/// (an installer's `~/.local/bin`) stays whole; without a mount namespace the grant is
+/// split around it, like around the other anchors.
+fn fs_settings(
+    args: &RunArgs,
+    policy: &StartPolicy,
+    home: Option<&Path>,
+    cwd: &Path,
+    log_path: &Path,
+) -> anyhow::Result<(FsSetting, Option<FsSetting>, Option<PathBuf>)> {
+    let anchors = own_files::trust_anchors(args.policy.as_deref(), log_path, cwd);
+    let own_exe = std::env::current_exe().ok().map(|e| fs_view::canonical(&e));
+    let build = |with_exe: bool| {
+        let mut anchors = anchors.clone();
+        if with_exe {
+            anchors.extend(own_exe.clone());
+        }
+        fs_view::build(&fs_view::Inputs {
+            policy: &policy.loaded.policy.filesystem,
+            home,
+            cwd,
+            anchors,
+            claude_config_dir: std::env::var_os("CLAUDE_CONFIG_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        })
+    };
+    let prepare = |view: fs_view::View| -> anyhow::Result<FsSetting> {
+        let landlock = landlock_rules::prepare(&FsSpec {
+            rules: view.rules.clone(),
+            read_everything: view.read_everything,
+            hard_requirement: policy.loaded.policy.landlock_compatibility
+                == corral_policy::model::LandlockCompatibility::HardRequirement,
+            deny_tcp_connect: true,
+        })?;
+        Ok(FsSetting { view, landlock })
+    };
+    let namespaces = build(false);
+    let exe_reachable = own_exe
+        .as_deref()
+        .filter(|e| namespaces.writable(e))
+        .map(Path::to_path_buf);
+    let seccomp = match exe_reachable {
+        Some(_) => Some(prepare(build(true))?),
+        None => None,
+    };
+    Ok((prepare(namespaces)?, seccomp, exe_reachable))
 }
 
 fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setting> {
@@ -265,15 +345,9 @@ fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setti
         Some(p) => p.clone(),
         None => default_log_path()?,
     };
-    let view = fs_view::build(&fs_view::Inputs {
-        policy: &policy.loaded.policy.filesystem,
-        home: home.as_deref(),
-        cwd: &cwd,
-        anchors: own_files::trust_anchors(args.policy.as_deref(), &log_path, &cwd),
-        claude_config_dir: std::env::var_os("CLAUDE_CONFIG_DIR")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from),
-    });
+    let (fs_namespaces, fs_seccomp, exe_reachable) =
+        fs_settings(args, policy, home.as_deref(), &cwd, &log_path)?;
+    let view = &fs_namespaces.view;
     for w in &view.warnings {
         eprintln!("corral: warning: {w}");
     }
@@ -293,27 +367,21 @@ fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setti
             }
         }
     }
-    let landlock = landlock_rules::prepare(&FsSpec {
-        rules: view.rules.clone(),
-        read_everything: view.read_everything,
-        hard_requirement: policy.loaded.policy.landlock_compatibility
-            == corral_policy::model::LandlockCompatibility::HardRequirement,
-        deny_tcp_connect: true,
-    })?;
-    for w in &landlock.warnings {
+    for w in &fs_namespaces.landlock.warnings {
         eprintln!("corral: warning: {w}");
     }
     let fix = suggest_command(&log_path, args.policy.as_deref());
     // The log exists before the sandbox starts, in a directory the sandbox cannot change.
     let refusal_log = Arc::new(open_log(&log_path, args.quiet, &fix)?);
-    let read_only =
+    let mut read_only =
         own_files::protected_dirs(args.policy.as_deref(), &log_path, home.as_deref(), &cwd)?;
+    read_only.extend(exe_reachable);
     Ok(Setting {
         home,
         log_path,
         fix,
-        view,
-        landlock,
+        fs_namespaces,
+        fs_seccomp,
         read_only,
         refusal_log,
     })
@@ -349,8 +417,8 @@ fn announce(args: &RunArgs, setting: &Setting, started: &Started, downgrade: Opt
     eprintln!(
         "corral: sandbox mode {} ({mode_detail}); proxy {PROXY_URL}; {}; {}; decisions logged to {}",
         started.mode,
-        setting.landlock.summary,
-        setting.view.summary(),
+        setting.fs(started.mode).landlock.summary,
+        setting.fs(started.mode).view.summary(),
         setting.log_path.display()
     );
     for w in &started.warnings {
@@ -365,7 +433,8 @@ fn announce(args: &RunArgs, setting: &Setting, started: &Started, downgrade: Opt
 fn reload_is_safe(args: &RunArgs, policy: &StartPolicy, setting: &Setting, mode: Mode) -> bool {
     let reload = match (&policy.file, mode) {
         (Some((path, _)), Mode::SeccompOnly) => {
-            setting.landlock.ruleset.is_some() || !own_files::writable_without_namespaces(path)
+            setting.fs(mode).landlock.ruleset.is_some()
+                || !own_files::writable_without_namespaces(path)
         }
         _ => true,
     };
@@ -419,8 +488,11 @@ fn start_broker(
     };
     // Ancestor walks stop at the supervisor and at the sandbox's init.
     let roots = vec![sys::getpid(), started.pid];
-    let identities =
-        Arc::new(IdentityResolver::new(roots).with_trust(trust_rules(setting, policy.clone())));
+    let identities = Arc::new(IdentityResolver::new(roots).with_trust(trust_rules(
+        setting,
+        started.mode,
+        policy.clone(),
+    )));
     let sink_log = setting.refusal_log.clone();
     let broker = Broker::new(
         started.notifier.try_clone()?,
@@ -447,8 +519,9 @@ fn start_broker(
 
 /// What the identity check trusts: code the sandbox cannot have written, or code whose
 /// hash the policy pins or `corral install` recorded.
-fn trust_rules(setting: &Setting, policy: PolicyHandle) -> TrustRules {
-    let writable: Vec<PathBuf> = setting
+fn trust_rules(setting: &Setting, mode: Mode, policy: PolicyHandle) -> TrustRules {
+    let fs = setting.fs(mode);
+    let writable: Vec<PathBuf> = fs
         .view
         .rules
         .iter()
@@ -460,7 +533,7 @@ fn trust_rules(setting: &Setting, policy: PolicyHandle) -> TrustRules {
         .and_then(|mut f| crate::identity::sha256_of(&mut f))
         .ok();
     TrustRules {
-        sandbox_writable: setting.landlock.ruleset.is_some().then_some(writable),
+        sandbox_writable: fs.landlock.ruleset.is_some().then_some(writable),
         home: setting.home.clone(),
         install_record: crate::trust::install_record(setting.home.as_deref()),
         own_sha,

@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::{CompileOptions, Decision, Identity, Policy};
 use anyhow::{bail, Context};
-use corral_policy::{CompileOptions, Decision, Identity, Policy};
 
 /// Reason codes a policy edit can fix.
 const FIXABLE: [&str; 3] = ["no_endpoint", "port_not_allowed", "binary_not_allowed"];
