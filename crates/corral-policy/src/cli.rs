@@ -294,6 +294,22 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_text());
+        if let Decision::Allow(a) = &decision {
+            // A group's endpoints are open to all its binaries: say who else this lets in.
+            if let Some(g) = loaded
+                .policy
+                .network_policies
+                .iter()
+                .find(|g| g.key == a.policy)
+            {
+                let who: Vec<&str> = g.binaries.iter().map(|b| b.path.as_str()).collect();
+                println!(
+                    "  group `{}` lets these binaries through to {host}:{port}: {}",
+                    g.key,
+                    who.join(", ")
+                );
+            }
+        }
         if req.is_none() && decision.is_allow() && matcher.needs_l7(&host, port) {
             println!("  note: this endpoint has request rules; pass --method and --path to check a request");
         }

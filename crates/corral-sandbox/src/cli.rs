@@ -327,6 +327,9 @@ fn fs_settings(
         Ok(FsSetting { view, landlock })
     };
     let namespaces = build(false);
+    if !args.explain_fs {
+        create_state_dirs(&namespaces.create);
+    }
     let exe_reachable = own_exe
         .as_deref()
         .filter(|e| namespaces.writable(e))
@@ -336,6 +339,24 @@ fn fs_settings(
         None => None,
     };
     Ok((prepare(namespaces)?, seccomp, exe_reachable))
+}
+
+/// Creates the agent's state directory before the ruleset is made: a Landlock rule needs
+/// a path that exists.
+fn create_state_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if let Err(e) = std::os::unix::fs::DirBuilderExt::mode(
+            std::fs::DirBuilder::new().recursive(true),
+            0o700,
+        )
+        .create(dir)
+        {
+            eprintln!(
+                "corral: warning: cannot create {} for the sandbox ({e}); it stays read-only inside",
+                dir.display()
+            );
+        }
+    }
 }
 
 fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setting> {
@@ -350,22 +371,6 @@ fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::Result<Setti
     let view = &fs_namespaces.view;
     for w in &view.warnings {
         eprintln!("corral: warning: {w}");
-    }
-    if !args.explain_fs {
-        for dir in &view.create {
-            // Without it Claude Code's state is simply not writable (Landlock needs a path).
-            if let Err(e) = std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(dir)
-            {
-                eprintln!(
-                    "corral: warning: cannot create {} for the sandbox ({e}); it stays read-only inside",
-                    dir.display()
-                );
-            }
-        }
     }
     for w in &fs_namespaces.landlock.warnings {
         eprintln!("corral: warning: {w}");

@@ -77,8 +77,8 @@ pub fn protected_dirs(
 }
 
 /// The files the sandbox may never write, whatever the filesystem view grants: the policy
-/// (and the file a symlinked policy points to), the decision log's directory, and corral's
-/// own executable.
+/// (and the file a symlinked policy points to) and the decision log's directory. (corral's
+/// own executable is the third; `corral run` protects it per isolation mode.)
 pub fn trust_anchors(policy: Option<&Path>, log: &Path, cwd: &Path) -> Vec<PathBuf> {
     let mut anchors = Vec::new();
     if let Some(p) = policy {
@@ -89,9 +89,6 @@ pub fn trust_anchors(policy: Option<&Path>, log: &Path, cwd: &Path) -> Vec<PathB
         anchors.push(abs);
     }
     anchors.push(parent(&cwd.join(log)));
-    if let Ok(exe) = std::env::current_exe() {
-        anchors.push(exe);
-    }
     anchors
 }
 

@@ -630,9 +630,9 @@ fn the_guide_deploys_claude_code_behind_corral() {
                 assert!(unlisted.requests().is_empty(), "a refused name was reached");
             }
             "suggest" => {
-                // Exactly this endpoint, in the group that lists curl and the fewest other
-                // programs (github_raw: curl alone), printed, then applied.
-                let yaml = "network_policies:\n  github_raw:  # existing group: append to its endpoints\n    endpoints:\n      - { host: unlisted.example, port: 443 }\n";
+                // Exactly this endpoint, in the one group that lists curl alone
+                // (github_raw), so that no other program gets it; printed, then applied.
+                let yaml = "network_policies:\n  github_raw:  # existing group: append to its endpoints; lets through: /usr/bin/curl only\n    endpoints:\n      - { host: unlisted.example, port: 443 }\n";
                 assert_eq!(ran.output.matches(yaml).count(), 2, "{}", context());
                 assert!(!ran.output.contains("10.255.255.53"), "{}", context());
                 assert!(
