@@ -305,3 +305,59 @@ fn foreign_code_in_an_allowed_binary_is_refused_naming_the_library() {
         }
     }
 }
+
+#[test]
+fn suggest_apply_lets_through_only_the_refused_binary() {
+    let up = upstreams();
+    for runner in runners() {
+        for mode in MODES {
+            // curl and wget share a group; curl is refused denied.test.
+            let yaml = policy(up.https.port(), &["/usr/bin/curl", "/usr/bin/wget"]);
+            let sb = Sandbox::new(&runner, mode, &yaml, &up.resolve());
+            let ca = up.ca.ca_path().display().to_string();
+            let out = sb.sh(&format!(
+                "/usr/bin/curl -sS --cacert {ca} {}",
+                up.url("denied.test")
+            ));
+            let ctx = sb.context(&out);
+            assert!(
+                denials(&sb.log())
+                    .iter()
+                    .any(|r| r["host"] == "denied.test" && r["error"] == "no_endpoint"),
+                "{ctx}"
+            );
+            let corral = corral_testsupport::process::corral_bin();
+            let suggest = std::process::Command::new(&corral)
+                .args(["policy", "suggest", "--apply", "--from"])
+                .arg(&sb.log)
+                .arg("--policy")
+                .arg(&sb.policy)
+                .output()
+                .unwrap();
+            let shown = stdout(&suggest);
+            assert!(suggest.status.success(), "{shown}{ctx}");
+            assert!(
+                shown.contains("lets through: /usr/bin/curl only"),
+                "{shown}"
+            );
+            let explain = |binary: &str| {
+                let o = std::process::Command::new(&corral)
+                    .args(["policy", "explain"])
+                    .arg(&sb.policy)
+                    .args(["--binary", binary, "--dest"])
+                    .arg(format!("denied.test:{}", up.https.port()))
+                    .output()
+                    .unwrap();
+                (o.status.success(), stdout(&o))
+            };
+            let (curl_ok, curl_says) = explain("/usr/bin/curl");
+            assert!(curl_ok, "{curl_says}");
+            assert!(
+                curl_says.contains("lets these binaries through") && !curl_says.contains("wget"),
+                "{curl_says}"
+            );
+            let (wget_ok, wget_says) = explain("/usr/bin/wget");
+            assert!(!wget_ok, "the shared group was widened: {wget_says}");
+        }
+    }
+}
