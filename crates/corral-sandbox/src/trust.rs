@@ -49,8 +49,11 @@ pub struct Untrusted {
 /// libraries are judged once per session.
 #[derive(Default)]
 pub struct Verdicts {
-    by_file: Mutex<HashMap<(u64, u64, u64, i64, i64), Option<String>>>,
+    by_file: Mutex<HashMap<FileKey, Option<String>>>,
 }
+
+/// (device, inode, size, mtime, ctime): a file's contents, as far as `stat` can tell.
+type FileKey = (u64, u64, u64, i64, i64);
 
 impl TrustRules {
     /// Trusts nothing that the sandbox could write (tests, and when no rules are given).
@@ -278,5 +281,43 @@ mod tests {
             own.check_mappings(std::process::id(), &Verdicts::default()),
             Ok(())
         );
+    }
+
+    /// The per-connect cost of the maps check (run by hand: `cargo test -p corral-sandbox
+    /// maps_check_cost -- --ignored --nocapture`; numbers go to docs/benchmarks.md).
+    #[test]
+    #[ignore]
+    fn maps_check_cost() {
+        let mut node = std::process::Command::new("node")
+            .args(["-e", "setTimeout(() => {}, 10000)"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let rules = TrustRules {
+            sandbox_writable: Some(vec![PathBuf::from("/tmp")]),
+            ..TrustRules::strict()
+        };
+        for (who, pid) in [("this test", std::process::id()), ("node", node.id())] {
+            let lines = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .unwrap()
+                .lines()
+                .count();
+            let cold = std::time::Instant::now();
+            rules.check_mappings(pid, &Verdicts::default()).unwrap();
+            let cold = cold.elapsed();
+            let warm_verdicts = Verdicts::default();
+            rules.check_mappings(pid, &warm_verdicts).unwrap();
+            let n = 1000;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                rules.check_mappings(pid, &warm_verdicts).unwrap();
+            }
+            println!(
+                "{who}: {lines} map lines, first check {cold:?}, then {:?} per connect",
+                t.elapsed() / n
+            );
+        }
+        node.kill().unwrap();
+        node.wait().unwrap();
     }
 }
