@@ -419,6 +419,7 @@ impl View {
 mod tests {
     use super::*;
 
+    // Homes under /var/tmp: /tmp is writable by default and would hold them.
     fn view(home: &Path, cwd: &Path, fs: FilesystemPolicy, anchors: Vec<PathBuf>) -> View {
         build(&Inputs {
             policy: &fs,
@@ -431,7 +432,7 @@ mod tests {
 
     #[test]
     fn the_default_writes_the_project_tmp_and_claudes_state_only() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
         let home = canonical(d.path());
         let project = home.join("project");
         std::fs::create_dir_all(&project).unwrap();
@@ -449,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_grant_holding_protected_paths_is_split_around_them() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
         let home = canonical(d.path());
         for dir in [".config/corral", ".config/nvim", ".local/bin", "src"] {
             std::fs::create_dir_all(home.join(dir)).unwrap();
@@ -491,7 +492,7 @@ mod tests {
 
     #[test]
     fn read_only_narrows_reads_and_default_writes() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
         let home = canonical(d.path());
         let fs = FilesystemPolicy {
             include_workdir: false,

@@ -381,7 +381,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tool = dir.path().join("tool");
         std::fs::copy("/usr/bin/sleep", &tool).unwrap();
-        let r = IdentityResolver::new(vec![]);
+        // Pinned (as a policy would), so that only the change is in question.
+        let r = IdentityResolver::new(vec![]).with_trust(TrustRules {
+            pinned: Box::new(|_, _| true),
+            ..TrustRules::strict()
+        });
         let run = |r: &IdentityResolver| {
             let mut child = std::process::Command::new(&tool).arg("30").spawn().unwrap();
             // Wait until the child has exec'd the tool.
