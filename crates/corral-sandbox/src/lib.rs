@@ -36,6 +36,7 @@ pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
 pub mod own_files;
+mod session;
 pub mod sys;
 pub mod trust;
 pub mod unix_guard;
