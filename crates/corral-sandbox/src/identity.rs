@@ -155,7 +155,7 @@ impl IdentityResolver {
 
     /// Every file mapped as code must be out of the sandbox's reach or vouched for.
     fn check_code(&self, pid: u32, exe: &Path) -> Result<(), IdentityError> {
-        match self.trust.check_mappings(pid, &self.verdicts) {
+        match self.trust.check_mappings(pid, exe, &self.verdicts) {
             Ok(()) => Ok(()),
             Err(MapsError::Gone) => Err(IdentityError::Gone),
             Err(MapsError::Unreadable(e)) => Err(IdentityError::Unreadable(e)),

@@ -49,7 +49,8 @@ pub struct Untrusted {
 /// libraries are judged once per session.
 #[derive(Default)]
 pub struct Verdicts {
-    by_file: Mutex<HashMap<FileKey, Option<String>>>,
+    /// (file, mapped as the executable) → why it may not carry a grant.
+    by_file: Mutex<HashMap<(FileKey, bool), Option<String>>>,
 }
 
 /// (device, inode, size, mtime, ctime): a file's contents, as far as `stat` can tell.
@@ -69,9 +70,16 @@ impl TrustRules {
 
     /// Whether the sandbox could have written (or replaced) the file at `path`.
     pub fn sandbox_could_write(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
-        if let Some(writable) = &self.sandbox_writable {
-            return writable.iter().any(|w| path.starts_with(w));
+        match &self.sandbox_writable {
+            Some(writable) => writable.iter().any(|w| path.starts_with(w)),
+            None => self.user_could_write(path, meta),
         }
+    }
+
+    /// Whether the user could have written the file at `path` (so a sandbox of an earlier
+    /// session, with a wider view, could have): under `HOME`, owned by the user (unless
+    /// root), or in a world-writable directory.
+    pub fn user_could_write(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
         let (uid, _) = crate::sys::ids();
         if self.home.as_deref().is_some_and(|h| path.starts_with(h)) {
             return true;
@@ -95,8 +103,15 @@ impl TrustRules {
                 .is_some_and(|r| recorded_hashes(r).values().any(|h| h == sha))
     }
 
-    /// Checks every file `pid` has mapped as code. `exe` is reported as the executable.
-    pub fn check_mappings(&self, pid: u32, verdicts: &Verdicts) -> Result<(), MapsError> {
+    /// Checks every file `pid` has mapped as code. The executable (`exe`) is held to the
+    /// stricter rule: a program under a directory the user can write is trusted only by
+    /// hash, since a sandbox of another session may have put it there.
+    pub fn check_mappings(
+        &self,
+        pid: u32,
+        exe: &Path,
+        verdicts: &Verdicts,
+    ) -> Result<(), MapsError> {
         let file = match std::fs::File::open(format!("/proc/{pid}/maps")) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(MapsError::Gone),
@@ -115,7 +130,7 @@ impl TrustRules {
                 continue;
             }
             seen.push(path);
-            if let Some(why) = self.judge(pid, path, verdicts) {
+            if let Some(why) = self.judge(pid, path, Path::new(path) == exe, verdicts) {
                 return Err(MapsError::Untrusted(Untrusted {
                     path: path.trim_end_matches(" (deleted)").to_string(),
                     why,
@@ -126,7 +141,7 @@ impl TrustRules {
     }
 
     /// `None` when the mapped file may carry a grant, else why not.
-    fn judge(&self, pid: u32, path: &str, verdicts: &Verdicts) -> Option<String> {
+    fn judge(&self, pid: u32, path: &str, is_exe: bool, verdicts: &Verdicts) -> Option<String> {
         if path.ends_with(" (deleted)") || path.starts_with("/memfd:") {
             return Some("is not a file on disk any more (deleted, or an in-memory file)".into());
         }
@@ -138,21 +153,32 @@ impl TrustRules {
             ));
         };
         let key = (
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.ctime(),
+            (
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime(),
+                meta.ctime(),
+            ),
+            is_exe,
         );
         if let Some(v) = lock(&verdicts.by_file).get(&key) {
             return v.clone();
         }
-        let verdict = if !self.sandbox_could_write(p, &meta) {
+        let reachable = if is_exe {
+            self.user_could_write(p, &meta) || self.sandbox_could_write(p, &meta)
+        } else {
+            self.sandbox_could_write(p, &meta)
+        };
+        let verdict = if !reachable {
             None
         } else {
             match std::fs::File::open(p).and_then(|mut f| crate::identity::sha256_of(&mut f)) {
                 Ok(sha) if self.vouched(p, &sha) => None,
-                Ok(_) => Some("lies where the sandbox can write, and no pin (the policy's sha256, corral install's record) vouches for its hash".into()),
+                Ok(_) => Some(format!(
+                    "lies where {} can write, and no pin (the policy's sha256, corral install's record) vouches for its hash",
+                    if is_exe { "you (and so a sandbox given write access there)" } else { "the sandbox" }
+                )),
                 Err(e) => Some(format!("cannot be read to check its hash ({e})")),
             }
         };
@@ -254,14 +280,14 @@ mod tests {
             ..TrustRules::strict()
         };
         let v = Verdicts::default();
-        // The test binary lives in target/, outside the writable path.
-        assert_eq!(rules.check_mappings(std::process::id(), &v), Ok(()));
         let exe = std::env::current_exe().unwrap();
+        // The test binary lives in target/, outside the writable path.
+        assert_eq!(rules.check_mappings(std::process::id(), &exe, &v), Ok(()));
         let everything = TrustRules {
             sandbox_writable: Some(vec![PathBuf::from("/")]),
             ..TrustRules::strict()
         };
-        match everything.check_mappings(std::process::id(), &Verdicts::default()) {
+        match everything.check_mappings(std::process::id(), &exe, &Verdicts::default()) {
             Err(MapsError::Untrusted(u)) => assert!(u.why.contains("no pin"), "{u:?}"),
             other => panic!("{other:?}"),
         }
@@ -271,14 +297,17 @@ mod tests {
             pinned: Box::new(|_, _| true),
             ..TrustRules::strict()
         };
-        assert_eq!(pinned_all.check_mappings(std::process::id(), &v), Ok(()));
+        assert_eq!(
+            pinned_all.check_mappings(std::process::id(), &exe, &v),
+            Ok(())
+        );
         let own = TrustRules {
             sandbox_writable: Some(vec![exe.parent().unwrap().to_path_buf()]),
             own_sha: Some(sha),
             ..TrustRules::strict()
         };
         assert_eq!(
-            own.check_mappings(std::process::id(), &Verdicts::default()),
+            own.check_mappings(std::process::id(), &exe, &Verdicts::default()),
             Ok(())
         );
     }
@@ -303,14 +332,20 @@ mod tests {
                 .lines()
                 .count();
             let cold = std::time::Instant::now();
-            rules.check_mappings(pid, &Verdicts::default()).unwrap();
+            rules
+                .check_mappings(pid, Path::new("/"), &Verdicts::default())
+                .unwrap();
             let cold = cold.elapsed();
             let warm_verdicts = Verdicts::default();
-            rules.check_mappings(pid, &warm_verdicts).unwrap();
+            rules
+                .check_mappings(pid, Path::new("/"), &warm_verdicts)
+                .unwrap();
             let n = 1000;
             let t = std::time::Instant::now();
             for _ in 0..n {
-                rules.check_mappings(pid, &warm_verdicts).unwrap();
+                rules
+                    .check_mappings(pid, Path::new("/"), &warm_verdicts)
+                    .unwrap();
             }
             println!(
                 "{who}: {lines} map lines, first check {cold:?}, then {:?} per connect",

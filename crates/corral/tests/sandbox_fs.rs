@@ -361,3 +361,61 @@ fn suggest_apply_lets_through_only_the_refused_binary() {
         }
     }
 }
+
+/// A program put in `~/bin` earlier (by you, or by a sandbox that was allowed to write
+/// there) is not trusted by its path in a later session, even one that cannot write
+/// `~/bin`: only a `sha256` pin lets it through. `corral policy check` says so.
+#[test]
+fn a_binary_in_a_directory_the_user_can_write_needs_a_pin() {
+    let up = upstreams();
+    let sha = {
+        let out = std::process::Command::new("sha256sum")
+            .arg("/usr/bin/curl")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    for runner in runners() {
+        for mode in MODES {
+            let yaml = policy(up.https.port(), &["~/bin/curl"]);
+            let sb = Sandbox::new(&runner, mode, &yaml, &up.resolve());
+            std::fs::create_dir_all(sb.home.join("bin")).unwrap();
+            std::fs::copy("/usr/bin/curl", sb.home.join("bin/curl")).unwrap();
+            sb.give_to_runner(&sb.home.join("bin"));
+            let ca = up.ca.ca_path().display().to_string();
+            let fetch = format!(
+                "~/bin/curl -sS --cacert {ca} {} && echo CONNECTED || echo refused",
+                up.url("allowed.test")
+            );
+            let out = sb.sh(&fetch);
+            let ctx = sb.context(&out);
+            assert!(stdout(&out).contains("refused"), "{ctx}");
+            assert!(
+                denials(&sb.log())
+                    .iter()
+                    .any(|r| r["error"] == "untrusted_binary"),
+                "{ctx}"
+            );
+            let mut check = runner.command(corral_testsupport::process::corral_bin());
+            check
+                .env("HOME", sb.home.path())
+                .args(["policy", "check"])
+                .arg(&sb.policy);
+            let said = check.output().unwrap();
+            assert!(
+                String::from_utf8_lossy(&said.stderr).contains("`~/bin/curl`"),
+                "{}",
+                String::from_utf8_lossy(&said.stderr)
+            );
+
+            // Pinned, the same file is trusted.
+            let pinned = yaml.replace(
+                "path: ~/bin/curl\n",
+                &format!("path: ~/bin/curl\n        sha256: {sha}\n"),
+            );
+            std::fs::write(&sb.policy, pinned).unwrap();
+            let out = sb.sh(&fetch);
+            assert!(stdout(&out).contains("CONNECTED"), "{}", sb.context(&out));
+        }
+    }
+}
