@@ -230,6 +230,12 @@ pub fn build(inp: &Inputs) -> View {
             )
             .filter(|p| p.starts_with(path) && *p != path)
             .collect();
+        if *origin == Origin::Workdir && !inside.is_empty() {
+            warnings.push(format!(
+                "the working directory {} holds files corral keeps read-only (shell start-up files, ~/.ssh, its own files): the sandbox may change the entries already in it but create nothing directly in it; run corral from a project directory",
+                path.display()
+            ));
+        }
         grant_around(path, &inside, &mut rules, &mut kept, &mut split);
     }
     kept.sort();
@@ -363,10 +369,9 @@ impl View {
                 "listed paths"
             },
             writable.join(", "),
-            if self.kept.is_empty() {
-                String::new()
-            } else {
-                format!(" except {} protected", self.kept.len())
+            match self.kept.iter().filter(|p| p.exists()).count() {
+                0 => String::new(),
+                n => format!(" (split around {n} protected paths)"),
             }
         )
     }
