@@ -26,6 +26,7 @@ pub mod identity;
 pub mod matcher;
 pub mod model;
 pub mod report;
+pub mod suggest;
 mod validate;
 pub mod watch;
 mod yaml;

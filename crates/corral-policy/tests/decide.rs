@@ -150,12 +150,15 @@ fn unlisted_binary_lists_the_binaries_that_are_allowed() {
 }
 
 #[test]
-fn suggestion_adds_the_endpoint_to_the_group_that_already_lists_the_binary() {
+fn suggestion_never_widens_a_group_other_binaries_share() {
+    // `github` lists git and the git-core helpers: appending gitlab.example there would
+    // let the helpers through too, so git gets a group of its own.
     let d = matcher().decide(&who("/usr/bin/git"), "gitlab.example", 443, None);
     let r = Report::new(&who("/usr/bin/git"), "gitlab.example", 443, None, &d);
     assert_eq!(r.error.as_deref(), Some("no_endpoint"));
     let s = r.suggestion.unwrap();
-    assert!(s.contains("network_policies:\n  github:\n    endpoints:\n      - { host: gitlab.example, port: 443 }\n"), "{s}");
+    assert!(!s.contains("  github:"), "{s}");
+    assert!(s.contains("      - { host: gitlab.example, port: 443 }\n    binaries:\n      - { path: /usr/bin/git }\n"), "{s}");
     // The suggestion is itself a valid policy fragment.
     let doc = format!(
         "version: 1\n{}",

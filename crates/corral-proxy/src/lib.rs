@@ -38,7 +38,6 @@ mod record;
 pub mod relay;
 mod revoke;
 mod server;
-pub mod suggest;
 // The syscall layer: the only module allowed `unsafe` (each block with a SAFETY note).
 #[allow(unsafe_code)]
 mod sys;
