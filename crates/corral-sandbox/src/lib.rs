@@ -32,11 +32,16 @@ pub mod attribution;
 pub mod broker;
 pub mod cli;
 pub mod doctor;
+pub mod fs_view;
 pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
 pub mod message;
 pub mod own_files;
 pub mod procfs;
+mod session;
+// The syscall layer: the only module allowed `unsafe` (each block with a SAFETY note).
+#[allow(unsafe_code)]
 pub mod sys;
+pub mod trust;
 pub mod unix_guard;

@@ -1,7 +1,8 @@
 //! The broker remembers the identity of a process that already connected (by pid, start
 //! time and the executable it runs). A process that connects, is remembered, and then
-//! executes — the same file with an injection variable, or another file — must be judged
-//! anew on its next connect, never under the identity remembered from before.
+//! executes — the same file with an injection variable, or another file — or maps code
+//! the sandbox could have written must be judged anew on its next connect, never under
+//! the identity remembered from before.
 //!
 //! Every scenario runs as the current user and — when the tests run as root — as the
 //! ordinary test user, in both isolation modes.
@@ -9,7 +10,8 @@
 use corral_testsupport::sandbox::{denials, policy, runners, stdout, upstreams, Sandbox, MODES};
 
 /// Asks the proxy for a tunnel to allowed.test (stage `first`, then `second` after
-/// executing `NEXT` with the environment `NEXT_ENV` adds), printing the stage and the
+/// executing `NEXT` with the environment `NEXT_ENV` adds, or after loading a copy of
+/// libz when `NEXT` is `dlopen`), printing the stage and the
 /// proxy's status line, or `refused:<error>` when the connect itself is refused.
 const CLIENT: &str = r#"
 import os, socket, sys
@@ -25,7 +27,13 @@ def ask():
     return line
 stage = sys.argv[1]
 print(stage, os.getpid(), ask(), flush=True)
-if stage == 'first':
+if stage == 'first' and os.environ['NEXT'] == 'dlopen':
+    # The same process maps a library the sandbox could have written.
+    import ctypes, shutil
+    shutil.copy('/lib/x86_64-linux-gnu/libz.so.1', 'libz-copy.so.1')
+    ctypes.CDLL(os.path.abspath('libz-copy.so.1'))
+    print('second', os.getpid(), ask(), flush=True)
+elif stage == 'first':
     env = dict(os.environ)
     if os.environ.get('NEXT_ENV'):
         k, v = os.environ['NEXT_ENV'].split('=', 1)
@@ -123,6 +131,31 @@ fn executing_another_file_after_a_remembered_connect_is_judged_as_that_file() {
                 denials(&sb.log())
                     .iter()
                     .any(|r| r["binary"] == copy.as_str()),
+                "{context}"
+            );
+        }
+    }
+}
+
+#[test]
+fn code_mapped_after_a_remembered_connect_is_checked_on_the_next() {
+    let up = upstreams();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &policy(up.https.port(), &["/usr/bin/python3"]),
+                &up.resolve(),
+            );
+            let (second, context) = connect_then_exec(&sb, up.https.port(), "dlopen", "");
+            assert!(second.ends_with("refused:PermissionError"), "{context}");
+            let copy = sb.work.join("libz-copy.so.1").display().to_string();
+            assert!(
+                denials(&sb.log())
+                    .iter()
+                    .any(|r| r["error"] == "foreign_code"
+                        && r["reason"].as_str().is_some_and(|s| s.contains(&copy))),
                 "{context}"
             );
         }

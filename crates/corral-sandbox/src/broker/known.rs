@@ -1,6 +1,6 @@
 //! Identities of processes that already connected, so a process's second connect costs a
-//! `stat` of its executable, a read of its `stat` and of its environment, not the full
-//! resolution (the executable's path and hash, its `argv[0]`, every ancestor).
+//! `stat` of its executable, a read of its `stat`, its environment and its mappings, not
+//! the full resolution (the executable's path and hash, its `argv[0]`, every ancestor).
 //!
 //! An entry is keyed by what the sandbox cannot choose: the caller's pid and start time
 //! (one task: a reused pid has another start time) and the executable it runs now, by
@@ -8,7 +8,7 @@
 //! replaced, renamed, unlinked or written, changes the key (unlinking and renaming change
 //! the ctime). What a process can change without executing another file is checked on
 //! every call anyway ([`IdentityResolver::recheck`]: the environment it was started
-//! with, which executing the same file again can change).
+//! with, which executing the same file again can change, and the code it maps).
 //!
 //! The ancestors are those the first connect saw. The chain can change afterwards only
 //! when an ancestor exits (the process is re-parented to a subreaper or the sandbox's init,
