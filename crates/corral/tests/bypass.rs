@@ -46,8 +46,10 @@ def race(label, fds, addr, call, flip=None):
     t = threading.Thread(target=swapper)
     t.start()
     out = {}
-    deadline = time.time() + 5
-    for _ in range(20000):
+    # Bounded by time, not by a count that a loaded machine (the swapper starved of the
+    # interpreter lock) could use up before both sides were seen.
+    deadline = time.time() + 10
+    for _ in range(1000000):
         if time.time() > deadline or (len(out) >= 2 and min(out.values()) >= 50):
             break
         # Jitter, so the calls cannot fall into step with the swaps.
