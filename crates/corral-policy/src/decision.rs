@@ -25,6 +25,11 @@ pub struct Allow {
     pub endpoint_host: String,
     /// The endpoint's `allowed_ips` (empty = only public addresses may be dialled).
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// A TLS connection (no request yet) that the proxy must terminate to decide each
+    /// request inside it (see [`crate::model::Endpoint::inspects`]).
+    pub inspect: bool,
+    /// `enforcement: audit`: the refusal the rules would have given this request.
+    pub audited: Option<DenyReason>,
 }
 
 /// Why a connection was refused.
@@ -77,10 +82,24 @@ pub enum DenyReason {
         /// The request path (with query).
         path: String,
     },
+    /// The request path cannot be decided: an encoded slash on an endpoint without
+    /// `allow_encoded_slash`, or a malformed escape. Code `encoded_slash` or `bad_path`.
+    PathRefused {
+        /// The policy whose endpoint was checked.
+        policy: String,
+        /// The request method.
+        method: String,
+        /// The request path as sent.
+        path: String,
+        /// True for `%2F`.
+        encoded_slash: bool,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The endpoint allows only some requests (`rules`, `deny_rules`, `access`) and the
-    /// connection is an opaque tunnel whose requests corral cannot see (no TLS
-    /// termination yet), so it is refused rather than let through unchecked.
-    /// Code `l7_not_inspectable`.
+    /// connection is an opaque tunnel whose requests corral cannot see (`tls:
+    /// passthrough`, or a proxy without a CA), so it is refused rather than let through
+    /// unchecked. Code `l7_not_inspectable`.
     RequestsNotVisible {
         /// The policy whose endpoint restricts requests.
         policy: String,
@@ -104,6 +123,11 @@ impl DenyReason {
             DenyReason::PortNotAllowed { .. } => "port_not_allowed",
             DenyReason::BinaryNotAllowed { .. } => "binary_not_allowed",
             DenyReason::L7RuleNotMatched { .. } => "l7_rule_not_matched",
+            DenyReason::PathRefused {
+                encoded_slash: true,
+                ..
+            } => "encoded_slash",
+            DenyReason::PathRefused { .. } => "bad_path",
             DenyReason::HashMismatch { .. } => "binary_hash_mismatch",
             DenyReason::RequestsNotVisible { .. } => "l7_not_inspectable",
         }

@@ -106,10 +106,13 @@ pub struct Endpoint {
     pub ports: Vec<u16>,
     /// `protocol` as written (`rest`, `tcp`, …).
     pub protocol: Option<String>,
-    /// `tls` as written (not enforced yet).
-    pub tls: Option<String>,
-    /// `enforcement` as written (not enforced yet).
-    pub enforcement: Option<String>,
+    /// `tls`: `terminate` (the proxy reads the requests), `passthrough`/`skip` (a blind
+    /// tunnel). Absent: terminate when the endpoint restricts requests, else a blind tunnel.
+    pub tls: Option<TlsMode>,
+    /// `enforcement: audit` logs requests the rules would refuse and lets them through.
+    pub audit: bool,
+    /// `allow_encoded_slash` (corral): request paths may contain `%2F`.
+    pub allow_encoded_slash: bool,
     /// `access` preset.
     pub access: Option<Access>,
     /// `rules`: request allow rules.
@@ -128,6 +131,16 @@ impl Endpoint {
         !self.rules.is_empty() || !self.deny_rules.is_empty() || self.access.is_some()
     }
 
+    /// True when a TLS connection to this endpoint is terminated by the proxy so that each
+    /// request inside it is decided (`tls: terminate`, or rules without `tls: passthrough`).
+    pub fn inspects(&self) -> bool {
+        match self.tls {
+            Some(TlsMode::Terminate) => true,
+            Some(TlsMode::Passthrough) => false,
+            None => self.restricts_requests(),
+        }
+    }
+
     /// True if the endpoint allows only some requests (`rules`, `deny_rules`, or an
     /// `access` preset narrower than `full`): the proxy must see each request, so an
     /// opaque (TLS) tunnel to it cannot be allowed.
@@ -136,6 +149,15 @@ impl Endpoint {
             || !self.deny_rules.is_empty()
             || matches!(self.access, Some(Access::ReadOnly | Access::ReadWrite))
     }
+}
+
+/// `tls` on an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `terminate`: the proxy presents its own certificate and decides every request.
+    Terminate,
+    /// `passthrough` or `skip`: the bytes are relayed unread.
+    Passthrough,
 }
 
 /// `access` presets for L7 endpoints.
@@ -149,13 +171,16 @@ pub enum Access {
     Full,
 }
 
-/// One L7 rule: a method and a path glob.
+/// One L7 rule: a method, a path glob and query constraints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L7Rule {
     /// Upper-case method or `*`.
     pub method: String,
     /// Path glob (`*` within a segment, `**` across `/`); query included.
     pub path: String,
+    /// `query`: each named parameter must be present with a value matching one of its
+    /// globs.
+    pub query: Vec<(String, Vec<String>)>,
 }
 
 /// Whether a binary's descendants inherit its grants.

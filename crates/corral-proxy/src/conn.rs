@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use corral_policy::{Decision, HttpRequestInfo, Identity, Report};
+use corral_policy::{Decision, Deny, DenyReason, HttpRequestInfo, Identity, Report};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -14,7 +14,7 @@ use crate::attribution::{Attribution, Unattributed};
 use crate::config::ProxyConfig;
 use crate::dial::{self, DialError, Dialled};
 use crate::head::{self, HeadError, Parsed, RequestHead, Target};
-use crate::io::Buffered;
+use crate::io::{Buffered, ClientStream, Stream};
 use crate::log::{self, LogRecord};
 use crate::policy_handle::PolicyHandle;
 use crate::relay;
@@ -46,10 +46,13 @@ pub(crate) struct Ctx {
 
 pub(crate) struct Conn {
     pub(crate) ctx: Ctx,
-    pub(crate) client: Buffered<TcpStream>,
+    pub(crate) client: Buffered<ClientStream>,
     /// The last plain HTTP request allowed on this kept-alive connection, with the
     /// generation that allowed it: a reload that refuses it closes the idle connection.
     pub(crate) kept: Option<(Grant, u64)>,
+    /// Inside a terminated TLS tunnel: its CONNECT target. Requests are then origin-form
+    /// for that authority, and go upstream over TLS.
+    pub(crate) origin: Option<(String, u16)>,
 }
 
 /// How a request ended, for its record.
@@ -65,7 +68,17 @@ pub(crate) struct Outcome {
 pub(crate) enum Step {
     Continue,
     Close,
-    Tunnel(Box<Dialled>, Box<Report>, u64, Instant),
+    Tunnel(Box<Tunnel>),
+}
+
+/// An allowed CONNECT.
+pub(crate) struct Tunnel {
+    pub(crate) dialled: Dialled,
+    pub(crate) report: Report,
+    pub(crate) generation: u64,
+    pub(crate) started: Instant,
+    /// The proxy terminates its TLS and decides each request.
+    pub(crate) inspect: bool,
 }
 
 pub(crate) async fn handle(
@@ -92,8 +105,9 @@ pub(crate) async fn handle(
             peer,
             who,
         },
-        client: Buffered::new(stream, idle),
+        client: Buffered::new(Stream::Plain(stream), idle),
         kept: None,
+        origin: None,
     };
     conn.run().await;
 }
@@ -150,7 +164,7 @@ impl Ctx {
 
     /// A refusal no policy decision produced (`code`, `reason`), about `head` if there is
     /// one, answered with `status`.
-    fn refusal(
+    pub(crate) fn refusal(
         &self,
         status: u16,
         code: &str,
@@ -191,14 +205,15 @@ impl Ctx {
         }
     }
 
-    /// Decides for `host:port` (and the request, for plain HTTP) with one policy snapshot,
-    /// then dials. On refusal returns (status, report, generation, addresses).
+    /// Decides for `host:port` (and the request, for plain HTTP or inside a terminated
+    /// tunnel) with one policy snapshot, then dials. Ok carries whether a CONNECT must be
+    /// terminated to decide its requests.
     pub(crate) async fn decide_and_dial(
         &self,
         who: &Identity,
         head: &RequestHead,
         tunnel: bool,
-    ) -> Result<(Dialled, Report, u64), Refusal> {
+    ) -> Result<(Dialled, Report, u64, bool), Refusal> {
         let host = head.target.host();
         let port = head.target.port();
         let (method, path) = request_parts(head);
@@ -208,8 +223,19 @@ impl Ctx {
         };
         let decide_start = Instant::now();
         let (matcher, generation) = self.shared.policy.current();
-        let decision = matcher.decide(who, host, port, info.as_ref());
+        let mut decision = matcher.decide(who, host, port, info.as_ref());
         drop(matcher);
+        // Requests that must be decided one by one cannot cross a proxy without a CA.
+        if let Decision::Allow(a) = &decision {
+            if a.inspect && self.config().intercept.is_none() {
+                decision = Decision::Deny(Deny {
+                    binary_policy: Some(a.policy.clone()),
+                    reason: DenyReason::RequestsNotVisible {
+                        policy: a.policy.clone(),
+                    },
+                });
+            }
+        }
         let mut report = Report::new(who, host, port, info.as_ref(), &decision);
         let metrics = &self.config().metrics;
         let allow = match decision {
@@ -224,6 +250,7 @@ impl Ctx {
             }
             Decision::Allow(allow) => allow,
         };
+        let inspect = allow.inspect;
         let config = self.config();
         let dialled = match &config.upstream_proxy {
             Some(up) => {
@@ -233,7 +260,7 @@ impl Ctx {
         };
         metrics.setup_seconds.observe(decide_start.elapsed());
         match dialled {
-            Ok(d) => Ok((d, report, generation)),
+            Ok(d) => Ok((d, report, generation, inspect)),
             Err(e) => {
                 let (status, code) = e.status_code();
                 let addresses = match &e {
@@ -279,7 +306,7 @@ impl Conn {
         self.ctx.config()
     }
 
-    async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut first = true;
         loop {
             let policy = self.ctx.policy().clone();
@@ -346,9 +373,21 @@ impl Conn {
             match step {
                 Step::Continue => {}
                 Step::Close => return,
-                Step::Tunnel(dialled, report, generation, started) => {
+                Step::Tunnel(t) if t.inspect => {
+                    // Boxed (and type-erased: the session runs this same loop).
+                    self.intercept(*t).await;
+                    return;
+                }
+                Step::Tunnel(t) => {
                     // Boxed: only an established tunnel pays for its relay's state.
-                    Box::pin(self.tunnel(*dialled, *report, generation, started)).await;
+                    let Tunnel {
+                        dialled,
+                        report,
+                        generation,
+                        started,
+                        ..
+                    } = *t;
+                    Box::pin(self.tunnel(dialled, report, generation, started)).await;
                     return;
                 }
             }
@@ -361,7 +400,16 @@ impl Conn {
         let mut deadline = first.then(|| tokio::time::Instant::now() + limits.header_read_timeout);
         loop {
             if !self.client.buf.is_empty() {
-                match head::parse_request(&self.client.buf, limits.max_header_bytes) {
+                let parsed = match &self.origin {
+                    Some((host, port)) => head::parse_origin_request(
+                        &self.client.buf,
+                        limits.max_header_bytes,
+                        host,
+                        *port,
+                    ),
+                    None => head::parse_request(&self.client.buf, limits.max_header_bytes),
+                };
+                match parsed {
                     Ok(Parsed::Complete(h, len)) => {
                         self.client.buf.drain(..len);
                         return Ok(h);
@@ -398,8 +446,23 @@ impl Conn {
 
     /// A malformed or timed-out request: no policy decision was possible.
     async fn refuse_request(&mut self, status: u16, code: &str, reason: &str) {
-        let r = self.ctx.refusal(status, code, reason, None);
-        self.refuse("request", r, Instant::now(), true).await;
+        let mut r = self.ctx.refusal(status, code, reason, None);
+        if let Some((host, port)) = &self.origin {
+            r.report.host = host.clone();
+            r.report.port = *port;
+        }
+        let kind = self.http_kind();
+        self.refuse(kind, r, Instant::now(), true).await;
+    }
+
+    /// The record kind of a request on this connection: `https` inside a terminated
+    /// tunnel, `http` for plain forwarding.
+    pub(crate) fn http_kind(&self) -> &'static str {
+        if self.origin.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Records an unattributed connection that closed before sending a request (nothing
@@ -444,7 +507,8 @@ impl Conn {
             bytes: Default::default(),
             started: Instant::now(),
         };
-        self.ctx.record("http", report, outcome);
+        let kind = self.http_kind();
+        self.ctx.record(kind, report, outcome);
         let _ = self.client.inner.shutdown().await;
     }
 
@@ -473,16 +537,27 @@ impl Conn {
                 self.refuse("connect", r, started, false).await;
                 Step::Continue
             }
-            Ok((dialled, report, generation)) => {
-                Step::Tunnel(Box::new(dialled), Box::new(report), generation, started)
-            }
+            Ok((dialled, report, generation, inspect)) => Step::Tunnel(Box::new(Tunnel {
+                dialled,
+                report,
+                generation,
+                started,
+                inspect,
+            })),
         }
     }
 
     async fn tunnel(self, mut dialled: Dialled, report: Report, generation: u64, started: Instant) {
-        let Conn {
-            ctx, mut client, ..
-        } = self;
+        let Conn { ctx, client, .. } = self;
+        let Stream::Plain(tcp) = client.inner else {
+            // A CONNECT inside a terminated tunnel is refused by its head parser.
+            return;
+        };
+        let mut client = Buffered {
+            inner: tcp,
+            buf: client.buf,
+            idle: client.idle,
+        };
         let mut report = report;
         let mut decided = generation;
         let ok = b"HTTP/1.1 200 Connection Established\r\n\r\n";

@@ -1,19 +1,19 @@
-//! Plain HTTP forwarding (absolute-form requests): one exchange per request, body
+//! HTTP forwarding, one exchange per request: absolute-form plain HTTP, and origin-form
+//! requests inside a terminated TLS tunnel (sent to the server over verified TLS). Body
 //! framing preserved both ways, hop-by-hop headers dropped, keep-alive towards the client.
 
 use std::time::Instant;
 
 use corral_policy::Identity;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::conn::{Conn, Outcome, Step};
 use crate::head::{self, BodyFraming, RequestHead};
-use crate::io::Buffered;
+use crate::io::{Buffered, Stream, UpstreamStream};
 use crate::relay;
 
 impl Conn {
-    /// Absolute-form plain HTTP.
+    /// One request: absolute-form plain HTTP, or origin-form inside a terminated tunnel.
     pub(crate) async fn forward(
         &mut self,
         who: &Identity,
@@ -22,17 +22,50 @@ impl Conn {
     ) -> Step {
         let framing = head::body_framing(&head.headers).unwrap_or(BodyFraming::None);
         let client_close = head::wants_close(head);
-        let (dialled, report, generation) = match self.ctx.decide_and_dial(who, head, false).await {
+        let kind = self.http_kind();
+        let tls = self.origin.is_some();
+        // An unread body would be taken for the next request: close unless bodiless.
+        let close = client_close || framing != BodyFraming::None;
+        let (dialled, report, generation, _) = match self.ctx.decide_and_dial(who, head, tls).await
+        {
             Ok(d) => d,
             Err(r) => {
-                // An unread body would be taken for the next request: close unless bodiless.
-                let close = client_close || framing != BodyFraming::None;
-                self.refuse("http", r, started, close).await;
+                self.refuse(kind, r, started, close).await;
                 return if close { Step::Close } else { Step::Continue };
             }
         };
         let addr = dialled.addr.to_string();
         let grant = self.ctx.grant(who, head, &dialled);
+        let upstream = if tls {
+            let config = self.config();
+            let intercept = config.intercept.clone();
+            let timeout = config.limits.connect_timeout;
+            let connected = match intercept {
+                Some(i) => {
+                    crate::intercept::upstream::connect(
+                        i.upstream.clone(),
+                        head.target.host(),
+                        dialled.stream,
+                        timeout,
+                    )
+                    .await
+                }
+                None => Err("the proxy has no CA to terminate TLS with".into()),
+            };
+            match connected {
+                Ok(s) => Stream::Tls(Box::new(s)),
+                Err(reason) => {
+                    // Nothing of the request has been sent.
+                    let mut r = self.ctx.refusal(502, "upstream_tls", &reason, Some(head));
+                    r.generation = generation;
+                    r.addresses = vec![addr];
+                    self.refuse(kind, r, started, close).await;
+                    return if close { Step::Close } else { Step::Continue };
+                }
+            }
+        } else {
+            Stream::Plain(dialled.stream)
+        };
         // A reload that refuses this request cuts its exchange (and the connection).
         let revoked = Box::pin(crate::revoke::revoked(
             self.ctx.policy().clone(),
@@ -40,7 +73,7 @@ impl Conn {
             generation,
         ));
         let exchanged = tokio::select! {
-            x = Box::pin(self.exchange(dialled.stream, head, framing, client_close)) => x,
+            x = Box::pin(self.exchange(upstream, head, framing, client_close)) => x,
             (revoking, now) = revoked => {
                 let _ = self.client.inner.shutdown().await;
                 let outcome = Outcome {
@@ -50,7 +83,7 @@ impl Conn {
                     bytes: Default::default(),
                     started,
                 };
-                self.ctx.record("http", revoking, outcome);
+                self.ctx.record(kind, revoking, outcome);
                 return Step::Close;
             }
         };
@@ -76,7 +109,7 @@ impl Conn {
             bytes,
             started,
         };
-        self.ctx.record("http", report, outcome);
+        self.ctx.record(kind, report, outcome);
         if keep {
             self.kept = Some((grant, generation));
             Step::Continue
@@ -89,7 +122,7 @@ impl Conn {
     /// or Err((bytes, whether the response had already started)).
     async fn exchange(
         &mut self,
-        upstream: TcpStream,
+        upstream: UpstreamStream,
         head: &RequestHead,
         framing: BodyFraming,
         client_close: bool,
@@ -98,12 +131,18 @@ impl Conn {
         let max = self.config().limits.max_header_bytes;
         let mut bytes = relay::Relayed::default();
         let mut up = Buffered::new(upstream, idle);
-        let proxy_auth = self
-            .config()
-            .upstream_proxy
-            .as_ref()
-            .map(|p| p.authorization.clone());
-        let mut request = head::upstream_request(head, proxy_auth.is_some());
+        // Inside a terminated tunnel the upstream proxy (if any) carries a CONNECT tunnel,
+        // so the request is origin-form and names no proxy.
+        let proxy_auth = match self.origin {
+            Some(_) => None,
+            None => self
+                .config()
+                .upstream_proxy
+                .as_ref()
+                .map(|p| p.authorization.clone()),
+        };
+        let default_port = if self.origin.is_some() { 443 } else { 80 };
+        let mut request = head::upstream_request(head, proxy_auth.is_some(), default_port);
         if let Some(Some(auth)) = proxy_auth {
             let at = request.len() - 2;
             request.splice(

@@ -28,6 +28,7 @@ pub mod dial;
 mod fold;
 mod forward;
 pub mod head;
+pub mod intercept;
 mod io;
 mod log;
 mod metrics;
@@ -42,6 +43,7 @@ mod sys;
 
 pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};
 pub use config::{Limits, Overridden, Overrides, ProxyConfig, UpstreamProxy};
+pub use intercept::{CertAuthority, Intercept, InterceptArgs};
 pub use log::{
     now_rfc3339, refusal, DecisionLog, LogRecord, LogStats, Repeated, DEFAULT_MAX_BYTES,
 };

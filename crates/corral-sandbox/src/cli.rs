@@ -55,6 +55,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub names: corral_proxy::NameOverrides,
 
+    /// Also trust this CA bundle (PEM) for upstream servers whose TLS corral terminates
+    /// (`tls: terminate`, request rules on a TLS port), besides the system roots. Repeatable.
+    #[arg(long = "upstream-ca", value_name = "FILE", env = "CORRAL_UPSTREAM_CA")]
+    pub upstream_ca: Vec<PathBuf>,
+
     /// Do not print a notice on stderr for each refused connection (for full-screen
     /// programs); the decision log still records every one.
     #[arg(long, short = 'q')]
@@ -151,8 +156,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("reading the working directory")?;
     let fs = &loaded.policy.filesystem;
     let workdir = fs.include_workdir.then(|| cwd.clone());
+    let session_ca = crate::ca_env::SessionCa::mint(&args.upstream_ca)?;
     let prepared = landlock_rules::prepare(&FsSpec {
-        read_only: fs.read_only.clone(),
+        read_only: session_ca.readable(&fs.read_only, &fs.read_write),
         read_write: fs.read_write.clone(),
         workdir,
         hard_requirement: loaded.policy.landlock_compatibility
@@ -179,8 +185,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         decision_log.with_notices(fix)
     };
-    let read_only =
+    let mut read_only =
         own_files::protected_dirs(args.policy.as_deref(), &log_path, home.as_deref(), &cwd)?;
+    read_only.push(session_ca.dir().to_path_buf());
 
     // Before any thread exists: signals the supervisor handles are blocked in every thread
     // (the main thread waits for them), and orphans of the sandbox are re-parented to us.
@@ -191,7 +198,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let landlock = prepared.ruleset;
     let launch_in = |mode: Mode| Launch {
         command: args.command.clone(),
-        env: sandbox_env(mode),
+        env: session_ca.apply(sandbox_env(mode)),
         landlock: landlock.as_ref().and_then(|f| f.try_clone().ok()),
         read_only: read_only.clone(),
     };
@@ -282,6 +289,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let identities = Arc::new(IdentityResolver::new(roots));
     let mut config = ProxyConfig::new(decision_log);
     config.overrides = overrides;
+    config.intercept = Some(session_ca.intercept());
     let config = Arc::new(config);
     let sink = config.clone();
     let broker = Broker::new(
