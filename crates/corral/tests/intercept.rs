@@ -167,3 +167,243 @@ fn curl_get_is_allowed_and_post_refused_by_rules_inside_tls_with_a_403_naming_me
     // Nothing of the refused request reached the server.
     assert!(up.https.requests().iter().all(|r| r.method == "GET"));
 }
+
+#[test]
+fn paths_are_canonical_before_rules_and_an_encoded_slash_is_refused() {
+    let up = api();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let get = |path: &str| {
+                let url = up.url("api.test", path);
+                let out = run(
+                    &sb,
+                    &up.ca,
+                    &[
+                        "/usr/bin/curl",
+                        "-sS",
+                        "--path-as-is",
+                        "-w",
+                        "\nSTATUS %{http_code}",
+                        &url,
+                    ],
+                );
+                (stdout(&out), sb.context(&out))
+            };
+            // Out of the allowed prefix by dot segments: refused, naming the path decided.
+            let (body, ctx) = get("/public/../admin");
+            assert!(body.ends_with("STATUS 403"), "{ctx}");
+            assert!(body.contains("\"path\": \"/admin\""), "{ctx}");
+            // Into the denied prefix by an escaped letter and a duplicate slash.
+            let (body, ctx) = get("/public//%73ecret/k");
+            assert!(body.ends_with("STATUS 403"), "{ctx}");
+            // The server gets the path that was decided, not the one that was sent.
+            let (body, ctx) = get("/public/%2e%2e/x");
+            assert_eq!(body, "upstream saw GET /x\n\nSTATUS 200", "{ctx}");
+            let (body, ctx) = get("/public/a/../b");
+            assert_eq!(body, "upstream saw GET /public/b\n\nSTATUS 200", "{ctx}");
+            let (body, ctx) = get("/public/a%2F..%2F..%2Fadmin");
+            assert!(body.ends_with("STATUS 403"), "{ctx}");
+            assert!(body.contains("encoded_slash"), "{ctx}");
+        }
+    }
+    let seen: Vec<String> = up
+        .https
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert!(
+        seen.iter().all(|t| t == "/x" || t == "/public/b"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_tunnel_to_an_endpoint_without_rules_is_not_intercepted() {
+    let up = api();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let url = up.url("other.test", "/y");
+            // The client sees the upstream's own certificate: trusted with the test CA…
+            let ca = up.ca.ca_path().display().to_string();
+            let out = run(
+                &sb,
+                &up.ca,
+                &["/usr/bin/curl", "-sS", "-v", "--cacert", &ca, &url],
+            );
+            assert!(out.status.success(), "{}", sb.context(&out));
+            assert_eq!(
+                stdout(&out),
+                "upstream saw GET /y\n",
+                "{}",
+                sb.context(&out)
+            );
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(err.contains("corral test CA"), "{}", sb.context(&out));
+            // …and not by the session CA's bundle alone.
+            let out = run(&sb, &up.ca, &["/usr/bin/curl", "-sS", &url]);
+            assert!(!out.status.success(), "{}", sb.context(&out));
+            let log = sb.log();
+            assert!(
+                !log.iter()
+                    .any(|r| r["kind"] == "https" && r["host"] == "other.test"),
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_untrusted_upstream_is_a_502_with_the_reason_and_gets_nothing() {
+    let up = api();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            // No --upstream-ca: the test CA is not among the system roots.
+            let url = up.url("api.test", "/public/untrusted");
+            let out = sb.run(&["/usr/bin/curl", "-sS", "-w", "\nSTATUS %{http_code}", &url]);
+            assert!(stdout(&out).ends_with("STATUS 502"), "{}", sb.context(&out));
+            let json = body_json(&sb, &out);
+            assert_eq!(json["error"], "upstream_tls", "{}", sb.context(&out));
+            let reason = json["reason"].as_str().unwrap_or("");
+            assert!(reason.contains("certificate"), "{reason}");
+            assert!(reason.contains("--upstream-ca"), "{reason}");
+        }
+    }
+    assert!(
+        up.https
+            .requests()
+            .iter()
+            .all(|r| !r.target.contains("untrusted")),
+        "the untrusted server received the request"
+    );
+}
+
+/// Raw requests through a terminated tunnel, from Python's ssl module: each line of
+/// output is `NAME: first response line` (or the handshake error).
+const RAW_CLIENT: &str = r#"
+import os, socket, ssl, sys
+port = int(sys.argv[1])
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+def tunnel(sni, raw):
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(f"CONNECT api.test:{port} HTTP/1.1\r\nHost: api.test:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    try:
+        t = ctx.wrap_socket(s, server_hostname=sni)
+    except (ssl.SSLError, OSError) as e:
+        return "handshake failed"
+    t.sendall(raw.encode())
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = t.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    return data.split(b"\r\n")[0].decode() or "closed"
+host = f"api.test:{port}"
+shapes = {
+    "ok": f"GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+    "cl_te": f"POST /x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "dup_cl": f"POST /x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "obs_fold": f"GET /x HTTP/1.1\r\nHost: {host}\r\nX-A: a\r\n b\r\n\r\n",
+    "bare_lf": f"GET /x HTTP/1.1\nHost: {host}\n\n",
+    "host_mismatch": f"GET /x HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n",
+    "absolute_form": f"GET https://other.test:{port}/x HTTP/1.1\r\nHost: {host}\r\n\r\n",
+}
+for name, raw in shapes.items():
+    print(f"{name}: {tunnel('api.test', raw)}")
+print(f"sni_mismatch: {tunnel('other.test', shapes['ok'])}")
+"#;
+
+#[test]
+fn smuggling_shapes_and_domain_fronting_are_refused_inside_the_tunnel() {
+    let up = api();
+    let python = "/usr/bin/python3";
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &[python]),
+                &up.resolve(),
+            );
+            let port = up.port().to_string();
+            let out = run(&sb, &up.ca, &[python, "-c", RAW_CLIENT, &port]);
+            assert!(out.status.success(), "{}", sb.context(&out));
+            let text = stdout(&out);
+            let line = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_else(|| panic!("no {name} line: {}", sb.context(&out)))
+                    .to_string()
+            };
+            assert!(
+                line("ok").starts_with("HTTP/1.1 200"),
+                "{}",
+                sb.context(&out)
+            );
+            for shape in [
+                "cl_te",
+                "dup_cl",
+                "obs_fold",
+                "bare_lf",
+                "host_mismatch",
+                "absolute_form",
+            ] {
+                assert!(
+                    line(shape).starts_with("HTTP/1.1 400"),
+                    "{shape}: {}",
+                    sb.context(&out)
+                );
+            }
+            assert_eq!(
+                line("sni_mismatch"),
+                "handshake failed",
+                "{}",
+                sb.context(&out)
+            );
+            let log = sb.log();
+            assert!(
+                log.iter().any(|r| r["error"] == "sni_mismatch"),
+                "{}",
+                sb.context(&out)
+            );
+            assert!(
+                log.iter()
+                    .any(|r| r["error"] == "host_mismatch" && r["kind"] == "https"),
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+    // Only the well-formed request reached the server.
+    assert!(up
+        .https
+        .requests()
+        .iter()
+        .all(|r| r.method == "GET" && r.target == "/x"));
+}
