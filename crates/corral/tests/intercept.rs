@@ -407,3 +407,105 @@ fn smuggling_shapes_and_domain_fronting_are_refused_inside_the_tunnel() {
         .iter()
         .all(|r| r.method == "GET" && r.target == "/x"));
 }
+
+#[test]
+fn python_requests_get_is_allowed_and_post_refused_by_rules() {
+    let up = api();
+    let python = corral_testsupport::deps::python();
+    let python = python.to_str().unwrap();
+    let script = r#"
+import sys, requests
+base = sys.argv[1]
+r = requests.get(base + "/public/a")
+print("GET", r.status_code, r.text.strip())
+r = requests.post(base + "/public/a", data="x")
+j = r.json()
+print("POST", r.status_code, j["error"], j["method"], j["path"], j["binary"])
+"#;
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &[python]),
+                &up.resolve(),
+            );
+            let base = format!("https://api.test:{}", up.port());
+            // No verify= argument: requests trusts the session CA through REQUESTS_CA_BUNDLE.
+            let out = run(&sb, &up.ca, &[python, "-c", script, &base]);
+            assert!(out.status.success(), "{}", sb.context(&out));
+            let text = stdout(&out);
+            assert!(
+                text.contains("GET 200 upstream saw GET /public/a"),
+                "{}",
+                sb.context(&out)
+            );
+            let real = std::fs::canonicalize(python).unwrap();
+            assert!(
+                text.contains(&format!(
+                    "POST 403 l7_rule_not_matched POST /public/a {}",
+                    real.display()
+                )),
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn git_clone_is_allowed_and_push_refused_by_rules_inside_tls() {
+    use corral_testsupport::git_server::GitServer;
+    let ca = TestCa::new();
+    let git = GitServer::start(&ca, &["git.test"]);
+    let port = git.port();
+    let resolve = vec![format!("git.test:{port}:127.0.0.1")];
+    let url = format!("https://git.test:{port}/repo.git");
+    // Fetching only: the discovery request must ask for upload-pack.
+    let policy = format!(
+        r#"version: 1
+network_policies:
+  git:
+    endpoints:
+      - host: git.test
+        port: {port}
+        protocol: rest
+        allowed_ips: [127.0.0.0/8]
+        rules:
+          - allow: {{ method: GET, path: "/**/info/refs*", query: {{ service: git-upload-pack }} }}
+          - allow: {{ method: POST, path: "/**/git-upload-pack" }}
+    binaries:
+      - path: /usr/bin/git
+      - path: /usr/lib/git-core/git-remote-https
+"#
+    );
+    let script = format!(
+        "G=/usr/bin/git; $G clone -q {url} c && cd c && $G -c user.email=a@b.test -c user.name=a commit -q --allow-empty -m x && $G push -q origin HEAD:refs/heads/pushed"
+    );
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy, &resolve);
+            let mut c = sb.command(&["/bin/sh", "-c", &script]);
+            c.env("CORRAL_UPSTREAM_CA", ca.ca_path());
+            let out = c.output().unwrap();
+            // Cloned (GIT_SSL_CAINFO is the session bundle), then the push is refused.
+            assert!(sb.home.join("c/README.md").exists(), "{}", sb.context(&out));
+            assert!(!out.status.success(), "{}", sb.context(&out));
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(err.contains("403"), "{}", sb.context(&out));
+            assert!(
+                sb.log().iter().any(|r| r["decision"] == "deny"
+                    && r["method"] == "GET"
+                    && r["path"] == "/repo.git/info/refs?service=git-receive-pack"),
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+    assert!(
+        !git.requests()
+            .iter()
+            .any(|r| r.target.contains("receive-pack")),
+        "the server saw a push"
+    );
+}
