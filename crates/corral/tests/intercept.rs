@@ -162,6 +162,17 @@ fn curl_get_is_allowed_and_post_refused_by_rules_inside_tls_with_a_403_naming_me
                 "{}",
                 sb.context(&out)
             );
+            // `corral policy suggest` turns the refusal into the rule line.
+            let suggested = std::process::Command::new(corral_testsupport::process::corral_bin())
+                .args(["policy", "suggest", "--from"])
+                .arg(&sb.log)
+                .output()
+                .unwrap();
+            let text = stdout(&suggested);
+            assert!(
+                text.contains("network_policies.api:\n- allow: { method: POST, path: /x }"),
+                "{text}"
+            );
         }
     }
     // Nothing of the refused request reached the server.
