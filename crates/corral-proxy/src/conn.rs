@@ -306,6 +306,10 @@ impl Conn {
         self.ctx.config()
     }
 
+    pub(crate) fn ctx_who(&self) -> Result<&Identity, &Unattributed> {
+        self.ctx.who.as_ref()
+    }
+
     pub(crate) async fn run(mut self) {
         let mut first = true;
         loop {

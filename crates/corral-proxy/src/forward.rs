@@ -165,7 +165,7 @@ impl Conn {
         let mut started_response = false;
         loop {
             // Response head; interim 1xx answers are passed on and the loop reads the next.
-            let (status, resp_head, len, resp_framing) = loop {
+            let (status, resp_head, len, resp_framing, location) = loop {
                 // Parsed in a sync helper so the header array never lives across an await
                 // (it would sit in every connection's future).
                 match parse_response(&up.buf, &head.method, client_close) {
@@ -179,6 +179,9 @@ impl Conn {
                 }
             };
             up.buf.drain(..len);
+            if let (300..=399, Some(location)) = (status, &location) {
+                self.redirect_hint(head, location);
+            }
             if self.client.inner.write_all(&resp_head).await.is_err() {
                 return Err((bytes, true));
             }
@@ -207,8 +210,9 @@ impl Conn {
     }
 }
 
-/// A complete response head: (status, head for the client, length, body framing).
-type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming);
+/// A complete response head: (status, head for the client, length, body framing,
+/// `Location`).
+type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming, Option<String>);
 
 /// Ok(None) = need more bytes; Err = malformed.
 fn parse_response(
@@ -223,7 +227,18 @@ fn parse_response(
             let status = resp.code.unwrap_or(502);
             let framing = response_framing(method, status, resp.headers);
             let close = client_close || framing == ResponseFraming::UntilClose;
-            Ok(Some((status, rewrite_response(&resp, close), len, framing)))
+            let location = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("location"))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned());
+            Ok(Some((
+                status,
+                rewrite_response(&resp, close),
+                len,
+                framing,
+                location,
+            )))
         }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(_) => Err(()),

@@ -28,6 +28,7 @@ pub mod dial;
 mod fold;
 mod forward;
 pub mod head;
+mod hint;
 pub mod intercept;
 mod io;
 mod log;

@@ -21,6 +21,9 @@ fn api() -> Api {
     let ca = TestCa::new();
     let leaf = ca.leaf(&["api.test", "other.test"]);
     let https = Upstream::https(&leaf, |req| {
+        if req.target == "/public/go" {
+            return Reply::redirect("https://bucket.elsewhere.test/key?sig=1");
+        }
         Reply::ok(format!("upstream saw {} {}\n", req.method, req.target))
     });
     Api { ca, https }
@@ -519,4 +522,40 @@ network_policies:
             .any(|r| r.target.contains("receive-pack")),
         "the server saw a push"
     );
+}
+
+#[test]
+fn a_redirect_to_a_host_the_binary_may_not_reach_is_logged_as_a_hint() {
+    let up = api();
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let url = up.url("api.test", "/public/go");
+            let out = run(
+                &sb,
+                &up.ca,
+                &["/usr/bin/curl", "-sS", "-w", "%{http_code}", &url],
+            );
+            assert_eq!(stdout(&out), "302", "{}", sb.context(&out));
+            let log = sb.log();
+            let hint = log
+                .iter()
+                .find(|r| r["kind"] == "redirect_hint")
+                .unwrap_or_else(|| panic!("no hint: {}", sb.context(&out)));
+            assert_eq!(hint["decision"], "hint");
+            assert_eq!(hint["host"], "bucket.elsewhere.test");
+            assert_eq!(hint["port"], 443);
+            assert!(
+                hint["suggestion"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("host: bucket.elsewhere.test, port: 443")),
+                "{hint}"
+            );
+        }
+    }
 }
