@@ -559,3 +559,53 @@ fn a_redirect_to_a_host_the_binary_may_not_reach_is_logged_as_a_hint() {
         }
     }
 }
+
+/// The standalone proxy terminates with the CA it is given (`--ca-cert`/`--ca-key`), and
+/// without one refuses tunnels whose requests it would have to check.
+#[test]
+fn corral_proxy_terminates_with_the_ca_from_files_and_refuses_without_one() {
+    use corral_testsupport::process::output;
+    use corral_testsupport::proxy::Proxy;
+    let up = api();
+    let proxy_ca = TestCa::new();
+    let (cert, key) = (proxy_ca.ca_path().to_path_buf(), proxy_ca.key_path());
+    let policy = rules_policy(up.port(), &["/usr/bin/curl"]);
+    let flags = [
+        "--ca-cert",
+        cert.to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--upstream-ca",
+        up.ca.ca_path().to_str().unwrap(),
+    ];
+    let proxy = Proxy::start(&policy, "/usr/bin/curl", &up.resolve(), &flags);
+    let curl = |proxy: &Proxy, method: &str, ca: &std::path::Path| {
+        output(
+            std::process::Command::new("/usr/bin/curl")
+                .args([
+                    "-sS",
+                    "-w",
+                    "\nSTATUS %{http_code}",
+                    "-X",
+                    method,
+                    "--cacert",
+                ])
+                .arg(ca)
+                .arg("--proxy")
+                .arg(format!("http://{}", proxy.listen))
+                .arg(up.url("api.test", "/x")),
+        )
+    };
+    let out = curl(&proxy, "GET", proxy_ca.ca_path());
+    assert_eq!(stdout(&out), "upstream saw GET /x\n\nSTATUS 200", "{out:?}");
+    let out = curl(&proxy, "DELETE", proxy_ca.ca_path());
+    assert!(stdout(&out).contains("\"method\": \"DELETE\""), "{out:?}");
+    assert!(stdout(&out).ends_with("STATUS 403"), "{out:?}");
+    drop(proxy);
+
+    let blind = Proxy::start(&policy, "/usr/bin/curl", &up.resolve(), &[]);
+    let out = curl(&blind, "GET", up.ca.ca_path());
+    assert!(!out.status.success(), "{out:?}");
+    let log = std::fs::read_to_string(&blind.log).unwrap();
+    assert!(log.contains("\"error\":\"l7_not_inspectable\""), "{log}");
+}
