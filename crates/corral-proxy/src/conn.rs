@@ -117,6 +117,10 @@ impl Ctx {
         &self.shared.config
     }
 
+    pub(crate) fn who(&self) -> Result<&Identity, &Unattributed> {
+        self.who.as_ref()
+    }
+
     fn binary(&self) -> (String, Vec<String>) {
         match &self.who {
             Ok(w) => (
@@ -206,14 +210,12 @@ impl Ctx {
     }
 
     /// Decides for `host:port` (and the request, for plain HTTP or inside a terminated
-    /// tunnel) with one policy snapshot, then dials. Ok carries whether a CONNECT must be
-    /// terminated to decide its requests.
-    pub(crate) async fn decide_and_dial(
+    /// tunnel) with one policy snapshot: the allow, its report and the generation.
+    pub(crate) fn decide(
         &self,
         who: &Identity,
         head: &RequestHead,
-        tunnel: bool,
-    ) -> Result<(Dialled, Report, u64, bool), Refusal> {
+    ) -> Result<(corral_policy::Allow, Report, u64), Refusal> {
         let host = head.target.host();
         let port = head.target.port();
         let (method, path) = request_parts(head);
@@ -236,20 +238,37 @@ impl Ctx {
                 });
             }
         }
-        let mut report = Report::new(who, host, port, info.as_ref(), &decision);
-        let metrics = &self.config().metrics;
-        let allow = match decision {
+        let report = Report::new(who, host, port, info.as_ref(), &decision);
+        match decision {
             Decision::Deny(_) => {
-                metrics.setup_seconds.observe(decide_start.elapsed());
-                return Err(Refusal {
+                self.config()
+                    .metrics
+                    .setup_seconds
+                    .observe(decide_start.elapsed());
+                Err(Refusal {
                     status: 403,
                     report,
                     generation,
                     addresses: Vec::new(),
-                });
+                })
             }
-            Decision::Allow(allow) => allow,
-        };
+            Decision::Allow(allow) => Ok((allow, report, generation)),
+        }
+    }
+
+    /// [`Ctx::decide`], then dials. Ok carries whether a CONNECT must be
+    /// terminated to decide its requests.
+    pub(crate) async fn decide_and_dial(
+        &self,
+        who: &Identity,
+        head: &RequestHead,
+        tunnel: bool,
+    ) -> Result<(Dialled, Report, u64, bool), Refusal> {
+        let host = head.target.host();
+        let port = head.target.port();
+        let decide_start = Instant::now();
+        let (allow, mut report, generation) = self.decide(who, head)?;
+        let metrics = &self.config().metrics;
         let inspect = allow.inspect;
         let config = self.config();
         let dialled = match &config.upstream_proxy {
@@ -306,9 +325,6 @@ impl Conn {
         self.ctx.config()
     }
 
-    pub(crate) fn ctx_who(&self) -> Result<&Identity, &Unattributed> {
-        self.ctx.who.as_ref()
-    }
 
     pub(crate) async fn run(mut self) {
         let mut first = true;

@@ -180,7 +180,7 @@ impl Conn {
             };
             up.buf.drain(..len);
             if let (300..=399, Some(location)) = (status, &location) {
-                self.redirect_hint(head, location);
+                self.ctx.redirect_hint(head, location);
             }
             if self.client.inner.write_all(&resp_head).await.is_err() {
                 return Err((bytes, true));

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use corral_policy::{Decision, Report};
 
-use crate::conn::{Conn, Outcome};
+use crate::conn::{Ctx, Outcome};
 use crate::head::{self, RequestHead};
 
-impl Conn {
+impl Ctx {
     /// Checks `location` (a `Location` header value) of a response to `request`.
     pub(crate) fn redirect_hint(&self, request: &RequestHead, location: &str) {
-        let Ok(who) = &self.ctx_who() else {
+        let Ok(who) = self.who() else {
             return;
         };
         let Some((host, port)) = redirect_target(location) else {
@@ -22,7 +22,7 @@ impl Conn {
         if host == request.target.host() && port == request.target.port() {
             return;
         }
-        let (matcher, generation) = self.ctx.policy().current();
+        let (matcher, generation) = self.policy().current();
         let decision = matcher.decide(who, &host, port, None);
         drop(matcher);
         if decision.is_allow() {
@@ -44,7 +44,7 @@ impl Conn {
             bytes: Default::default(),
             started: Instant::now(),
         };
-        self.ctx.record("redirect_hint", report, outcome);
+        self.record("redirect_hint", report, outcome);
     }
 }
 
