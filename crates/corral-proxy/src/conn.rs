@@ -215,7 +215,7 @@ impl Ctx {
         &self,
         who: &Identity,
         head: &RequestHead,
-    ) -> Result<(corral_policy::Allow, Report, u64), Refusal> {
+    ) -> Result<(corral_policy::Allow, Report, u64), Box<Refusal>> {
         let host = head.target.host();
         let port = head.target.port();
         let (method, path) = request_parts(head);
@@ -245,12 +245,12 @@ impl Ctx {
                     .metrics
                     .setup_seconds
                     .observe(decide_start.elapsed());
-                Err(Refusal {
+                Err(Box::new(Refusal {
                     status: 403,
                     report,
                     generation,
                     addresses: Vec::new(),
-                })
+                }))
             }
             Decision::Allow(allow) => Ok((allow, report, generation)),
         }
@@ -267,7 +267,7 @@ impl Ctx {
         let host = head.target.host();
         let port = head.target.port();
         let decide_start = Instant::now();
-        let (allow, mut report, generation) = self.decide(who, head)?;
+        let (allow, mut report, generation) = self.decide(who, head).map_err(|r| *r)?;
         let metrics = &self.config().metrics;
         let inspect = allow.inspect;
         let config = self.config();
@@ -324,7 +324,6 @@ impl Conn {
     pub(crate) fn config(&self) -> &ProxyConfig {
         self.ctx.config()
     }
-
 
     pub(crate) async fn run(mut self) {
         let mut first = true;
@@ -534,8 +533,7 @@ impl Conn {
 
     /// Writes an error answer: status, `X-Corral-Error`, the report as JSON.
     pub(crate) async fn send_report(&mut self, status: u16, report: &Report, close: bool) {
-        let mut body = serde_json::to_vec_pretty(report).unwrap_or_default();
-        body.push(b'\n');
+        let body = report_body(report);
         let code = report.error.as_deref().unwrap_or("error");
         let head = format!(
             "HTTP/1.1 {status} {}\r\nX-Corral-Error: {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n",
@@ -628,6 +626,13 @@ impl Conn {
         };
         ctx.record("connect", report, outcome);
     }
+}
+
+/// The body of every refusal the proxy answers: the report as pretty JSON.
+pub(crate) fn report_body(report: &Report) -> Vec<u8> {
+    let mut body = serde_json::to_vec_pretty(report).unwrap_or_default();
+    body.push(b'\n');
+    body
 }
 
 fn request_parts(head: &RequestHead) -> (Option<String>, Option<String>) {

@@ -609,3 +609,64 @@ fn corral_proxy_terminates_with_the_ca_from_files_and_refuses_without_one() {
     let log = std::fs::read_to_string(&blind.log).unwrap();
     assert!(log.contains("\"error\":\"l7_not_inspectable\""), "{log}");
 }
+
+#[test]
+fn http2_on_both_sides_when_the_server_offers_it_with_each_stream_decided() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["api.test", "other.test"]);
+    let h2 = Upstream::https_h2(&leaf, |req| {
+        Reply::ok(format!(
+            "upstream saw {} {} over {}\n",
+            req.method, req.target, req.version
+        ))
+    });
+    let up = Api { ca, https: h2 };
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let curl = |extra: &[&str], path: &str| {
+                let url = up.url("api.test", path);
+                let mut argv = vec![
+                    "/usr/bin/curl",
+                    "-sS",
+                    "--http2",
+                    "-w",
+                    "\nHTTP %{http_version} STATUS %{http_code}",
+                ];
+                argv.extend_from_slice(extra);
+                argv.push(&url);
+                let out = run(&sb, &up.ca, &argv);
+                (stdout(&out), sb.context(&out))
+            };
+            let (body, ctx) = curl(&[], "/public/../x");
+            assert_eq!(
+                body, "upstream saw GET /x over HTTP/2.0\n\nHTTP 2 STATUS 200",
+                "{ctx}"
+            );
+            let (body, ctx) = curl(&["-X", "POST", "-d", "a=1"], "/x");
+            assert!(body.ends_with("HTTP 2 STATUS 403"), "{ctx}");
+            assert!(body.contains("\"method\": \"POST\""), "{ctx}");
+            assert!(body.contains("\"path\": \"/x\""), "{ctx}");
+            let host = format!("Host: other.test:{}", up.port());
+            let (body, ctx) = curl(&["-H", &host], "/x");
+            assert!(body.ends_with("HTTP 2 STATUS 400"), "{ctx}");
+            assert!(body.contains("host_mismatch"), "{ctx}");
+            assert!(
+                https_records(&sb)
+                    .iter()
+                    .any(|r| r["decision"] == "deny" && r["method"] == "POST" && r["path"] == "/x"),
+                "{ctx}"
+            );
+        }
+    }
+    assert!(up
+        .https
+        .requests()
+        .iter()
+        .all(|r| r.method == "GET" && r.target == "/x" && r.version == "HTTP/2.0"));
+}

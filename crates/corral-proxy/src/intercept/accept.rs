@@ -70,10 +70,12 @@ impl AsyncWrite for Prefixed {
 /// Why the client's TLS did not start: (code, reason).
 pub type AcceptError = (&'static str, String);
 
-/// Completes the client's handshake for `host` (the CONNECT target).
+/// Completes the client's handshake for `host` (the CONNECT target), offering HTTP/2
+/// when `h2` (the server chose it).
 pub async fn accept(
     intercept: &Intercept,
     host: &str,
+    h2: bool,
     stream: Prefixed,
     timeout: Duration,
 ) -> Result<TlsStream<Prefixed>, AcceptError> {
@@ -97,7 +99,7 @@ pub async fn accept(
         }
         let config = intercept
             .leaves
-            .get(&intercept.ca, &want)
+            .get(&intercept.ca, &want, h2)
             .map_err(|e| ("tls_handshake", format!("no certificate for {want}: {e}")))?;
         start.into_stream(config).await.map_err(|e| {
             (

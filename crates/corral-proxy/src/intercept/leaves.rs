@@ -28,9 +28,20 @@ impl LeafCache {
         }
     }
 
-    /// The configuration for `host` (lower-case, no trailing dot), minted on a miss.
-    pub fn get(&self, ca: &CertAuthority, host: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        if let Some(hit) = self.lookup(host) {
+    /// The configuration for `host` (lower-case, no trailing dot), minted on a miss;
+    /// with `h2` it offers HTTP/2 before HTTP/1.1.
+    pub fn get(
+        &self,
+        ca: &CertAuthority,
+        host: &str,
+        h2: bool,
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let key = if h2 {
+            format!("h2 {host}")
+        } else {
+            host.to_string()
+        };
+        if let Some(hit) = self.lookup(&key) {
             return Ok(hit);
         }
         // Signed outside the lock: two first requests for one host may both sign.
@@ -39,12 +50,16 @@ impl LeafCache {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(leaf.chain, leaf.key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         let config = Arc::new(config);
         let mut lru = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         lru.tick += 1;
         let tick = lru.tick;
-        if lru.map.len() >= self.capacity && !lru.map.contains_key(host) {
+        if lru.map.len() >= self.capacity && !lru.map.contains_key(&key) {
             // O(capacity) eviction on a miss only; a miss already costs a signature.
             if let Some(oldest) = lru
                 .map
@@ -55,7 +70,7 @@ impl LeafCache {
                 lru.map.remove(&oldest);
             }
         }
-        lru.map.insert(host.to_string(), (config.clone(), tick));
+        lru.map.insert(key, (config.clone(), tick));
         Ok(config)
     }
 
@@ -86,14 +101,14 @@ mod tests {
     fn hits_are_shared_and_the_least_recent_host_is_evicted() {
         let ca = CertAuthority::mint("t").unwrap();
         let cache = LeafCache::new(2);
-        let a = cache.get(&ca, "a.test").unwrap();
-        assert!(Arc::ptr_eq(&a, &cache.get(&ca, "a.test").unwrap()));
-        cache.get(&ca, "b.test").unwrap();
+        let a = cache.get(&ca, "a.test", false).unwrap();
+        assert!(Arc::ptr_eq(&a, &cache.get(&ca, "a.test", false).unwrap()));
+        cache.get(&ca, "b.test", false).unwrap();
         // a.test was used more recently than b.test by this lookup.
-        cache.get(&ca, "a.test").unwrap();
-        cache.get(&ca, "c.test").unwrap();
+        cache.get(&ca, "a.test", false).unwrap();
+        cache.get(&ca, "c.test", false).unwrap();
         assert_eq!(cache.len(), 2);
-        assert!(Arc::ptr_eq(&a, &cache.get(&ca, "a.test").unwrap()));
+        assert!(Arc::ptr_eq(&a, &cache.get(&ca, "a.test", false).unwrap()));
         assert!(cache.lookup("b.test").is_none());
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::io::AsyncWriteExt;
 
 use super::accept::{self, Prefixed};
+use super::upstream;
 use crate::conn::{Conn, Outcome, Tunnel};
 use crate::io::{Buffered, Stream};
 
@@ -28,9 +29,7 @@ impl Conn {
             started,
             ..
         } = t;
-        // The connection dialled for the decision only proved the server reachable;
-        // each request opens its own (see `forward`).
-        drop(dialled);
+        let dialled = dialled;
         let Some(intercept) = ctx.config().intercept.clone() else {
             return;
         };
@@ -53,9 +52,29 @@ impl Conn {
         if !ok {
             return;
         }
-        let timeout = ctx.config().limits.header_read_timeout;
-        let tls = match accept::accept(&intercept, &host, Prefixed::new(client.buf, tcp), timeout)
-            .await
+        // The server is asked first: HTTP/2 is offered to the client only if the server
+        // chose it. If this handshake fails, the session speaks HTTP/1.1 and each request
+        // reports the failure (a 502 naming it) when it tries its own connection.
+        let limits = ctx.config().limits.clone();
+        let upstream_h2 = upstream::connect(
+            intercept.upstream_alpn.clone(),
+            &host,
+            dialled.stream,
+            limits.connect_timeout,
+        )
+        .await
+        .ok()
+        .filter(|tls| tls.get_ref().1.alpn_protocol() == Some(b"h2"));
+        let h2 = upstream_h2.is_some();
+        let timeout = limits.header_read_timeout;
+        let tls = match accept::accept(
+            &intercept,
+            &host,
+            h2,
+            Prefixed::new(client.buf, tcp),
+            timeout,
+        )
+        .await
         {
             Ok(tls) => tls,
             Err((code, reason)) => {
@@ -70,6 +89,11 @@ impl Conn {
         ctx.record("connect", report, outcome(200));
         let metrics = ctx.config().metrics.clone();
         metrics.tunnels_active.fetch_add(1, Relaxed);
+        if let (Some(upstream), Some(b"h2")) = (upstream_h2, tls.get_ref().1.alpn_protocol()) {
+            super::h2::serve(ctx, tls, upstream, host, port).await;
+            metrics.tunnels_active.fetch_sub(1, Relaxed);
+            return;
+        }
         let idle = ctx.config().limits.idle_timeout;
         let session = Conn {
             ctx,
