@@ -30,6 +30,41 @@ pub struct Allow {
     pub inspect: bool,
     /// `enforcement: audit`: the refusal the rules would have given this request.
     pub audited: Option<DenyReason>,
+    /// The group's `credentials`: placeholders the proxy replaces in this request.
+    pub credentials: Vec<std::sync::Arc<Substitution>>,
+}
+
+/// A secret the proxy puts in place of a placeholder. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Substitution {
+    /// What the sandbox holds.
+    pub placeholder: String,
+    /// What the server gets.
+    pub secret: String,
+    /// Lower-case header names where the placeholder is replaced.
+    pub headers: Vec<String>,
+}
+
+impl std::fmt::Debug for Substitution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Substitution")
+            .field("placeholder", &self.placeholder)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Substitution {
+    /// The header value with the placeholder replaced, if `name` is one of the headers
+    /// and the value holds it.
+    pub fn apply(&self, name: &str, value: &[u8]) -> Option<Vec<u8>> {
+        if !self.headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        text.contains(&self.placeholder)
+            .then(|| text.replace(&self.placeholder, &self.secret).into_bytes())
+    }
 }
 
 /// Why a connection was refused.

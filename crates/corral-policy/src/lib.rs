@@ -29,7 +29,7 @@ mod validate;
 pub mod watch;
 mod yaml;
 
-pub use decision::{Allow, Decision, Deny, DenyReason};
+pub use decision::{Allow, Decision, Deny, DenyReason, Substitution};
 pub use diag::{Diagnostic, PolicyError, Severity};
 pub use identity::Identity;
 pub use matcher::{HttpRequestInfo, Matcher};

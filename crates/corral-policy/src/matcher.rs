@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::decision::{Allow, Decision, Deny, DenyReason};
+use crate::decision::{Allow, Decision, Deny, DenyReason, Substitution};
 use crate::glob::Glob;
 use crate::host::{normalize_host, HostKind, NormalHost};
 use crate::identity::Identity;
@@ -60,6 +60,7 @@ struct CPolicy {
     exact: HashMap<String, Vec<u32>>,
     globs: Vec<(Glob, u32)>,
     any_inherit: bool,
+    credentials: Vec<std::sync::Arc<Substitution>>,
 }
 
 #[derive(Debug)]
@@ -231,6 +232,7 @@ impl Matcher {
                 exact: HashMap::new(),
                 globs: Vec::new(),
                 any_inherit: false,
+                credentials: np.credentials.iter().filter_map(load_secret).collect(),
             };
             for (bi, b) in np.binaries.iter().enumerate() {
                 let bi = bi as u32;
@@ -448,6 +450,7 @@ impl Matcher {
                 allowed_ips: ep.allowed_ips.clone(),
                 inspect: request.is_none() && ep.inspect,
                 audited,
+                credentials: pol.credentials.clone(),
             });
         }
         if let Some(r) = hash_fail.or(l7_fail).or(opaque_fail) {
@@ -510,6 +513,22 @@ impl Matcher {
     pub fn endpoint_count(&self) -> usize {
         self.endpoints.len()
     }
+}
+
+/// Reads a credential's secret (first line, trailing whitespace dropped). Unreadable, or
+/// holding a control character (it goes into a header line): no substitution, and the
+/// request keeps its placeholder (`corral policy check` warns about an unreadable file).
+fn load_secret(c: &crate::model::Credential) -> Option<std::sync::Arc<Substitution>> {
+    let text = std::fs::read_to_string(&c.secret_file).ok()?;
+    let secret = text.lines().next()?.trim_end().to_string();
+    if secret.is_empty() || secret.bytes().any(|b| b.is_ascii_control()) {
+        return None;
+    }
+    Some(std::sync::Arc::new(Substitution {
+        placeholder: c.placeholder.clone(),
+        secret,
+        headers: c.headers.clone(),
+    }))
 }
 
 /// Checks one request against an endpoint's rules, on its canonical path.

@@ -93,7 +93,23 @@ pub struct NetworkPolicy {
     pub endpoints: Vec<Endpoint>,
     /// Binaries in file order.
     pub binaries: Vec<BinaryRule>,
+    /// `credentials` (corral): secrets the proxy puts in requests of this group's binaries
+    /// to this group's endpoints, in place of a placeholder the sandbox holds.
+    pub credentials: Vec<Credential>,
     /// Line of the key in the file.
+    pub line: usize,
+}
+
+/// One entry of a group's `credentials`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// What the sandbox sees (in its environment or files) instead of the secret.
+    pub placeholder: String,
+    /// Where corral reads the secret (outside the sandbox's view).
+    pub secret_file: PathBuf,
+    /// Request headers (lower-case) in which the placeholder is replaced.
+    pub headers: Vec<String>,
+    /// Line in the file.
     pub line: usize,
 }
 

@@ -256,20 +256,19 @@ impl Ctx {
         }
     }
 
-    /// [`Ctx::decide`], then dials. Ok carries whether a CONNECT must be
+    /// [`Ctx::decide`], then dials; Ok carries what allowed it. Ok carries whether a CONNECT must be
     /// terminated to decide its requests.
     pub(crate) async fn decide_and_dial(
         &self,
         who: &Identity,
         head: &RequestHead,
         tunnel: bool,
-    ) -> Result<(Dialled, Report, u64, bool), Refusal> {
+    ) -> Result<(Dialled, Report, u64, corral_policy::Allow), Refusal> {
         let host = head.target.host();
         let port = head.target.port();
         let decide_start = Instant::now();
         let (allow, mut report, generation) = self.decide(who, head).map_err(|r| *r)?;
         let metrics = &self.config().metrics;
-        let inspect = allow.inspect;
         let config = self.config();
         let dialled = match &config.upstream_proxy {
             Some(up) => {
@@ -279,7 +278,7 @@ impl Ctx {
         };
         metrics.setup_seconds.observe(decide_start.elapsed());
         match dialled {
-            Ok(d) => Ok((d, report, generation, inspect)),
+            Ok(d) => Ok((d, report, generation, allow)),
             Err(e) => {
                 let (status, code) = e.status_code();
                 let addresses = match &e {
@@ -555,12 +554,12 @@ impl Conn {
                 self.refuse("connect", r, started, false).await;
                 Step::Continue
             }
-            Ok((dialled, report, generation, inspect)) => Step::Tunnel(Box::new(Tunnel {
+            Ok((dialled, report, generation, allow)) => Step::Tunnel(Box::new(Tunnel {
                 dialled,
                 report,
                 generation,
                 started,
-                inspect,
+                inspect: allow.inspect,
             })),
         }
     }

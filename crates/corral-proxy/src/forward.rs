@@ -26,16 +26,23 @@ impl Conn {
         let tls = self.origin.is_some();
         // An unread body would be taken for the next request: close unless bodiless.
         let close = client_close || framing != BodyFraming::None;
-        let (dialled, report, generation, _) = match self.ctx.decide_and_dial(who, head, tls).await
-        {
-            Ok(d) => d,
-            Err(r) => {
-                self.refuse(kind, r, started, close).await;
-                return if close { Step::Close } else { Step::Continue };
-            }
-        };
+        let (dialled, report, generation, allow) =
+            match self.ctx.decide_and_dial(who, head, tls).await {
+                Ok(d) => d,
+                Err(r) => {
+                    self.refuse(kind, r, started, close).await;
+                    return if close { Step::Close } else { Step::Continue };
+                }
+            };
         let addr = dialled.addr.to_string();
         let grant = self.ctx.grant(who, head, &dialled);
+        // Secrets go only where the wire is protected: TLS, or a server on this host.
+        let protected =
+            tls || (dialled.addr.ip().is_loopback() && self.config().upstream_proxy.is_none());
+        let substituted = protected
+            .then(|| crate::credentials::substitute(head, &allow.credentials))
+            .flatten();
+        let sent = substituted.as_ref().unwrap_or(head);
         let upstream = if tls {
             let config = self.config();
             let intercept = config.intercept.clone();
@@ -73,7 +80,7 @@ impl Conn {
             generation,
         ));
         let exchanged = tokio::select! {
-            x = Box::pin(self.exchange(upstream, head, framing, client_close)) => x,
+            x = Box::pin(self.exchange(upstream, sent, framing, client_close)) => x,
             (revoking, now) = revoked => {
                 let _ = self.client.inner.shutdown().await;
                 let outcome = Outcome {

@@ -24,6 +24,7 @@ mod attribution;
 pub mod cli;
 mod config;
 mod conn;
+mod credentials;
 pub mod dial;
 mod fold;
 mod forward;

@@ -670,3 +670,79 @@ fn http2_on_both_sides_when_the_server_offers_it_with_each_stream_decided() {
         .iter()
         .all(|r| r.method == "GET" && r.target == "/x" && r.version == "HTTP/2.0"));
 }
+
+/// The sandbox holds a placeholder; the proxy puts the secret in its place only in
+/// requests of the group's binaries to the group's endpoints. The secret file is outside
+/// what the filesystem policy lets the sandbox read.
+#[test]
+fn credentials_are_substituted_for_the_bound_binary_and_destination_only() {
+    let up = api();
+    let secrets = corral_testsupport::fs::world_readable_tempdir();
+    let secret_file = secrets.path().join("api.key");
+    corral_testsupport::fs::write_readable(&secret_file, b"s3cret-value\n");
+    let port = up.port();
+    let policy = format!(
+        r#"version: 1
+filesystem_policy:
+  read_only: [/usr, /etc, /lib]
+network_policies:
+  api:
+    endpoints:
+      - host: api.test
+        port: {port}
+        protocol: rest
+        allowed_ips: [127.0.0.0/8]
+        rules:
+          - allow: {{ method: GET, path: "/x" }}
+    binaries:
+      - path: /usr/bin/curl
+    credentials:
+      - placeholder: corral-placeholder-api-key
+        secret_file: {}
+  python_api:
+    endpoints:
+      - host: api.test
+        port: {port}
+        tls: terminate
+        allowed_ips: [127.0.0.0/8]
+    binaries:
+      - path: /usr/bin/python3
+"#,
+        secret_file.display()
+    );
+    let script = format!(
+        r#"/usr/bin/cat {secret} >/dev/null 2>&1 && echo SECRET-READABLE
+/usr/bin/env | /usr/bin/grep -q s3cret && echo SECRET-IN-ENV
+/usr/bin/curl -sS -H "Authorization: Bearer corral-placeholder-api-key" https://api.test:{port}/x
+/usr/bin/python3 -c 'import urllib.request as u; r=u.Request("https://api.test:{port}/x", headers={{"Authorization": "Bearer corral-placeholder-api-key"}}); print(u.urlopen(r).read().decode().strip())'
+"#,
+        secret = secret_file.display()
+    );
+    for runner in runners() {
+        for mode in MODES {
+            let before = up.https.requests().len();
+            let sb = Sandbox::new(&runner, mode, &policy, &up.resolve());
+            let out = run(&sb, &up.ca, &["/bin/sh", "-c", &script]);
+            let text = stdout(&out);
+            assert!(!text.contains("SECRET"), "{}", sb.context(&out));
+            assert_eq!(
+                text.matches("upstream saw GET /x").count(),
+                2,
+                "{}",
+                sb.context(&out)
+            );
+            let seen: Vec<String> = up.https.requests()[before..]
+                .iter()
+                .map(|r| r.header("authorization").unwrap_or("").to_string())
+                .collect();
+            // curl (bound) got the secret in; python (another group) did not.
+            assert_eq!(
+                seen,
+                ["Bearer s3cret-value", "Bearer corral-placeholder-api-key"],
+                "{}",
+                sb.context(&out)
+            );
+            assert!(!std::fs::read_to_string(&sb.log).unwrap().contains("s3cret"));
+        }
+    }
+}

@@ -8,7 +8,7 @@ use crate::yaml::{Kind, Node, Pos};
 
 use super::ctx::{Ctx, Entry};
 
-const GROUP_KEYS: &[&str] = &["name", "endpoints", "binaries"];
+const GROUP_KEYS: &[&str] = &["name", "endpoints", "binaries", "credentials"];
 const ENDPOINT_KEYS: &[&str] = &[
     "host",
     "port",
@@ -55,6 +55,7 @@ impl Ctx<'_> {
             name: None,
             endpoints: Vec::new(),
             binaries: Vec::new(),
+            credentials: Vec::new(),
             line: g.key_pos.line,
         };
         let (mut saw_endpoints, mut saw_binaries) = (false, false);
@@ -63,6 +64,7 @@ impl Ctx<'_> {
         for e in ents {
             match e.key {
                 "name" => np.name = self.string(e.value, &format!("{what}.name"), "name: github"),
+                "credentials" => np.credentials = self.credentials(e.value, &what),
                 "endpoints" => {
                     saw_endpoints = true;
                     if let Some(items) =

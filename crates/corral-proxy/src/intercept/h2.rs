@@ -123,8 +123,8 @@ async fn exchange(
         Ok(w) => w.clone(),
         Err(_) => return refuse(403, "unattributed", "the connection has no owner".into()),
     };
-    let (report, generation) = match ctx.decide(&who, &head) {
-        Ok((_, report, generation)) => (report, generation),
+    let (allow, report, generation) = match ctx.decide(&who, &head) {
+        Ok(decided) => decided,
         Err(r) => return answer(ctx, *r, started),
     };
     let mut upstream = Request::builder()
@@ -139,7 +139,12 @@ async fn exchange(
         if HOP_BY_HOP.contains(&n) || (n == "te" && value != "trailers") {
             continue;
         }
-        upstream = upstream.header(name, value);
+        let substituted = allow
+            .credentials
+            .iter()
+            .find_map(|c| c.apply(n, value.as_bytes()))
+            .and_then(|v| http::HeaderValue::from_bytes(&v).ok());
+        upstream = upstream.header(name, substituted.unwrap_or_else(|| value.clone()));
     }
     let Ok(upstream) = upstream.body(body) else {
         return refuse(400, "bad_request", "the request cannot be forwarded".into());
