@@ -53,6 +53,9 @@ pub(crate) struct Conn {
     /// Inside a terminated TLS tunnel: its CONNECT target. Requests are then origin-form
     /// for that authority, and go upstream over TLS.
     pub(crate) origin: Option<(String, u16)>,
+    /// Inside a terminated tunnel: the upstream connection the last request left open,
+    /// for the next one (each request is still decided first).
+    pub(crate) spare: Option<Box<crate::forward::Spare>>,
 }
 
 /// How a request ended, for its record.
@@ -108,6 +111,7 @@ pub(crate) async fn handle(
         client: Buffered::new(Stream::Plain(stream), idle),
         kept: None,
         origin: None,
+        spare: None,
     };
     conn.run().await;
 }
@@ -197,7 +201,13 @@ impl Ctx {
     }
 
     /// What an allowed request may reach, to decide it again on reload.
-    pub(crate) fn grant(&self, who: &Identity, head: &RequestHead, dialled: &Dialled) -> Grant {
+    pub(crate) fn grant(
+        &self,
+        who: &Identity,
+        head: &RequestHead,
+        addr: std::net::SocketAddr,
+        classified: bool,
+    ) -> Grant {
         let (method, path) = request_parts(head);
         Grant {
             who: who.clone(),
@@ -205,7 +215,7 @@ impl Ctx {
             port: head.target.port(),
             method,
             path,
-            classified: dialled.classified.then(|| dialled.addr.ip()),
+            classified: classified.then(|| addr.ip()),
         }
     }
 

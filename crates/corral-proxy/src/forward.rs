@@ -26,52 +26,81 @@ impl Conn {
         let tls = self.origin.is_some();
         // An unread body would be taken for the next request: close unless bodiless.
         let close = client_close || framing != BodyFraming::None;
-        let (dialled, report, generation, allow) =
-            match self.ctx.decide_and_dial(who, head, tls).await {
-                Ok(d) => d,
-                Err(r) => {
-                    self.refuse(kind, r, started, close).await;
-                    return if close { Step::Close } else { Step::Continue };
-                }
-            };
-        let addr = dialled.addr.to_string();
-        let grant = self.ctx.grant(who, head, &dialled);
+        // Inside a tunnel, the connection the last request left open is reused if the
+        // policy has not changed since it was dialled (its address was checked then) and
+        // the server has not closed it; the request is decided all the same.
+        let generation_now = self.ctx.policy().generation();
+        let mut spare = self
+            .spare
+            .take()
+            .filter(|s| tls && s.generation == generation_now);
+        if let Some(s) = &mut spare {
+            if !s.alive().await {
+                spare = None;
+            }
+        }
+        let decided = match spare {
+            Some(s) => self
+                .ctx
+                .decide(who, head)
+                .map(|(allow, report, generation)| (Reach::Open(s), report, generation, allow))
+                .map_err(|r| *r),
+            None => self.ctx.decide_and_dial(who, head, tls).await.map(
+                |(d, report, generation, allow)| (Reach::Dialled(d), report, generation, allow),
+            ),
+        };
+        let (reach, report, generation, allow) = match decided {
+            Ok(d) => d,
+            Err(r) => {
+                self.refuse(kind, r, started, close).await;
+                return if close { Step::Close } else { Step::Continue };
+            }
+        };
+        let (ip_addr, classified) = match &reach {
+            Reach::Open(s) => (s.addr, s.classified),
+            Reach::Dialled(d) => (d.addr, d.classified),
+        };
+        let addr = ip_addr.to_string();
+        let grant = self.ctx.grant(who, head, ip_addr, classified);
         // Secrets go only where the wire is protected: TLS, or a server on this host.
         let protected =
-            tls || (dialled.addr.ip().is_loopback() && self.config().upstream_proxy.is_none());
+            tls || (ip_addr.ip().is_loopback() && self.config().upstream_proxy.is_none());
         let substituted = protected
             .then(|| crate::credentials::substitute(head, &allow.credentials))
             .flatten();
         let sent = substituted.as_ref().unwrap_or(head);
-        let upstream = if tls {
-            let config = self.config();
-            let intercept = config.intercept.clone();
-            let timeout = config.limits.connect_timeout;
-            let connected = match intercept {
-                Some(i) => {
-                    crate::intercept::upstream::connect(
-                        i.upstream.clone(),
-                        head.target.host(),
-                        dialled.stream,
-                        timeout,
-                    )
-                    .await
-                }
-                None => Err("the proxy has no CA to terminate TLS with".into()),
-            };
-            match connected {
-                Ok(s) => Stream::Tls(Box::new(s)),
-                Err(reason) => {
-                    // Nothing of the request has been sent.
-                    let mut r = self.ctx.refusal(502, "upstream_tls", &reason, Some(head));
-                    r.generation = generation;
-                    r.addresses = vec![addr];
-                    self.refuse(kind, r, started, close).await;
-                    return if close { Step::Close } else { Step::Continue };
+        let idle = self.config().limits.idle_timeout;
+        let upstream = match reach {
+            Reach::Open(s) => s.up,
+            Reach::Dialled(dialled) if tls => {
+                let config = self.config();
+                let intercept = config.intercept.clone();
+                let timeout = config.limits.connect_timeout;
+                let connected = match intercept {
+                    Some(i) => {
+                        crate::intercept::upstream::connect(
+                            i.upstream.clone(),
+                            head.target.host(),
+                            dialled.stream,
+                            timeout,
+                        )
+                        .await
+                    }
+                    None => Err("the proxy has no CA to terminate TLS with".into()),
+                };
+                match connected {
+                    Ok(s) => Buffered::new(Stream::Tls(Box::new(s)), idle),
+                    Err(reason) => {
+                        // Nothing of the request has been sent.
+                        let mut r = self.ctx.refusal(502, "upstream_tls", &reason, Some(head));
+                        r.generation = generation;
+                        r.addresses = vec![addr];
+                        self.refuse(kind, r, started, close).await;
+                        return if close { Step::Close } else { Step::Continue };
+                    }
                 }
             }
-        } else {
-            Stream::Plain(dialled.stream)
+            Reach::Dialled(dialled) => Buffered::new(Stream::Plain(dialled.stream), idle),
         };
         // A reload that refuses this request cuts its exchange (and the connection).
         let revoked = Box::pin(crate::revoke::revoked(
@@ -95,7 +124,17 @@ impl Conn {
             }
         };
         let (bytes, status, keep) = match exchanged {
-            Ok(x) => x,
+            Ok((bytes, status, keep, reusable)) => {
+                self.spare = reusable.map(|up| {
+                    Box::new(Spare {
+                        up,
+                        addr: ip_addr,
+                        classified,
+                        generation,
+                    })
+                });
+                (bytes, status, keep)
+            }
             Err((bytes, started_response)) => {
                 if !started_response {
                     let _ = self
@@ -125,19 +164,18 @@ impl Conn {
         }
     }
 
-    /// Sends the request upstream and the response back: Ok((bytes, status, keep-alive)),
-    /// or Err((bytes, whether the response had already started)).
+    /// Sends the request upstream and the response back: Ok((bytes, status, keep-alive,
+    /// the upstream connection if it can carry the tunnel's next request)), or
+    /// Err((bytes, whether the response had already started)).
     async fn exchange(
         &mut self,
-        upstream: UpstreamStream,
+        mut up: Buffered<UpstreamStream>,
         head: &RequestHead,
         framing: BodyFraming,
         client_close: bool,
-    ) -> Result<(relay::Relayed, u16, bool), (relay::Relayed, bool)> {
-        let idle = self.config().limits.idle_timeout;
+    ) -> Result<Exchanged, (relay::Relayed, bool)> {
         let max = self.config().limits.max_header_bytes;
         let mut bytes = relay::Relayed::default();
-        let mut up = Buffered::new(upstream, idle);
         // Inside a terminated tunnel the upstream proxy (if any) carries a CONNECT tunnel,
         // so the request is origin-form and names no proxy.
         let proxy_auth = match self.origin {
@@ -172,7 +210,7 @@ impl Conn {
         let mut started_response = false;
         loop {
             // Response head; interim 1xx answers are passed on and the loop reads the next.
-            let (status, resp_head, len, resp_framing, location) = loop {
+            let (status, resp_head, len, resp_framing, location, server_close) = loop {
                 // Parsed in a sync helper so the header array never lives across an await
                 // (it would sit in every connection's future).
                 match parse_response(&up.buf, &head.method, client_close) {
@@ -209,7 +247,12 @@ impl Conn {
                     if !keep {
                         let _ = self.client.inner.shutdown().await;
                     }
-                    Ok((bytes, status, keep))
+                    let reusable = self.origin.is_some()
+                        && !server_close
+                        && status != 101
+                        && resp_framing != ResponseFraming::UntilClose
+                        && up.buf.is_empty();
+                    Ok((bytes, status, keep, reusable.then_some(up)))
                 }
                 Err(_) => Err((bytes, true)),
             };
@@ -218,8 +261,40 @@ impl Conn {
 }
 
 /// A complete response head: (status, head for the client, length, body framing,
-/// `Location`).
-type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming, Option<String>);
+/// `Location`, whether the server closes the connection after it).
+type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming, Option<String>, bool);
+
+/// What one exchange did: bytes, status, client keep-alive, the reusable upstream.
+type Exchanged = (relay::Relayed, u16, bool, Option<Buffered<UpstreamStream>>);
+
+/// Where a request goes: a fresh connection, or the one the tunnel's last request left.
+enum Reach {
+    Dialled(crate::dial::Dialled),
+    Open(Box<Spare>),
+}
+
+/// An upstream connection kept inside a terminated tunnel.
+pub(crate) struct Spare {
+    up: Buffered<UpstreamStream>,
+    addr: std::net::SocketAddr,
+    classified: bool,
+    /// The policy generation it was dialled under.
+    generation: u64,
+}
+
+impl Spare {
+    /// False if the server closed it (or sent something unasked) while it waited.
+    async fn alive(&mut self) -> bool {
+        // One poll: a pending read means the connection is open and quiet. `fill` grows
+        // the buffer before it reads, so a cancelled poll leaves it to be cut back.
+        let had = self.up.buf.len();
+        let pending = tokio::time::timeout(std::time::Duration::ZERO, self.up.fill())
+            .await
+            .is_err();
+        self.up.buf.truncate(had);
+        pending
+    }
+}
 
 /// Ok(None) = need more bytes; Err = malformed.
 fn parse_response(
@@ -239,12 +314,20 @@ fn parse_response(
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("location"))
                 .map(|h| String::from_utf8_lossy(h.value).into_owned());
+            let server_close = resp.version == Some(0)
+                || resp.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection")
+                        && String::from_utf8_lossy(h.value)
+                            .split(',')
+                            .any(|t| t.trim().eq_ignore_ascii_case("close"))
+                });
             Ok(Some((
                 status,
                 rewrite_response(&resp, close),
                 len,
                 framing,
                 location,
+                server_close,
             )))
         }
         Ok(httparse::Status::Partial) => Ok(None),

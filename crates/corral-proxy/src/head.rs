@@ -465,7 +465,8 @@ pub fn wants_close(head: &RequestHead) -> bool {
 /// The request as it goes upstream: origin-form target, hop-by-hop and `Proxy-*` headers
 /// removed, `Host` set from the URI, `Connection: close` (one upstream connection per request).
 /// With `via_proxy`, the absolute form is kept for a chained upstream proxy. `default_port`
-/// is the scheme's (80, or 443 inside a terminated TLS tunnel).
+/// is the scheme's (80, or 443 inside a terminated TLS tunnel, where the upstream
+/// connection is kept for the tunnel's next request: no `Connection: close`).
 pub fn upstream_request(head: &RequestHead, via_proxy: bool, default_port: u16) -> Vec<u8> {
     let Target::Forward { host, port, path } = &head.target else {
         return Vec::new();
@@ -490,7 +491,11 @@ pub fn upstream_request(head: &RequestHead, via_proxy: bool, default_port: u16) 
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    if default_port == 443 {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+    }
     out
 }
 

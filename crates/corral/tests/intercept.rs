@@ -746,3 +746,42 @@ network_policies:
         }
     }
 }
+
+#[test]
+fn every_request_on_a_kept_alive_tunnel_is_decided() {
+    let up = api();
+    let python = "/usr/bin/python3";
+    let script = r#"
+import http.client, os, ssl, sys
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+c = http.client.HTTPSConnection("127.0.0.1", 3128, context=ctx)
+c.set_tunnel("api.test", int(sys.argv[1]))
+for m, p in [("GET", "/x"), ("DELETE", "/x"), ("GET", "/public/a"), ("GET", "/public/secret/k"), ("GET", "/x")]:
+    c.request(m, p)
+    r = c.getresponse()
+    r.read()
+    print(m, p, r.status)
+"#;
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &[python]),
+                &up.resolve(),
+            );
+            let port = up.port().to_string();
+            let out = run(&sb, &up.ca, &[python, "-c", script, &port]);
+            assert_eq!(
+                stdout(&out),
+                "GET /x 200\nDELETE /x 403\nGET /public/a 200\nGET /public/secret/k 403\nGET /x 200\n",
+                "{}",
+                sb.context(&out)
+            );
+            let log = sb.log();
+            let connects = log.iter().filter(|r| r["kind"] == "connect").count();
+            assert_eq!(connects, 1, "one tunnel: {}", sb.context(&out));
+            assert_eq!(https_records(&sb).len(), 5, "{}", sb.context(&out));
+        }
+    }
+}

@@ -100,6 +100,7 @@ impl Conn {
             client: Buffered::new(Stream::Tls(Box::new(tls)), idle),
             kept: None,
             origin: Some((host, port)),
+            spare: None,
         };
         let run: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(session.run());
         run.await;
