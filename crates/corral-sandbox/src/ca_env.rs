@@ -47,6 +47,7 @@ impl SessionCa {
     pub fn mint(upstream_ca: &[PathBuf]) -> anyhow::Result<SessionCa> {
         let ca = CertAuthority::mint("corral session CA").context("minting the session CA")?;
         let intercept = Arc::new(Intercept::new(Arc::new(ca), upstream_ca)?);
+        remove_stale(&std::env::temp_dir());
         let pem = intercept.ca.cert_pem().to_string();
         let tag = hex::encode(&sha2::Sha256::digest(pem.as_bytes())[..6]);
         let dir = std::env::temp_dir().join(format!("corral-ca-{}-{tag}", std::process::id()));
@@ -115,6 +116,34 @@ impl Drop for SessionCa {
     }
 }
 
+/// Removes bundles of sessions whose supervisor is gone without its cleanup (it
+/// re-raised the command's fatal signal, or was killed): ours only, by owner and pid.
+fn remove_stale(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    // The owner of /proc/self is this process's effective user.
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("corral-ca-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let path = e.path();
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// The roots the tools trusted before: every distinct bundle the environment names, or
 /// the system bundle when it names none.
 fn base_bundle() -> String {
@@ -142,4 +171,38 @@ fn base_bundle() -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_holds_the_ca_read_only_and_every_variable_points_at_it() {
+        let ca = SessionCa::mint(&[]).unwrap();
+        let text = std::fs::read_to_string(&ca.bundle).unwrap();
+        assert!(text.ends_with(ca.intercept().ca.cert_pem()));
+        assert!(std::fs::write(ca.dir().join("x"), b"x").is_err() || is_root());
+        let env = ca.apply(vec![
+            ("SSL_CERT_FILE".into(), "/elsewhere".into()),
+            ("PATH".into(), "/usr/bin".into()),
+        ]);
+        for v in BUNDLE_VARS {
+            let set: Vec<_> = env.iter().filter(|(k, _)| k == v).collect();
+            assert_eq!(set.len(), 1, "{v}");
+            assert_eq!(set[0].1, ca.bundle.as_os_str());
+        }
+        assert!(env
+            .iter()
+            .any(|(k, v)| k == NODE_VAR && v == ca.ca_file.as_os_str()));
+        assert!(env.iter().any(|(k, _)| k == "PATH"));
+        let dir = ca.dir().to_path_buf();
+        drop(ca);
+        assert!(!dir.exists());
+    }
+
+    fn is_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    }
 }
