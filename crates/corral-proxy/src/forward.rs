@@ -231,7 +231,28 @@ impl Conn {
                 return Err((bytes, true));
             }
             started_response = true;
-            if (100..200).contains(&status) && status != 101 {
+            if status == 101 {
+                // Only an upgrade the client asked for (and the rules allowed, on its GET)
+                // becomes a relay; the connection ends with it.
+                if !head::websocket_upgrade(head) {
+                    return Err((bytes, true));
+                }
+                let up_early = std::mem::take(&mut up.buf);
+                let client_early = std::mem::take(&mut self.client.buf);
+                if self.client.inner.write_all(&up_early).await.is_err()
+                    || up.inner.write_all(&client_early).await.is_err()
+                {
+                    return Err((bytes, true));
+                }
+                let relayed =
+                    tokio::io::copy_bidirectional(&mut self.client.inner, &mut up.inner).await;
+                let (u, d) = relayed.unwrap_or((0, 0));
+                bytes.up += u + client_early.len() as u64;
+                bytes.down += d + up_early.len() as u64;
+                let _ = self.client.inner.shutdown().await;
+                return Ok((bytes, status, false, None));
+            }
+            if (100..200).contains(&status) {
                 continue;
             }
             let copied = match resp_framing {
@@ -395,9 +416,10 @@ fn rewrite_response(resp: &httparse::Response<'_, '_>, close: bool) -> Vec<u8> {
             }
         }
     }
+    let switching = resp.code == Some(101);
     for h in resp.headers.iter() {
         let lower = h.name.to_ascii_lowercase();
-        if dropped.contains(&lower) {
+        if dropped.contains(&lower) && !(switching && lower == "upgrade") {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -405,7 +427,9 @@ fn rewrite_response(resp: &httparse::Response<'_, '_>, close: bool) -> Vec<u8> {
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if (100..200).contains(&resp.code.unwrap_or(0)) {
+    if switching {
+        out.extend_from_slice(b"Connection: Upgrade\r\n\r\n");
+    } else if (100..200).contains(&resp.code.unwrap_or(0)) {
         out.extend_from_slice(b"\r\n");
     } else {
         out.extend_from_slice(if close {

@@ -445,6 +445,21 @@ fn hop_by_hop(headers: &[(String, Vec<u8>)]) -> Vec<String> {
     names
 }
 
+/// Is this a WebSocket upgrade (`Upgrade: websocket` named by `Connection`)?
+pub fn websocket_upgrade(head: &RequestHead) -> bool {
+    let upgrade = header(&head.headers, "upgrade").any(|v| {
+        String::from_utf8_lossy(v)
+            .trim()
+            .eq_ignore_ascii_case("websocket")
+    });
+    let named = header(&head.headers, "connection").any(|v| {
+        String::from_utf8_lossy(v)
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    upgrade && named && head.method == "GET"
+}
+
 /// Does the client want the connection closed after this request?
 pub fn wants_close(head: &RequestHead) -> bool {
     let mut close = head.version == 0;
@@ -480,10 +495,12 @@ pub fn upstream_request(head: &RequestHead, via_proxy: bool, default_port: u16) 
     };
     out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", head.method, target).as_bytes());
     out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
+    let websocket = websocket_upgrade(head);
     let drop = hop_by_hop(&head.headers);
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
-        if lower == "host" || lower.starts_with("proxy-") || drop.contains(&lower) {
+        let kept = websocket && lower == "upgrade";
+        if !kept && (lower == "host" || lower.starts_with("proxy-") || drop.contains(&lower)) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -491,7 +508,9 @@ pub fn upstream_request(head: &RequestHead, via_proxy: bool, default_port: u16) 
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if default_port == 443 {
+    if websocket {
+        out.extend_from_slice(b"Connection: Upgrade\r\n\r\n");
+    } else if default_port == 443 {
         out.extend_from_slice(b"\r\n");
     } else {
         out.extend_from_slice(b"Connection: close\r\n\r\n");

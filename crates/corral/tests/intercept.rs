@@ -785,3 +785,104 @@ for m, p in [("GET", "/x"), ("DELETE", "/x"), ("GET", "/public/a"), ("GET", "/pu
         }
     }
 }
+
+/// A TLS server that answers any request with `101` and then echoes what it receives.
+const WS_SERVER: &str = r#"
+import socket, ssl, sys, threading
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.create_server(("127.0.0.1", port))
+def serve(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += t.recv(1)
+        if b"upgrade: websocket" not in head.lower():
+            t.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return
+        t.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        while True:
+            d = t.recv(4096)
+            if not d:
+                break
+            t.sendall(b"echo:" + d)
+    except Exception:
+        pass
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+const WS_CLIENT: &str = r#"
+import os, socket, ssl, sys
+port = int(sys.argv[1])
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+for path in ["/ws/chat", "/other"]:
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(f"CONNECT ws.test:{port} HTTP/1.1\r\nHost: ws.test:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    t = ctx.wrap_socket(s, server_hostname="ws.test")
+    t.sendall(f"GET {path} HTTP/1.1\r\nHost: ws.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += t.recv(1)
+    print(path, head.split(b"\r\n")[0].decode())
+    if b" 101 " in head:
+        t.sendall(b"hello")
+        print(path, t.recv(100).decode())
+"#;
+
+#[test]
+fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
+    use corral_testsupport::process::{free_port, Background};
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["ws.test"]);
+    let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let port = free_port(localhost);
+    let mut server_cmd = std::process::Command::new("/usr/bin/python3");
+    server_cmd
+        .args(["-c", WS_SERVER, &port.to_string()])
+        .arg(&leaf.cert_path)
+        .arg(&leaf.key_path);
+    let mut server = Background::spawn("websocket server", server_cmd);
+    server.wait_for_port(
+        std::net::SocketAddr::new(localhost, port),
+        std::time::Duration::from_secs(20),
+    );
+    let policy = format!(
+        r#"version: 1
+network_policies:
+  ws:
+    endpoints:
+      - host: ws.test
+        port: {port}
+        protocol: rest
+        allowed_ips: [127.0.0.0/8]
+        rules:
+          - allow: {{ method: GET, path: "/ws/**" }}
+    binaries:
+      - path: /usr/bin/python3
+"#
+    );
+    let resolve = vec![format!("ws.test:{port}:127.0.0.1")];
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy, &resolve);
+            let out = run(
+                &sb,
+                &ca,
+                &["/usr/bin/python3", "-c", WS_CLIENT, &port.to_string()],
+            );
+            assert_eq!(
+                stdout(&out),
+                "/ws/chat HTTP/1.1 101 Switching Protocols\n/ws/chat echo:hello\n/other HTTP/1.1 403 Forbidden\n",
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}
