@@ -25,6 +25,7 @@ pub mod cli;
 mod config;
 mod conn;
 mod credentials;
+mod decide;
 pub mod dial;
 mod fold;
 mod forward;
