@@ -16,7 +16,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# The benchmarks run the release binary and LiteLLM (the gateway's peer), which
+# install-bench-deps.sh installs; it is kept out of `deps` because no test needs it.
 bench:
+	bash scripts/install-bench-deps.sh
+	cargo build --release -p corral
 	cargo bench --workspace
 
 fuzz:

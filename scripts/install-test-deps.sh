@@ -15,6 +15,8 @@ want_apt curl wget git dash iproute2 util-linux passwd tmux python3 python3-venv
 want_apt squid tinyproxy
 # --- sandbox: peer sandboxes for the benchmarks --------------------------------------
 want_apt bubblewrap
+# --- sandbox: the injected libraries of the foreign-code tests are built with cc
+want_apt gcc libc6-dev
 # --- node: Claude Code and the node client tests (Debian's nodejs and npm where none is installed)
 command -v npm >/dev/null 2>&1 || want_apt nodejs npm
 

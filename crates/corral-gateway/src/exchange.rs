@@ -9,7 +9,7 @@ use crate::clock;
 use crate::limits::Reservation;
 use crate::response::{GwError, Response};
 use crate::routes::{Endpoint, Surface};
-use crate::server::Gateway;
+use crate::state::Gateway;
 use crate::translate::Usage;
 
 /// A request in progress: its audit record, its limit reservation, its clock.

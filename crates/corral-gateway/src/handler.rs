@@ -17,7 +17,7 @@ use crate::listing::{get_profile, list_models, list_profiles};
 use crate::relay::{self, Sink};
 use crate::response::{json_response, text_response, Body, GwError, Response};
 use crate::routes::{self, Endpoint};
-use crate::server::Gateway;
+use crate::state::Gateway;
 use crate::translate::{self, Usage};
 use crate::upstream::UpstreamError;
 

@@ -264,7 +264,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some(Stamp {
         ino: md.ino(),
         len: md.len(),
-        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
     })
 }
 

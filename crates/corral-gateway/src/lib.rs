@@ -9,11 +9,14 @@
 //!
 //! Reading order: [`server`] (accept loop) → [`handler`] (one request, tracked by an
 //! [`exchange::Exchange`]) → [`relay`]
-//! (streams) → [`upstream`] (outbound calls) and [`translate`] / [`eventstream`] (formats).
+//! (streams) → [`upstream`] (outbound calls, over [`client`]) and [`translate`] / [`eventstream`] (formats).
 //! [`keys`], [`limits`], [`audit`] and [`metrics`] are the policy and accounting pieces.
+
+#![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod eventstream;
@@ -28,5 +31,6 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod sigv4;
+pub mod state;
 pub mod translate;
 pub mod upstream;

@@ -48,7 +48,12 @@ impl Sink {
 }
 
 /// Starts relaying `resp` and returns the client's streaming response.
-pub fn start(ex: &mut Exchange, resp: reqwest::Response, source: Source, sink: Sink) -> Response {
+pub fn start(
+    ex: &mut Exchange,
+    resp: crate::client::Response,
+    source: Source,
+    sink: Sink,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let request_id = ex.rec.request_id.clone();
     let ex = ex.hand_off();
@@ -123,7 +128,7 @@ fn error_chunk(sink: Sink, message: &str) -> Bytes {
 
 async fn pump(
     mut ex: Exchange,
-    mut resp: reqwest::Response,
+    mut resp: crate::client::Response,
     source: Source,
     sink: Sink,
     tx: mpsc::Sender<Bytes>,

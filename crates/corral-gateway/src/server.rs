@@ -2,10 +2,8 @@
 //! request. Shutdown stops accepting, marks `/readyz` unready and lets in-flight requests and
 //! streams finish within the grace period.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,67 +13,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
-use crate::audit::AuditLog;
-use crate::config::{Config, UpstreamKind};
+use crate::config::Config;
 use crate::handler::handle;
-use crate::keys::KeyStore;
-use crate::limits::Limiter;
-use crate::metrics::Metrics;
-use crate::routes::Models;
-use crate::upstream::Upstream;
-
-/// Everything a request needs, shared by all connections.
-pub struct Gateway {
-    pub config: Config,
-    pub keys: KeyStore,
-    pub limiter: Limiter,
-    pub audit: AuditLog,
-    pub metrics: Metrics,
-    pub models: Models,
-    upstreams: HashMap<String, Arc<Upstream>>,
-    ready: AtomicBool,
-}
-
-impl Gateway {
-    /// Opens the keys file and audit log and builds the upstream clients.
-    pub fn new(config: Config) -> anyhow::Result<Gateway> {
-        let keys = KeyStore::open(&config.keys_file)?;
-        let audit = AuditLog::open(&config.audit.path, config.audit.fsync)?;
-        let mut upstreams = HashMap::new();
-        for (name, cfg) in &config.upstreams {
-            upstreams.insert(name.clone(), Arc::new(Upstream::new(name, cfg)?));
-        }
-        Ok(Gateway {
-            models: Models::new(config.models.clone()),
-            config,
-            keys,
-            limiter: Limiter::new(),
-            audit,
-            metrics: Metrics::new(),
-            upstreams,
-            ready: AtomicBool::new(true),
-        })
-    }
-
-    /// The upstream named by a route (validated at load time).
-    pub fn upstream(&self, name: &str) -> Arc<Upstream> {
-        self.upstreams[name].clone()
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// The region shown in inference-profile ARNs.
-    pub fn region(&self) -> String {
-        self.config
-            .upstreams
-            .values()
-            .filter(|u| u.kind == UpstreamKind::Bedrock)
-            .find_map(|u| u.region.clone())
-            .unwrap_or_else(|| "us-east-1".into())
-    }
-}
+use crate::state::Gateway;
 
 fn server_tls(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
     let Some(tls) = &config.tls else {
@@ -211,7 +151,7 @@ impl Server {
                 }
             });
         }
-        self.gateway.ready.store(false, Ordering::Relaxed);
+        self.gateway.stop_being_ready();
         tracing::info!(
             "shutting down: letting in-flight requests and streams finish (up to {} s)",
             grace.as_secs()

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Map, Value};
 
+use crate::client::{Client, Response};
 use crate::clock;
 use crate::config::{UpstreamAuth, UpstreamConfig, UpstreamKind};
 use crate::sigv4;
@@ -57,8 +60,9 @@ pub struct Upstream {
     auth: UpstreamAuth,
     token: Option<String>,
     creds: Option<sigv4::Credentials>,
-    client: reqwest::Client,
+    client: Client,
     header_timeout: Duration,
+    timeout: Duration,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -68,7 +72,7 @@ fn env(name: &str) -> Option<String> {
 impl Upstream {
     pub fn new(name: &str, cfg: &UpstreamConfig) -> anyhow::Result<Upstream> {
         let base_url = cfg.base_url();
-        let url = reqwest::Url::parse(&base_url)
+        let url = url::Url::parse(&base_url)
             .map_err(|e| anyhow::anyhow!("[upstreams.{name}] base_url {base_url:?}: {e}"))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -116,22 +120,14 @@ impl Upstream {
             None
         };
         let tls = client_tls(name, cfg)?;
-        let mut builder = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(cfg.timeout_secs))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none());
-        builder = match &cfg.proxy {
-            Some(p) => builder.proxy(
-                reqwest::Proxy::all(p)
-                    .map_err(|e| anyhow::anyhow!("[upstreams.{name}] proxy {p:?}: {e}"))?,
-            ),
-            None => builder.no_proxy(),
-        };
-        let client = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("[upstreams.{name}] HTTP client: {e}"))?;
+        // Redirects are never followed; the environment's proxy variables are ignored.
+        let client = Client::new(
+            tls,
+            cfg.proxy.as_deref(),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        )
+        .map_err(|e| anyhow::anyhow!("[upstreams.{name}] {e}"))?;
         Ok(Upstream {
             name: name.to_string(),
             kind: cfg.kind,
@@ -144,6 +140,7 @@ impl Upstream {
             creds,
             client,
             header_timeout: Duration::from_secs(cfg.header_timeout_secs),
+            timeout: Duration::from_secs(cfg.timeout_secs),
         })
     }
 
@@ -155,7 +152,7 @@ impl Upstream {
         betas: &[String],
         version: Option<&str>,
         stream: bool,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Response, UpstreamError> {
         match self.kind {
             UpstreamKind::Bedrock => {
                 body.insert("anthropic_version".into(), json!(BEDROCK_ANTHROPIC_VERSION));
@@ -261,13 +258,11 @@ impl Upstream {
         body: &Value,
         accept: &str,
         extra: &[(&str, String)],
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Response, UpstreamError> {
         let payload = body.to_string().into_bytes();
         let full_path = format!("{}{path}", self.base_path);
         let url = format!("{}{path}", self.base_url);
-        let mut req = self
-            .client
-            .post(&url)
+        let mut req = http::Request::post(&url)
             .header("content-type", "application/json")
             .header("accept", accept);
         for (k, v) in extra {
@@ -310,10 +305,15 @@ impl Upstream {
             }
             UpstreamAuth::None => {}
         }
-        let resp = match tokio::time::timeout(self.header_timeout, req.body(payload).send()).await {
+        let req = req
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| UpstreamError::Unreachable(format!("invalid request to {url}: {e}")))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let send = self.client.send(req, deadline);
+        let resp = match tokio::time::timeout(self.header_timeout.min(self.timeout), send).await {
             Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.is_timeout() => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e))),
+            Ok(Err(e)) if is_timeout(e.as_ref()) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(e.as_ref()))),
             Ok(Ok(resp)) => resp,
         };
         if resp.status().is_success() {
@@ -347,12 +347,27 @@ impl Upstream {
 }
 
 /// The upstream's request id header, whichever API it is.
-pub fn request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+pub fn request_id(headers: &http::HeaderMap) -> Option<String> {
     ["request-id", "x-amzn-requestid", "x-request-id"]
         .iter()
         .find_map(|h| headers.get(*h))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// Whether a connect or a request ran out of time somewhere down the error chain.
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

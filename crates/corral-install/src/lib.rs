@@ -13,6 +13,8 @@
 //!
 //! From the mirror crate it uses only the release types and the HTTP client.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod fsx;
 pub mod install;

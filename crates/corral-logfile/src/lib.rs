@@ -17,6 +17,8 @@
 //!   held is counted and handed to the caller ([`LineLog::append_rotating`]), which says so
 //!   in the new file: records are never discarded silently.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

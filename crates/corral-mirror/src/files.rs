@@ -158,11 +158,15 @@ fn parse_range(value: &str, len: u64) -> RangeSpec {
 
 fn content_type(path: &Path) -> &'static str {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    match name {
-        "latest" | "stable" => "text/plain; charset=utf-8",
-        _ if name.ends_with(".json") => "application/json",
-        _ if name.ends_with(".sha256") || name.ends_with(".txt") => "text/plain; charset=utf-8",
-        _ if name.ends_with(".sh") => "text/x-shellscript; charset=utf-8",
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match (name, extension.as_str()) {
+        ("latest" | "stable", _) | (_, "sha256" | "txt") => "text/plain; charset=utf-8",
+        (_, "json") => "application/json",
+        (_, "sh") => "text/x-shellscript; charset=utf-8",
         _ => "application/octet-stream",
     }
 }

@@ -17,6 +17,8 @@
 //!
 //! The installer depends only on [`release`] and [`fetch`].
 
+#![forbid(unsafe_code)]
+
 pub mod body;
 pub mod cli;
 pub mod fetch;

@@ -1,6 +1,8 @@
-//! `corral policy check | explain`.
+//! `corral policy check | explain | suggest`.
 
 use std::io::Read;
+
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,6 +12,20 @@ use crate::identity::Identity;
 use crate::matcher::HttpRequestInfo;
 use crate::model::{CompileOptions, Policy};
 use crate::report::Report;
+
+/// `corral policy suggest --from LOG`
+#[derive(Debug, clap::Args)]
+pub struct SuggestArgs {
+    /// A decision log written by `corral proxy --log` or `corral run`.
+    #[arg(long, value_name = "LOG")]
+    pub from: PathBuf,
+    /// The policy in force: endpoints are merged into groups that already list the binary.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Write the change into the --policy file (appending lines; comments and order kept).
+    #[arg(long, requires = "policy")]
+    pub apply: bool,
+}
 
 /// Exit code of `corral policy explain` when the policy denies the request.
 pub const EXIT_DENY: u8 = 3;
@@ -74,6 +90,48 @@ fn print_error(e: &PolicyError) {
 }
 
 /// Validate each file; print every diagnostic; exit 0 when all are valid.
+/// Binary entries without a `sha256` pin whose file lies where the user (and so a sandbox
+/// allowed to write there) can write: such a path trusts whatever is put under its name.
+/// Claude Code's version files are vouched for by `corral install`'s record instead.
+fn writable_binaries(policy: &Policy) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    let user_may = |m: &std::fs::Metadata| (uid != 0 && m.uid() == uid) || m.mode() & 0o002 != 0;
+    let mut notes = Vec::new();
+    for np in &policy.network_policies {
+        for b in np.binaries.iter().filter(|b| b.sha256.is_none()) {
+            let Some(path) = crate::matcher::expand_home(&b.path, home.as_deref()) else {
+                continue;
+            };
+            if crate::glob::Glob::is_pattern(&path) {
+                continue;
+            }
+            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone().into());
+            let recorded = home
+                .as_deref()
+                .is_some_and(|h| real.starts_with(h.join(".local/share/claude/versions")));
+            let in_home = home.as_deref().is_some_and(|h| real.starts_with(h));
+            let writable = in_home
+                || real
+                    .ancestors()
+                    .skip(1)
+                    .any(|d| std::fs::metadata(d).is_ok_and(|m| user_may(&m)));
+            if writable && !recorded {
+                notes.push(format!(
+                    "binary `{}` (group `{}`) lies in a directory you can write: a sandbox allowed to write there could put another program under that name; corral run then refuses it unless a `sha256:` pin vouches for it (sha256sum {})",
+                    b.path,
+                    np.key,
+                    real.display()
+                ));
+            }
+        }
+    }
+    notes
+}
+
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for f in &args.files {
@@ -81,6 +139,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
+                }
+                for note in writable_binaries(&loaded.policy) {
+                    eprintln!("{}: note: {note}", f.display());
                 }
                 let n = loaded.warnings.len();
                 let fail = args.deny_warnings && n > 0;
@@ -108,7 +169,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 let n = e.errors().len();
                 match e {
                     PolicyError::Io { .. } => println!("{}: unreadable", f.display()),
-                    _ => println!(
+                    PolicyError::Invalid { .. } => println!(
                         "{}: invalid ({n} error{})",
                         f.display(),
                         if n == 1 { "" } else { "s" }
@@ -233,6 +294,22 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_text());
+        if let Decision::Allow(a) = &decision {
+            // A group's endpoints are open to all its binaries: say who else this lets in.
+            if let Some(g) = loaded
+                .policy
+                .network_policies
+                .iter()
+                .find(|g| g.key == a.policy)
+            {
+                let who: Vec<&str> = g.binaries.iter().map(|b| b.path.as_str()).collect();
+                println!(
+                    "  group `{}` lets these binaries through to {host}:{port}: {}",
+                    g.key,
+                    who.join(", ")
+                );
+            }
+        }
         if req.is_none() && decision.is_allow() && matcher.needs_l7(&host, port) {
             println!("  note: this endpoint has request rules; pass --method and --path to check a request");
         }
@@ -241,4 +318,87 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         Decision::Allow(_) => ExitCode::SUCCESS,
         Decision::Deny(_) => ExitCode::from(EXIT_DENY),
     })
+}
+
+pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.from)
+        .with_context(|| format!("cannot read the decision log {}", args.from.display()))?;
+    let harvest = crate::suggest::harvest(&text);
+    for (code, n) in &harvest.other {
+        eprintln!(
+            "note: {n} refusal(s) with reason `{code}` cannot be fixed by adding endpoints (see docs/logs.md)"
+        );
+    }
+    if !harvest.rules.is_empty() {
+        print!("{}", crate::suggest::render_rules(&harvest.rules));
+    }
+    if harvest.refused.is_empty() {
+        if harvest.rules.is_empty() {
+            println!(
+                "# no refusals in {} that a policy change would fix",
+                args.from.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (policy_text, policy) = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the policy {}", path.display()))?;
+            let loaded = Policy::parse(&text, &path.display().to_string())
+                .map_err(|e| anyhow::anyhow!("the policy does not validate:\n{e}"))?;
+            (Some(text), Some(loaded.policy))
+        }
+        None => (None, None),
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    // Refusals the current policy would already allow (it was edited since) are dropped.
+    let pending: Vec<crate::suggest::Refused> = match &policy {
+        Some(p) => {
+            let matcher = p.compile(&CompileOptions { home: home.clone() });
+            harvest
+                .refused
+                .iter()
+                .filter(|r| {
+                    !matcher
+                        .decide(&Identity::new(&r.binary), &r.host, r.port, None)
+                        .is_allow()
+                })
+                .cloned()
+                .collect()
+        }
+        None => harvest.refused.clone(),
+    };
+    if pending.is_empty() {
+        println!("# every refusal in the log is already allowed by the policy");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let change = crate::suggest::plan(&pending, policy.as_ref(), home.as_deref());
+    let rendered = crate::suggest::render(&change);
+    if !args.apply {
+        print!("{rendered}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(path), Some(text)) = (&args.policy, policy_text) else {
+        anyhow::bail!("--apply needs --policy");
+    };
+    let edited = match crate::suggest::apply_to_text(&text, &change) {
+        Ok(t) => t,
+        Err(e) => {
+            print!("{rendered}");
+            anyhow::bail!("not applied: {e:#}");
+        }
+    };
+    if let Err(e) = crate::suggest::verify(&edited, &path.display().to_string(), &pending, home) {
+        print!("{rendered}");
+        anyhow::bail!("not applied, the file is unchanged: {e:#}");
+    }
+    crate::suggest::write_atomically(path, &edited)?;
+    print!("{rendered}");
+    eprintln!(
+        "applied to {}: {} refusal(s) now allowed",
+        path.display(),
+        pending.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -72,9 +72,10 @@ impl Substitution {
 pub struct Deny {
     /// The typed reason.
     pub reason: DenyReason,
-    /// A policy group that already lists this binary (for any host), if there is one:
-    /// the report's suggestion then adds the endpoint to that group instead of creating
-    /// a new one. Filled by the matcher; `None` is always safe.
+    /// A policy group that lists this binary and no other, if there is one: the report's
+    /// suggestion then adds the endpoint to that group instead of creating a new one (a
+    /// shared group would let its other binaries through too). Filled by the matcher;
+    /// `None` is always safe.
     pub binary_policy: Option<String>,
 }
 

@@ -45,3 +45,57 @@ pub fn invoked_as(pid: u32, exe: &std::path::Path) -> Option<String> {
     (!shown.is_empty() && shown != exe_name && !shown.contains(char::is_control))
         .then(|| argv0.into_owned())
 }
+
+/// Why the executable a process runs (its `/proc/PID/exe` link) cannot carry an identity,
+/// or `None` when it can: an anonymous memory file (`memfd:`, code with no file a policy
+/// could name), a file deleted from disk (the path names something else now, or nothing),
+/// or the dynamic loader run directly (`ld-linux… /any/program` would run any code as the
+/// loader). The same rules as `corral run`'s broker.
+pub fn unidentifiable_executable(link: &std::path::Path) -> Option<String> {
+    let text = link.to_string_lossy();
+    if text.starts_with("/memfd:") || text.starts_with("memfd:") {
+        return Some(format!(
+            "the process runs an anonymous memory file ({text}), which no policy can name"
+        ));
+    }
+    if text.ends_with(" (deleted)") {
+        return Some(format!(
+            "the process runs an executable that was deleted from disk ({text})"
+        ));
+    }
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if name.starts_with("ld-linux")
+        || name.starts_with("ld64.so")
+        || (name.starts_with("ld-") && name.contains(".so"))
+    {
+        return Some(format!(
+            "the process is the dynamic loader run directly ({text}); run the program itself instead"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn executables_without_an_identity_are_named() {
+        for refused in [
+            "/memfd:payload (deleted)",
+            "/tmp/tool (deleted)",
+            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        ] {
+            assert!(
+                unidentifiable_executable(Path::new(refused)).is_some(),
+                "{refused}"
+            );
+        }
+        assert_eq!(unidentifiable_executable(Path::new("/usr/bin/curl")), None);
+        assert_eq!(unidentifiable_executable(Path::new("/usr/bin/ld")), None);
+    }
+}

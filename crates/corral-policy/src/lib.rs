@@ -15,6 +15,8 @@
 //! * [`PolicyWatcher`] reloads a policy file when it changes (in-place writes, editor
 //!   renames, Kubernetes ConfigMap symlink swaps) and publishes only valid policies.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod decision;
 pub mod diag;
@@ -25,6 +27,7 @@ pub mod matcher;
 pub mod model;
 pub mod path;
 pub mod report;
+pub mod suggest;
 mod validate;
 pub mod watch;
 mod yaml;

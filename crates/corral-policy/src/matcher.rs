@@ -482,19 +482,14 @@ impl Matcher {
         })
     }
 
-    /// The first policy (file order) whose binaries include `exe` directly.
+    /// The first group (file order) that lists `exe` and no other binary: the one a new
+    /// endpoint for `exe` can be appended to without letting any other program through.
     fn policy_listing_binary(&self, exe: &str) -> Option<String> {
-        let mut best: Option<u32> = self.binary_exact.get(exe).and_then(|v| v.first().copied());
-        for (g, pi) in &self.binary_globs {
-            if best.is_some_and(|b| b <= *pi) {
-                break;
-            }
-            if g.matches(exe) {
-                best = Some(best.map_or(*pi, |b| b.min(*pi)));
-                break;
-            }
-        }
-        best.map(|pi| self.policies[pi as usize].key.clone())
+        self.binary_exact
+            .get(exe)?
+            .iter()
+            .find(|&&pi| self.policies[pi as usize].binaries.len() == 1)
+            .map(|&pi| self.policies[pi as usize].key.clone())
     }
 
     /// True if some endpoint for host:port has L7 rules (`rules`, `deny_rules` or
@@ -506,6 +501,22 @@ impl Matcher {
         self.candidates(&norm).iter().any(|&id| {
             let ep = &self.endpoints[id as usize];
             ep.l7.is_some() && ep.ports.contains(&port)
+        })
+    }
+
+    /// Whether some group lists `exe` (by its exact path, or the path a listed symlink
+    /// resolved to) with the `sha256` pin `sha`.
+    pub fn pins(&self, exe: &Path, sha: &str) -> bool {
+        let exe = exe.to_string_lossy();
+        self.policies.iter().any(|p| {
+            p.exact.get(exe.as_ref()).is_some_and(|ids| {
+                ids.iter().any(|&i| {
+                    p.binaries[i as usize]
+                        .sha256
+                        .as_deref()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(sha))
+                })
+            })
         })
     }
 

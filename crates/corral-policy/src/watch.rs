@@ -10,6 +10,13 @@
 //! Binary paths listed as symlinks (`~/.local/bin/claude`) are watched too: when an
 //! upgrade re-points one, the unchanged policy is recompiled so that it matches the new
 //! target, with no edit and no restart.
+//!
+//! The inotify instance is created [`WATCH_DELAY`] after start, not at once: closing one
+//! waits for a kernel grace period (SRCU, in `fsnotify_destroy_group`; up to ~20 ms on a
+//! busy host), and that close happens on the way out — at the latest when the process
+//! exits — so a short `corral run -- CMD` would pay it on every run. What changed in the
+//! meantime is found by comparing the file's and the links' state with the one at start,
+//! without opening the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -27,10 +34,19 @@ use crate::model::{CompileOptions, Policy};
 /// How long a burst of file events must be quiet before the file is re-read.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
+/// How long after start the watch begins (see the module's comment). An edit made before
+/// is published then: it is never lost, only later.
+pub const WATCH_DELAY: Duration = Duration::from_secs(1);
+
+/// The notify watcher, once the worker created it; owned here so that a drop ends it.
+type Slot = Arc<Mutex<Option<RecommendedWatcher>>>;
+
 /// Watches a policy file; dropping it stops watching (and waits for the watcher
 /// thread, so no callback runs after the drop returns).
 pub struct PolicyWatcher {
-    watcher: Option<Arc<Mutex<RecommendedWatcher>>>,
+    watcher: Option<Slot>,
+    /// Dropped to tell a worker still waiting out [`WATCH_DELAY`] to stop.
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -76,6 +92,34 @@ impl PinnedFile {
     fn read(&self) -> std::io::Result<String> {
         std::fs::read_to_string(&self.read_path)
     }
+
+    /// The directory as opened at start (`/proc/self/fd/N`), to watch that very directory.
+    fn dir(&self) -> Option<PathBuf> {
+        self.read_path
+            .starts_with("/proc/self/fd")
+            .then(|| parent_of(&self.read_path))
+    }
+
+    /// What the path reads as, without opening it: any write or replacement changes it.
+    fn state(&self) -> Option<FileState> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&self.read_path).ok()?;
+        Some((
+            m.dev(),
+            m.ino(),
+            m.size(),
+            (m.mtime(), m.mtime_nsec()),
+            (m.ctime(), m.ctime_nsec()),
+        ))
+    }
+}
+
+/// (dev, inode, size, mtime, ctime) of the policy file.
+type FileState = (u64, u64, u64, (i64, i64), (i64, i64));
+
+/// Where each listed binary link points now.
+fn link_targets(links: &[PathBuf]) -> Vec<Option<PathBuf>> {
+    links.iter().map(|l| std::fs::read_link(l).ok()).collect()
 }
 
 fn parent_of(p: &Path) -> PathBuf {
@@ -166,12 +210,12 @@ fn linked_binaries(policy: &Policy, opts: &CompileOptions) -> Vec<PathBuf> {
 
 /// Watches the directories of `links` (once each) and remembers the links.
 fn watch_links(
-    watcher: &Mutex<RecommendedWatcher>,
+    watcher: &mut Option<RecommendedWatcher>,
     watched: &mut Vec<PathBuf>,
     shared: &Mutex<Vec<PathBuf>>,
     links: Vec<PathBuf>,
 ) {
-    let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(w) = watcher.as_mut() else { return };
     for link in &links {
         let dir = parent_of(link);
         if !watched.contains(&dir) && w.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
@@ -219,10 +263,86 @@ impl PolicyWatcher {
         let file = PinnedFile::new(&path);
 
         let (tx, rx) = mpsc::channel::<Change>();
+        let mut watched = watch_dirs(&path);
+        if let Some(pinned) = file.dir() {
+            watched[0] = pinned;
+        }
+        let links = linked_binaries(policy, &opts);
+        let at_start = Start {
+            file: file.state(),
+            targets: link_targets(&links),
+            links,
+            relevant: relevant_names(&path),
+        };
+        if file.read().ok().as_deref() != Some(source.as_str()) {
+            let _ = tx.send(Change::Policy);
+        }
+        let slot: Slot = Arc::default();
+        let (stop, stopped) = mpsc::channel::<()>();
+        // The worker holds the watcher weakly: dropping PolicyWatcher drops the watcher,
+        // which closes the event channel and ends the worker.
+        let state = Worker {
+            path: path.clone(),
+            file,
+            opts,
+            watcher: Arc::downgrade(&slot),
+            watched,
+            links: Arc::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("corral-policy-watch".into())
+            .spawn(move || {
+                if stopped.recv_timeout(WATCH_DELAY) != Err(RecvTimeoutError::Timeout) {
+                    return;
+                }
+                let mut state = state;
+                if let Err(e) = state.start_watching(tx, at_start) {
+                    on_error(&e);
+                    return;
+                }
+                let mut last = source;
+                state.run(&rx, &mut last, on_change, on_error);
+            })
+            .map_err(|e| io_error(&path, format!("cannot start the watcher thread: {e}")))?;
+        Ok((
+            first,
+            PolicyWatcher {
+                watcher: Some(slot),
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+        ))
+    }
+}
+
+/// What the watched files looked like at start.
+struct Start {
+    file: Option<FileState>,
+    links: Vec<PathBuf>,
+    targets: Vec<Option<PathBuf>>,
+    relevant: Vec<std::ffi::OsString>,
+}
+
+/// The watcher thread's state.
+struct Worker {
+    path: PathBuf,
+    file: PinnedFile,
+    opts: CompileOptions,
+    watcher: Weak<Mutex<Option<RecommendedWatcher>>>,
+    watched: Vec<PathBuf>,
+    links: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl Worker {
+    /// Creates the inotify watch and reports what changed since start. `tx` moves into the
+    /// watcher, so the event channel closes when the watcher is dropped.
+    fn start_watching(&mut self, tx: mpsc::Sender<Change>, at: Start) -> Result<(), PolicyError> {
+        let Some(slot) = self.watcher.upgrade() else {
+            return Ok(());
+        };
         let recheck = tx.clone();
-        let relevant = relevant_names(&path);
-        let links: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
-        let links_seen = links.clone();
+        let links = self.links.clone();
+        let relevant = at.relevant;
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(event) = res else { return };
             if !may_change(&event.kind) {
@@ -234,69 +354,31 @@ impl PolicyWatcher {
             if event.paths.is_empty() || event.paths.iter().any(|p| is_relevant(p, &relevant)) {
                 let _ = tx.send(Change::Policy);
             } else {
-                let links = links_seen.lock().unwrap_or_else(|e| e.into_inner());
+                let links = links.lock().unwrap_or_else(|e| e.into_inner());
                 if event.paths.iter().any(|p| links.contains(p)) {
                     let _ = tx.send(Change::BinaryLink);
                 }
             }
         })
-        .map_err(|e| io_error(&path, format!("cannot watch for changes: {e}")))?;
-        let mut watched = watch_dirs(&path);
-        for d in &watched {
+        .map_err(|e| io_error(&self.path, format!("cannot watch for changes: {e}")))?;
+        for d in &self.watched {
             watcher
                 .watch(d, RecursiveMode::NonRecursive)
                 .map_err(|e| io_error(d, format!("cannot watch for changes: {e}")))?;
         }
-        let watcher = Arc::new(Mutex::new(watcher));
-        watch_links(
-            &watcher,
-            &mut watched,
-            &links,
-            linked_binaries(policy, &opts),
-        );
-        if file.read().ok().as_deref() != Some(source.as_str()) {
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        *guard = Some(watcher);
+        watch_links(&mut guard, &mut self.watched, &self.links, at.links.clone());
+        drop(guard);
+        if self.file.state() != at.file {
             let _ = recheck.send(Change::Policy);
         }
-        drop(recheck);
-        // The worker holds the watcher weakly: dropping PolicyWatcher drops the watcher,
-        // which closes the event channel and ends the worker.
-        let state = Worker {
-            path: path.clone(),
-            file,
-            opts,
-            watcher: Arc::downgrade(&watcher),
-            watched,
-            links,
-        };
-        let thread = std::thread::Builder::new()
-            .name("corral-policy-watch".into())
-            .spawn(move || {
-                let mut state = state;
-                let mut last = source;
-                state.run(&rx, &mut last, on_change, on_error);
-            })
-            .map_err(|e| io_error(&path, format!("cannot start the watcher thread: {e}")))?;
-        Ok((
-            first,
-            PolicyWatcher {
-                watcher: Some(watcher),
-                thread: Some(thread),
-            },
-        ))
+        if link_targets(&at.links) != at.targets {
+            let _ = recheck.send(Change::BinaryLink);
+        }
+        Ok(())
     }
-}
 
-/// The watcher thread's state.
-struct Worker {
-    path: PathBuf,
-    file: PinnedFile,
-    opts: CompileOptions,
-    watcher: Weak<Mutex<RecommendedWatcher>>,
-    watched: Vec<PathBuf>,
-    links: Arc<Mutex<Vec<PathBuf>>>,
-}
-
-impl Worker {
     fn run(
         &mut self,
         rx: &Receiver<Change>,
@@ -359,7 +441,8 @@ impl Worker {
                 Ok(loaded) => {
                     if let Some(w) = self.watcher.upgrade() {
                         let links = linked_binaries(&loaded.policy, opts);
-                        watch_links(&w, &mut self.watched, &self.links, links);
+                        let mut guard = w.lock().unwrap_or_else(|e| e.into_inner());
+                        watch_links(&mut guard, &mut self.watched, &self.links, links);
                     }
                     on_change(Arc::new(loaded.policy.compile(opts)), &loaded.warnings)
                 }
@@ -371,7 +454,9 @@ impl Worker {
 
 impl Drop for PolicyWatcher {
     fn drop(&mut self) {
-        // Dropping the notify watcher drops the event sender, which ends the worker.
+        // A worker still waiting to start stops at once; dropping the notify watcher drops
+        // the event sender, which ends a running one.
+        drop(self.stop.take());
         drop(self.watcher.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();

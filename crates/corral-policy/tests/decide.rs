@@ -78,7 +78,7 @@ fn git_may_reach_github_and_is_attributed_to_the_group() {
             assert_eq!(a.policy, "github");
             assert_eq!(a.endpoint_host, "github.com");
         }
-        d => panic!("{d:?}"),
+        d @ Decision::Deny(_) => panic!("{d:?}"),
     }
 }
 
@@ -150,12 +150,15 @@ fn unlisted_binary_lists_the_binaries_that_are_allowed() {
 }
 
 #[test]
-fn suggestion_adds_the_endpoint_to_the_group_that_already_lists_the_binary() {
+fn suggestion_never_widens_a_group_other_binaries_share() {
+    // `github` lists git and the git-core helpers: appending gitlab.example there would
+    // let the helpers through too, so git gets a group of its own.
     let d = matcher().decide(&who("/usr/bin/git"), "gitlab.example", 443, None);
     let r = Report::new(&who("/usr/bin/git"), "gitlab.example", 443, None, &d);
     assert_eq!(r.error.as_deref(), Some("no_endpoint"));
     let s = r.suggestion.unwrap();
-    assert!(s.contains("network_policies:\n  github:\n    endpoints:\n      - { host: gitlab.example, port: 443 }\n"), "{s}");
+    assert!(!s.contains("  github:"), "{s}");
+    assert!(s.contains("      - { host: gitlab.example, port: 443 }\n    binaries:\n      - { path: /usr/bin/git }\n"), "{s}");
     // The suggestion is itself a valid policy fragment.
     let doc = format!(
         "version: 1\n{}",
@@ -372,7 +375,7 @@ network_policies:
     };
     match m.decide(&who("/usr/bin/curl"), "api.github.com", 443, Some(&post)) {
         Decision::Allow(a) => assert_eq!(a.policy, "curl_everything"),
-        d => panic!("{d:?}"),
+        d @ Decision::Deny(_) => panic!("{d:?}"),
     }
     // `access: full` restricts nothing, so the tunnel is allowed and stays blind.
     match m.decide(&who("/usr/bin/gh"), "api.anthropic.com", 443, None) {

@@ -3,10 +3,17 @@
 //! tinyproxy, all on loopback, in one run.
 //!
 //! ```sh
+//! cargo build --release -p corral   # the attributed rows run the real binary
 //! ulimit -n 20000   # 5,000 tunnels need ~10,000 descriptors here and in each proxy
 //! cargo bench -p corral-proxy --bench proxy            # BENCH_TUNNELS=5000 BENCH_MIB=512 BENCH_ROUNDS=2000
+//! BENCH_ONLY_TTFB=1 cargo bench -p corral-proxy --bench proxy   # the attributed rows only
 //! ```
 //!
+//! First, the attributed TTFB rows ([`ttfb`]): the real `corral run` and `corral proxy`
+//! with kernel attribution, a Python client, every server a process of its own
+//! (`BENCH_TTFB_ROUNDS`, default 1000, in `BENCH_TTFB_BLOCKS` interleaved blocks, default 5).
+//! Then the relay's own costs, where corral attributes every connection to one fixed
+//! identity so that only the proxy path is measured:
 //! corral runs as a child process (this binary re-executed with `CORRAL_BENCH_CHILD`), so
 //! its RSS is measured alone; squid and tinyproxy run from their Debian packages with
 //! temporary configs on loopback (not as services), logging off, caching off.
@@ -17,6 +24,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/ttfb.rs"]
+mod ttfb;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -32,11 +42,19 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let dir = tempfile::tempdir().expect("temp dir");
+    ttfb::run(
+        dir.path(),
+        env_or("BENCH_TTFB_ROUNDS", 1000),
+        env_or("BENCH_TTFB_BLOCKS", 5),
+    );
+    if std::env::var("BENCH_ONLY_TTFB").is_ok() {
+        return;
+    }
     let rounds = env_or("BENCH_ROUNDS", 2000);
     let mib = env_or("BENCH_MIB", 512);
     let tunnels = env_or("BENCH_TUNNELS", 5000);
     let upstream = start_upstream();
-    let dir = tempfile::tempdir().expect("temp dir");
     println!("upstream {upstream}; rounds {rounds}; {mib} MiB per throughput run; {tunnels} idle tunnels\n");
 
     let mut results = Vec::new();

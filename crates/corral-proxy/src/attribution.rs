@@ -4,7 +4,7 @@
 //! the sandbox hands to the proxy as an [`Attribution`]). The standalone `corral proxy`
 //! uses [`ProcResolver`], which looks the client socket up in `/proc`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
@@ -68,22 +68,36 @@ impl Attribution for FixedIdentity {
     }
 }
 
-/// Standalone attribution through `/proc`: the client socket's inode from a netlink
-/// `sock_diag` query (falling back to `/proc/net/tcp{,6}`; the proxy's network namespace),
-/// the processes holding that inode
-/// from `/proc/PID/fd`, their executables from `/proc/PID/exe`, ancestors through `PPid`.
+/// Standalone attribution through `/proc`: the client socket's inode and creator's uid
+/// from a netlink `sock_diag` query (falling back to `/proc/net/tcp{,6}`; the proxy's
+/// network namespace), a process holding that inode in `/proc/PID/fd`, its executable from
+/// `/proc/PID/exe`, ancestors through `PPid`.
+///
+/// The holder is searched where it most likely is, each step exact (the inode must be one
+/// of the process's descriptors): the process that held the last connection from the same
+/// client address, then the processes running as the socket's uid, newest first, then every
+/// other one. A client that keeps connecting costs one process's descriptors, not the
+/// host's; a new one costs the processes newer than it of its uid.
 ///
 /// Limits, stated plainly: it sees only processes in the proxy's network and PID namespaces
 /// whose `/proc/PID/fd` it may read (same user, or root); a process that exits between its
-/// connect and our scan is unattributed (and refused). If several processes hold the socket
-/// (inherited across fork) and their executables differ, the connection is refused.
-/// The scan costs O(processes × descriptors) per connection, which is why `corral run`
-/// attributes at connect time instead.
+/// connect and our look-up is unattributed (and refused). It names a process holding the
+/// socket when the proxy looks, which may not be the one that connected (a descriptor can
+/// be inherited or passed on). A socket held by the process found and by one of its
+/// ancestors running a different executable (inherited across `fork` + `exec`) is refused;
+/// the proxy's own ancestors, which started it, and other holders are not looked at. Executables without an identity (deleted,
+/// `memfd:`, the dynamic loader run directly) are refused.
 pub struct ProcResolver {
     proc_root: PathBuf,
     /// SHA-256 by executable file identity (dev, inode, size, mtime): hashed once each.
     hashes: Mutex<HashMap<FileKey, String>>,
+    /// The process that held the last attributed connection from each client address.
+    last_owner: Mutex<HashMap<IpAddr, u32>>,
 }
+
+/// How many client addresses [`ProcResolver`] remembers a last owner for (a proxy serves a
+/// host or a few; the map is cleared when it fills).
+const LAST_OWNERS: usize = 1024;
 
 /// (dev, inode, size, mtime seconds, mtime nanoseconds) of an executable file.
 type FileKey = (u64, u64, u64, i64, i64);
@@ -108,16 +122,22 @@ impl ProcResolver {
         ProcResolver {
             proc_root: PathBuf::from("/proc"),
             hashes: Mutex::new(HashMap::new()),
+            last_owner: Mutex::new(HashMap::new()),
         }
     }
 
-    fn socket_inode(&self, peer: SocketAddr, local: SocketAddr) -> Result<u64, Unattributed> {
+    /// The client socket's inode and the uid that created it (`None` when unknown).
+    fn socket_owner(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<(u64, Option<u32>), Unattributed> {
         // netlink sock_diag: one exact lookup (as IPv4, then as a v4-mapped IPv6 socket).
         if self.proc_root == Path::new("/proc") {
-            if let Ok(Some(inode)) = crate::sys::sock_diag_socket()
-                .and_then(|d| crate::sys::tcp_client_inode(d.as_fd(), peer, local))
+            if let Ok(Some(owner)) = crate::sys::sock_diag_socket()
+                .and_then(|d| crate::sys::tcp_client_owner(d.as_fd(), peer, local))
             {
-                return Ok(inode);
+                return Ok((owner.inode, Some(owner.uid)));
             }
         }
         // Fallback: read the tables.
@@ -128,8 +148,8 @@ impl ProcResolver {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            if let Some(inode) = find_inode(&text, peer, local) {
-                return Ok(inode);
+            if let Some((inode, uid)) = find_inode(&text, peer, local) {
+                return Ok((inode, Some(uid)));
             }
         }
         Err(Unattributed::new(format!(
@@ -137,37 +157,104 @@ impl ProcResolver {
         )))
     }
 
-    fn owners(&self, inode: u64) -> Vec<u32> {
+    /// The processes holding socket `inode` (see [`ProcResolver`]), with the ancestors of
+    /// the first: that one — the last owner from this client, else the newest process of
+    /// the socket's uid, else the newest of the others — and those of its ancestors that
+    /// hold it too (a program that hands its socket to an allowed one it starts is its
+    /// ancestor), except the proxy's own ancestors. The proxy itself is never one.
+    fn owners(&self, inode: u64, uid: Option<u32>, client: IpAddr) -> Option<(Vec<u32>, Vec<u32>)> {
         let needle = format!("socket:[{inode}]");
-        let mut pids = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
-            return pids;
-        };
         let me = std::process::id();
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                if let Ok(target) = std::fs::read_link(fd.path()) {
-                    if target.as_os_str().as_encoded_bytes() == needle.as_bytes() {
-                        pids.push(pid);
+        let first = self.first_holder(&needle, uid, client)?;
+        let lineage = self.lineage(first);
+        // The proxy's own ancestors started it and could start it otherwise (with
+        // `--identity-exe`, say): a socket they hold changes nothing, and skipping them
+        // spares reading their descriptors (shells, terminals, service managers) each time.
+        let trusted = self.lineage(me);
+        let mut holders = vec![first];
+        holders.extend(
+            lineage.iter().filter(|p| {
+                **p > 1 && **p != me && !trusted.contains(p) && self.holds(**p, &needle)
+            }),
+        );
+        Some((holders, lineage))
+    }
+
+    /// `pid`'s parent, grandparent… up to init (at most 64).
+    fn lineage(&self, pid: u32) -> Vec<u32> {
+        let mut chain = Vec::new();
+        let mut cur = pid;
+        while chain.len() < 64 {
+            match self.parent(cur) {
+                Some(p) if p > 0 => {
+                    chain.push(p);
+                    if p == 1 {
                         break;
                     }
+                    cur = p;
                 }
+                _ => break,
             }
         }
-        pids
+        chain
+    }
+
+    fn first_holder(&self, needle: &str, uid: Option<u32>, client: IpAddr) -> Option<u32> {
+        let me = std::process::id();
+        let last = self.lock_last().get(&client).copied();
+        if let Some(pid) = last.filter(|p| *p != me) {
+            if self.holds(pid, needle) {
+                return Some(pid);
+            }
+        }
+        let mut pids: Vec<u32> = std::fs::read_dir(&self.proc_root)
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != me && Some(*pid) != last)
+            .collect();
+        // Newest first: a client that just started is most likely the one connecting. Pids
+        // wrap around, so "newest" counts back from the last one the kernel handed out.
+        let last_pid = std::fs::read_to_string(self.proc_root.join("loadavg"))
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(4)?.parse::<u32>().ok())
+            .unwrap_or(u32::MAX);
+        pids.sort_unstable_by_key(|pid| (*pid > last_pid, std::cmp::Reverse(*pid)));
+        // The directory of a process belongs to its effective uid (root when it is not
+        // dumpable): a cheap guess at who runs it, which only orders the search.
+        let (likely, rest): (Vec<u32>, Vec<u32>) = pids.into_iter().partition(|pid| {
+            use std::os::unix::fs::MetadataExt;
+            uid.is_some()
+                && std::fs::metadata(self.proc_root.join(pid.to_string()))
+                    .is_ok_and(|m| Some(m.uid()) == uid)
+        });
+        likely
+            .into_iter()
+            .chain(rest)
+            .find(|pid| self.holds(*pid, needle))
+    }
+
+    /// Whether one of `pid`'s descriptors is the socket `needle` (`socket:[INODE]`).
+    fn holds(&self, pid: u32, needle: &str) -> bool {
+        let Ok(fds) = std::fs::read_dir(self.proc_root.join(pid.to_string()).join("fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|t| t.as_os_str().as_encoded_bytes() == needle.as_bytes())
+        })
+    }
+
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
+        self.last_owner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, client: IpAddr, pid: u32) {
+        let mut last = self.lock_last();
+        if last.len() >= LAST_OWNERS && !last.contains_key(&client) {
+            last.clear();
+        }
+        last.insert(client, pid);
     }
 
     fn exe(&self, pid: u32) -> Option<PathBuf> {
@@ -176,13 +263,13 @@ impl ProcResolver {
         Some(link)
     }
 
+    /// The parent's pid, from `/proc/PID/stat` (much cheaper for the kernel to produce
+    /// than `status`): `PID (COMM) STATE PPID …`, where COMM may hold spaces and ')'.
     fn parent(&self, pid: u32) -> Option<u32> {
-        let status =
-            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .and_then(|v| v.trim().parse().ok())
+        let stat =
+            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
+        let (_, after_comm) = stat.rsplit_once(')')?;
+        after_comm.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// The executable's SHA-256, read through `/proc/PID/exe` (so a replaced or deleted
@@ -211,27 +298,17 @@ impl ProcResolver {
         Some(hash)
     }
 
-    fn identity_of(&self, pid: u32) -> Option<Identity> {
-        let exe = self.exe(pid)?;
-        let sha256 = self.sha256(pid);
-        let mut ancestors = Vec::new();
-        let mut cur = pid;
-        for _ in 0..64 {
-            match self.parent(cur) {
-                Some(p) if p > 0 => {
-                    match self.exe(p) {
-                        Some(e) => ancestors.push(e),
-                        None => break,
-                    }
-                    if p == 1 {
-                        break;
-                    }
-                    cur = p;
-                }
-                _ => break,
-            }
+    /// `pid`'s identity; `lineage` is its ancestors' pids, parent first.
+    fn identity_of(&self, pid: u32, lineage: &[u32]) -> Result<Identity, String> {
+        let exe = self
+            .exe(pid)
+            .ok_or_else(|| format!("process {pid}'s executable cannot be read"))?;
+        if let Some(problem) = corral_policy::identity::unidentifiable_executable(&exe) {
+            return Err(format!("process {pid}: {problem}"));
         }
-        Some(Identity {
+        let sha256 = self.sha256(pid);
+        let ancestors = lineage.iter().map_while(|p| self.exe(*p)).collect();
+        Ok(Identity {
             invoked_as: corral_policy::identity::invoked_as(pid, &exe),
             exe,
             ancestors,
@@ -243,35 +320,51 @@ impl ProcResolver {
 
 impl Attribution for ProcResolver {
     fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Result<Identity, Unattributed> {
-        let inode = self.socket_inode(peer, local)?;
-        let mut pids = self.owners(inode);
-        pids.sort_unstable();
-        if pids.is_empty() {
+        let (inode, uid) = self.socket_owner(peer, local)?;
+        let client = canonical(peer).ip();
+        let Some((pids, lineage)) = self.owners(inode, uid, client) else {
             return Err(Unattributed::new(format!(
                 "no process (readable by the proxy) holds the socket of {peer}"
             )));
-        }
-        let mut by_exe: BTreeMap<PathBuf, Identity> = BTreeMap::new();
+        };
+        // The first holder keeps its place: its identity is the answer when all agree.
+        let mut by_exe: Vec<(PathBuf, Identity)> = Vec::new();
         for pid in &pids {
-            if let Some(id) = self.identity_of(*pid) {
-                by_exe.entry(id.exe.clone()).or_insert(id);
-            } else {
-                return Err(Unattributed::new(format!(
-                    "process {pid} holds the socket of {peer} but its executable cannot be read"
-                )));
+            let above = match lineage.iter().position(|p| p == pid) {
+                Some(i) => &lineage[i + 1..],
+                None => &lineage[..],
+            };
+            match self.identity_of(*pid, above) {
+                Ok(id) => {
+                    if !by_exe.iter().any(|(exe, _)| *exe == id.exe) {
+                        by_exe.push((id.exe.clone(), id));
+                    }
+                }
+                Err(why) => {
+                    return Err(Unattributed::new(format!(
+                        "{why}; it holds the socket of {peer}"
+                    )))
+                }
             }
         }
         if by_exe.len() > 1 {
-            let names: Vec<String> = by_exe.keys().map(|p| p.display().to_string()).collect();
+            let names: Vec<String> = by_exe
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
             return Err(Unattributed::new(format!(
                 "the socket of {peer} is shared by processes running different executables ({})",
                 names.join(", ")
             )));
         }
-        by_exe
-            .into_values()
+        let (_, identity) = by_exe
+            .into_iter()
             .next()
-            .ok_or_else(|| Unattributed::new("no owner"))
+            .ok_or_else(|| Unattributed::new("no owner"))?;
+        if let Some(pid) = identity.pid {
+            self.remember(client, pid);
+        }
+        Ok(identity)
     }
 }
 
@@ -279,8 +372,9 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(crate::addr::canonical(addr.ip()), addr.port())
 }
 
-/// Finds the inode of the socket whose local address is `peer` and remote is `local`.
-fn find_inode(table: &str, peer: SocketAddr, local: SocketAddr) -> Option<u64> {
+/// Finds the inode and uid of the socket whose local address is `peer` and remote is
+/// `local`.
+fn find_inode(table: &str, peer: SocketAddr, local: SocketAddr) -> Option<(u64, u32)> {
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 10 {
@@ -290,9 +384,9 @@ fn find_inode(table: &str, peer: SocketAddr, local: SocketAddr) -> Option<u64> {
             continue;
         };
         if canonical(l) == peer && canonical(r) == local {
-            if let Ok(inode) = fields[9].parse::<u64>() {
+            if let (Ok(inode), Ok(uid)) = (fields[9].parse::<u64>(), fields[7].parse::<u32>()) {
                 if inode != 0 {
-                    return Some(inode);
+                    return Some((inode, uid));
                 }
             }
         }
@@ -329,7 +423,7 @@ mod tests {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:D431 0100007F:0CEA 01 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 20 4 30 10 -1\n";
         let peer: SocketAddr = "127.0.0.1:54321".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:3306".parse().unwrap();
-        assert_eq!(find_inode(table, peer, local), Some(123456));
+        assert_eq!(find_inode(table, peer, local), Some((123456, 1000)));
         assert_eq!(find_inode(table, local, peer), None);
         let v6 = parse_proc_addr("00000000000000000000000001000000:0050").unwrap();
         assert_eq!(v6, "[::1]:80".parse().unwrap());

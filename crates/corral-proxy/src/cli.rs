@@ -1,4 +1,4 @@
-//! `corral proxy` and `corral policy suggest`.
+//! `corral proxy`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_policy::{CompileOptions, Policy, PolicyWatcher};
+use corral_policy::{CompileOptions, PolicyWatcher};
 
 use crate::{
-    suggest, Attribution, DecisionLog, FixedIdentity, Limits, NameOverrides, PolicyHandle,
-    ProcResolver, ProxyConfig, UpstreamProxy,
+    Attribution, DecisionLog, FixedIdentity, Limits, NameOverrides, PolicyHandle, ProcResolver,
+    ProxyConfig, UpstreamProxy,
 };
 
 /// `corral proxy`
@@ -60,20 +60,6 @@ pub struct ProxyArgs {
     /// Client connections served at once; more wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
-}
-
-/// `corral policy suggest --from LOG`
-#[derive(Debug, clap::Args)]
-pub struct SuggestArgs {
-    /// A decision log written by `corral proxy --log` or `corral run`.
-    #[arg(long, value_name = "LOG")]
-    pub from: PathBuf,
-    /// The policy in force: endpoints are merged into groups that already list the binary.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// Write the change into the --policy file (appending lines; comments and order kept).
-    #[arg(long, requires = "policy")]
-    pub apply: bool,
 }
 
 fn home() -> Option<PathBuf> {
@@ -247,92 +233,4 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.from)
-        .with_context(|| format!("cannot read the decision log {}", args.from.display()))?;
-    let harvest = suggest::harvest(&text);
-    for (code, n) in &harvest.other {
-        eprintln!(
-            "note: {n} refusal(s) with reason `{code}` cannot be fixed by adding endpoints (see docs/logs.md)"
-        );
-    }
-    if !harvest.rules.is_empty() {
-        print!("{}", suggest::render_rules(&harvest.rules));
-    }
-    if harvest.refused.is_empty() {
-        if harvest.rules.is_empty() {
-            println!(
-                "# no refusals in {} that a policy change would fix",
-                args.from.display()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let (policy_text, policy) = match &args.policy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the policy {}", path.display()))?;
-            let loaded = Policy::parse(&text, &path.display().to_string())
-                .map_err(|e| anyhow::anyhow!("the policy does not validate:\n{e}"))?;
-            (Some(text), Some(loaded.policy))
-        }
-        None => (None, None),
-    };
-    let home = home();
-    // Refusals the current policy would already allow (it was edited since) are dropped.
-    let pending: Vec<suggest::Refused> = match &policy {
-        Some(p) => {
-            let matcher = p.compile(&CompileOptions { home: home.clone() });
-            harvest
-                .refused
-                .iter()
-                .filter(|r| {
-                    !matcher
-                        .decide(
-                            &corral_policy::Identity::new(&r.binary),
-                            &r.host,
-                            r.port,
-                            None,
-                        )
-                        .is_allow()
-                })
-                .cloned()
-                .collect()
-        }
-        None => harvest.refused.clone(),
-    };
-    if pending.is_empty() {
-        println!("# every refusal in the log is already allowed by the policy");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let change = suggest::plan(&pending, policy.as_ref(), home.as_deref());
-    let rendered = suggest::render(&change);
-    if !args.apply {
-        print!("{rendered}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let (Some(path), Some(text)) = (&args.policy, policy_text) else {
-        anyhow::bail!("--apply needs --policy");
-    };
-    let edited = match suggest::apply_to_text(&text, &change) {
-        Ok(t) => t,
-        Err(e) => {
-            print!("{rendered}");
-            anyhow::bail!("not applied: {e:#}");
-        }
-    };
-    if let Err(e) = suggest::verify(&edited, &path.display().to_string(), &pending, home) {
-        print!("{rendered}");
-        anyhow::bail!("not applied, the file is unchanged: {e:#}");
-    }
-    suggest::write_atomically(path, &edited)?;
-    print!("{rendered}");
-    eprintln!(
-        "applied to {}: {} refusal(s) now allowed",
-        path.display(),
-        pending.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }

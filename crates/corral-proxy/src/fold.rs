@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::log::{LogRecord, Repeated};
+use crate::record::{LogRecord, Repeated};
 
 /// How long identical refusals fold into one summary.
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
@@ -163,7 +163,7 @@ mod tests {
                 binary: binary.into(),
                 host: "denied.test".into(),
                 port,
-                ..crate::log::refusal(code, "r")
+                ..crate::record::refusal(code, "r")
             },
         );
         r.time = time.into();

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::log::LogRecord;
+use crate::record::LogRecord;
 
 /// Notices shown per window.
 pub(crate) const BURST: u32 = 10;
@@ -136,7 +136,7 @@ mod tests {
                 binary: "/usr/bin/python3".into(),
                 host: "127.0.0.1".into(),
                 port,
-                ..crate::log::refusal("direct_connect", "r")
+                ..crate::record::refusal("direct_connect", "r")
             },
         )
     }

@@ -1,7 +1,8 @@
 //! The only module with raw system calls: one netlink `sock_diag` query that maps a TCP
-//! connection to its socket inode (used by [`crate::ProcResolver`] and by `corral run`'s
-//! attribution table, which checks that an accepted connection is the socket it brokered) without reading all of `/proc/net/tcp`, and the limit
-//! on open descriptors.
+//! connection to its socket's inode and creator uid without reading all of
+//! `/proc/net/tcp` (used by [`crate::ProcResolver`], and by `corral run`'s attribution
+//! table, which checks that an accepted connection is the socket it brokered), and the
+//! limit on open descriptors.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -12,9 +13,19 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_HDRLEN: usize = 16;
-/// Offset of `idiag_inode` in a reply: nlmsghdr (16) + family/state/timer/retrans (4) +
-/// inet_diag_sockid (48) + expires/rqueue/wqueue/uid (16).
-const INODE_OFFSET: usize = NLMSG_HDRLEN + 4 + 48 + 16;
+/// Offset of `idiag_uid` in a reply: nlmsghdr (16) + family/state/timer/retrans (4) +
+/// inet_diag_sockid (48) + expires/rqueue/wqueue (12).
+const UID_OFFSET: usize = NLMSG_HDRLEN + 4 + 48 + 12;
+/// `idiag_inode` follows `idiag_uid`.
+const INODE_OFFSET: usize = UID_OFFSET + 4;
+
+/// A socket as the kernel describes it: its inode (what `/proc/PID/fd` links name) and the
+/// user that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOwner {
+    pub inode: u64,
+    pub uid: u32,
+}
 
 /// A `NETLINK_SOCK_DIAG` socket in the caller's network namespace.
 pub fn sock_diag_socket() -> io::Result<OwnedFd> {
@@ -34,21 +45,21 @@ pub fn sock_diag_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// The inode of the TCP socket whose local end is `src` and remote end is `dst`, looked up
-/// in the caller's network namespace. `Ok(None)` when the kernel has no such socket.
+/// The TCP socket whose local end is `src` and remote end is `dst`, looked up in the
+/// caller's network namespace. `Ok(None)` when the kernel has no such socket.
 #[cfg(test)]
-pub fn tcp_socket_inode(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<u64>> {
+pub fn tcp_socket_owner(src: SocketAddr, dst: SocketAddr) -> io::Result<Option<SocketOwner>> {
     use std::os::fd::AsFd;
-    tcp_socket_inode_on(sock_diag_socket()?.as_fd(), src, dst)
+    tcp_socket_owner_on(sock_diag_socket()?.as_fd(), src, dst)
 }
 
-/// [`tcp_socket_inode`] asked through `diag`, a `sock_diag` socket of the network namespace
+/// [`tcp_socket_owner`] asked through `diag`, a `sock_diag` socket of the network namespace
 /// where the connection lives (one query at a time: the caller serialises).
-pub fn tcp_socket_inode_on(
+pub fn tcp_socket_owner_on(
     diag: BorrowedFd<'_>,
     src: SocketAddr,
     dst: SocketAddr,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Option<SocketOwner>> {
     let request = build_request(src, dst);
     // SAFETY: `request` is a live buffer of `request.len()` bytes for the duration of the
     // call; the kernel reads it only. A null destination means the connected default
@@ -67,14 +78,14 @@ pub fn tcp_socket_inode_on(
     parse_reply(&reply[..got as usize])
 }
 
-/// The inode of the client socket of a TCP connection whose client end is `peer` and server
-/// end `local`, asked through `diag`: as an IPv4 socket, then as an IPv6 socket with
-/// v4-mapped addresses (which is how a dual-stack client reaches an IPv4 listener).
-pub fn tcp_client_inode(
+/// The client socket of a TCP connection whose client end is `peer` and server end
+/// `local`, asked through `diag`: as an IPv4 socket, then as an IPv6 socket with v4-mapped
+/// addresses (which is how a dual-stack client reaches an IPv4 listener).
+pub fn tcp_client_owner(
     diag: BorrowedFd<'_>,
     peer: SocketAddr,
     local: SocketAddr,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Option<SocketOwner>> {
     let canonical = |a: SocketAddr| SocketAddr::new(crate::addr::canonical(a.ip()), a.port());
     let (peer, local) = (canonical(peer), canonical(local));
     let mut tries = vec![(peer, local)];
@@ -85,11 +96,20 @@ pub fn tcp_client_inode(
         tries.push((mapped(p), mapped(l)));
     }
     for (src, dst) in tries {
-        if let Some(inode) = tcp_socket_inode_on(diag, src, dst)? {
-            return Ok(Some(inode));
+        if let Some(owner) = tcp_socket_owner_on(diag, src, dst)? {
+            return Ok(Some(owner));
         }
     }
     Ok(None)
+}
+
+/// The inode of the client socket of a TCP connection (see [`tcp_client_owner`]).
+pub fn tcp_client_inode(
+    diag: BorrowedFd<'_>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<Option<u64>> {
+    Ok(tcp_client_owner(diag, peer, local)?.map(|o| o.inode))
 }
 
 /// The soft limit on open descriptors (`RLIMIT_NOFILE`), or `None` when it is unlimited
@@ -159,7 +179,7 @@ fn build_request(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     req
 }
 
-fn parse_reply(reply: &[u8]) -> io::Result<Option<u64>> {
+fn parse_reply(reply: &[u8]) -> io::Result<Option<SocketOwner>> {
     if reply.len() < NLMSG_HDRLEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -183,11 +203,17 @@ fn parse_reply(reply: &[u8]) -> io::Result<Option<u64>> {
             format!("unexpected netlink message type {kind}"),
         ));
     }
-    let inode = reply
-        .get(INODE_OFFSET..INODE_OFFSET + 4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short sock_diag reply"))?;
-    Ok((inode != 0).then_some(u64::from(inode)))
+    let word = |at: usize| {
+        reply
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short sock_diag reply"))
+    };
+    let (uid, inode) = (word(UID_OFFSET)?, word(INODE_OFFSET)?);
+    Ok((inode != 0).then_some(SocketOwner {
+        inode: u64::from(inode),
+        uid,
+    }))
 }
 
 #[cfg(test)]
@@ -196,18 +222,20 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
-    fn finds_the_inode_of_a_live_connection_and_nothing_for_a_missing_one() {
+    fn finds_the_inode_and_uid_of_a_live_connection_and_nothing_for_a_missing_one() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_accepted, peer) = listener.accept().unwrap();
-        let inode = tcp_socket_inode(peer, server)
+        let owner = tcp_socket_owner(peer, server)
             .unwrap()
             .expect("socket found");
         let fd = client.as_raw_fd();
         let meta = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap();
-        assert_eq!(inode, meta.ino());
+        assert_eq!(owner.inode, meta.ino());
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(owner.uid, me);
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(tcp_socket_inode(gone, server).unwrap(), None);
+        assert_eq!(tcp_socket_owner(gone, server).unwrap(), None);
     }
 }

@@ -85,14 +85,24 @@ impl SessionCa {
         &self.dir
     }
 
-    /// The policy's read-only paths, plus the bundle's directory when the policy lists
-    /// paths at all (then nothing unlisted is readable).
-    pub fn readable(&self, read_only: &[PathBuf], read_write: &[PathBuf]) -> Vec<PathBuf> {
-        let mut out = read_only.to_vec();
-        if !read_only.is_empty() || !read_write.is_empty() {
-            out.push(self.dir.clone());
+    /// Adds the bundle's directory to the policy's `read_only` list when it has one
+    /// (then nothing unlisted is readable).
+    pub fn make_readable(&self, fs: &mut corral_policy::model::FilesystemPolicy) {
+        if !fs.read_only.is_empty() {
+            fs.read_only.push(self.dir.clone());
         }
-        out
+    }
+
+    /// Gives the session's proxy the CA, and binds the bundle's directory read-only in
+    /// namespace mode.
+    pub(crate) fn install(&self, setting: &mut crate::session::Setting) {
+        setting.read_only.push(self.dir.clone());
+        match Arc::get_mut(&mut setting.proxy) {
+            Some(proxy) => proxy.intercept = Some(self.intercept()),
+            // Unreachable (the configuration is not shared yet); without a CA, endpoints
+            // that need termination are refused, never tunnelled blind.
+            None => eprintln!("corral: warning: TLS termination is off for this session"),
+        }
     }
 
     /// `env` with every bundle variable pointing at the session bundle.

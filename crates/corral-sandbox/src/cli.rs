@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use corral_policy::{CompileOptions, Policy, PolicyWatcher};
-use corral_proxy::{DecisionLog, LogRecord, PolicyHandle, ProxyConfig};
+use corral_proxy::{LogRecord, PolicyHandle};
 
 use crate::attribution::AttributionTable;
 use crate::broker::{Broker, ProxyAddresses, Refusal};
 use crate::identity::IdentityResolver;
-use crate::landlock_rules::{self, FsSpec};
 use crate::launch::{self, Launch, Mode, ModeRequest, Started, PROXY_PORT};
 use crate::own_files;
+use crate::session::{load_policy, prepare_session, trust_rules, Setting, StartPolicy};
 use crate::sys;
 use crate::sys::net::DiagSocket;
 use crate::unix_guard::{UnixGuard, UnixScope};
@@ -65,8 +65,13 @@ pub struct RunArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
+    /// Print the filesystem view (what the sandbox may read and write, and why) and exit
+    /// without running anything.
+    #[arg(long)]
+    pub explain_fs: bool,
+
     /// The command to run in the sandbox, with its arguments.
-    #[arg(trailing_var_arg = true, required = true)]
+    #[arg(trailing_var_arg = true, required_unless_present = "explain_fs")]
     pub command: Vec<OsString>,
 }
 
@@ -76,7 +81,7 @@ pub use crate::doctor::DoctorArgs;
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
 
 /// The policy `corral run` enforces without `--policy`: no connection is allowed.
-const DEFAULT_POLICY: &str = include_str!("default-policy.yaml");
+pub(crate) const DEFAULT_POLICY: &str = include_str!("default-policy.yaml");
 
 /// Watches `path`; each new valid policy is swapped into the handle once it exists.
 fn watch_policy(
@@ -112,82 +117,28 @@ fn watch_policy(
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let request = match (args.mode.as_str(), args.require_netns) {
-        ("seccomp-only", true) => bail!("--require-netns contradicts --mode seccomp-only"),
-        ("auto", false) => ModeRequest::Auto,
-        ("auto" | "namespaces", true) | ("namespaces", false) => ModeRequest::RequireNamespaces,
-        ("seccomp-only", false) => ModeRequest::SeccompOnly,
-        (other, _) => bail!("unknown sandbox mode `{other}`: use auto, namespaces or seccomp-only"),
-    };
-    let path_var = std::env::var_os("PATH");
-    if launch::find_executable(&args.command[0], path_var.as_deref()).is_none() {
-        eprintln!(
-            "corral: {}: command not found (PATH={})",
-            args.command[0].to_string_lossy(),
-            path_var.as_deref().unwrap_or_default().to_string_lossy()
-        );
-        return Ok(ExitCode::from(127));
-    }
-    // The file is read once: that reading decides the filesystem rules and the first
-    // network policy; the watcher then takes over from it.
-    let file = match &args.policy {
-        Some(path) => Some((
-            path.as_path(),
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the policy {}", path.display()))?,
-        )),
-        None => None,
-    };
-    let loaded = match &file {
-        Some((path, text)) => Policy::parse(text, &path.display().to_string()),
-        None => {
-            eprintln!(
-                "corral: no --policy given: the embedded default policy allows no connection; \
-                 each refusal names what to add (see `corral policy suggest`)"
-            );
-            Policy::parse(DEFAULT_POLICY, "<embedded default policy>")
+    let request = mode_request(&args)?;
+    if !args.explain_fs {
+        if let Some(code) = command_not_found(&args.command) {
+            return Ok(code);
         }
     }
-    .map_err(|e| anyhow!("{e}"))?;
-    for w in &loaded.warnings {
-        eprintln!("corral: warning: {w}");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let cwd = std::env::current_dir().context("reading the working directory")?;
-    let fs = &loaded.policy.filesystem;
-    let workdir = fs.include_workdir.then(|| cwd.clone());
+    let mut policy = load_policy(args.policy.as_deref())?;
     let session_ca = crate::ca_env::SessionCa::mint(&args.upstream_ca)?;
-    let prepared = landlock_rules::prepare(&FsSpec {
-        read_only: session_ca.readable(&fs.read_only, &fs.read_write),
-        read_write: fs.read_write.clone(),
-        workdir,
-        hard_requirement: loaded.policy.landlock_compatibility
-            == corral_policy::model::LandlockCompatibility::HardRequirement,
-        deny_tcp_connect: true,
-    })?;
-    for w in &prepared.warnings {
-        eprintln!("corral: warning: {w}");
+    session_ca.make_readable(&mut policy.loaded.policy.filesystem);
+    let mut setting = prepare_session(&args, &policy)?;
+    session_ca.install(&mut setting);
+    if args.explain_fs {
+        print!("{}", setting.fs_namespaces.view.explain());
+        println!("  landlock: {}", setting.fs_namespaces.landlock.summary);
+        if let Some(fs) = &setting.fs_seccomp {
+            println!(
+                "in seccomp-only mode (no mount namespace to bind corral's executable read-only):"
+            );
+            print!("{}", fs.view.explain());
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    let overrides = args.names.table()?;
-    let log_path = match &args.log {
-        Some(p) => p.clone(),
-        None => default_log_path()?,
-    };
-    let fix = suggest_command(&log_path, args.policy.as_deref());
-    // The log exists before the sandbox starts, in a directory the sandbox cannot change.
-    // The broker and the proxy write through this one log, so its folding and size bound
-    // cover both.
-    let decision_log = DecisionLog::to_file(&log_path)
-        .with_context(|| format!("opening the decision log {}", log_path.display()))?
-        .with_max_bytes(args.log_max_bytes);
-    let decision_log = if args.quiet {
-        decision_log
-    } else {
-        decision_log.with_notices(fix)
-    };
-    let mut read_only =
-        own_files::protected_dirs(args.policy.as_deref(), &log_path, home.as_deref(), &cwd)?;
-    read_only.push(session_ca.dir().to_path_buf());
 
     // Before any thread exists: signals the supervisor handles are blocked in every thread
     // (the main thread waits for them), and orphans of the sandbox are re-parented to us.
@@ -195,52 +146,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     supervised.block().context("blocking signals")?;
     sys::set_child_subreaper().context("becoming a child subreaper")?;
 
-    let landlock = prepared.ruleset;
     let launch_in = |mode: Mode| Launch {
         command: args.command.clone(),
-        env: session_ca.apply(sandbox_env(mode)),
-        landlock: landlock.as_ref().and_then(|f| f.try_clone().ok()),
-        read_only: read_only.clone(),
+        env: session_ca.apply(sandbox_env(mode, &setting.fs(mode).view.env)),
+        landlock: setting
+            .fs(mode)
+            .landlock
+            .ruleset
+            .as_ref()
+            .and_then(|f| f.try_clone().ok()),
+        read_only: setting.read_only.clone(),
     };
-    let seccomp_only = launch::seccomp_only_is_safe(landlock.is_some(), sys::yama_ptrace_scope());
+    let seccomp_only = launch::seccomp_only_is_safe(
+        setting.fs(Mode::SeccompOnly).landlock.ruleset.is_some(),
+        sys::yama_ptrace_scope(),
+    );
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
     // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
     // could otherwise open /proc/PID/mem of its parent).
     sys::set_not_dumpable().context("making the supervisor non-dumpable")?;
-    let listener = match started.inner_listener.as_ref() {
-        Some(fd) => std::net::TcpListener::from(fd.try_clone().context("proxy listener")?),
-        None => std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-            .context("listening on host loopback for the proxy")?,
-    };
-    listener.set_nonblocking(true)?;
-    let actual = listener.local_addr()?;
-    let mode_detail = match (started.mode, &downgrade) {
-        (Mode::Namespaces, _) => "own network namespace with loopback only".to_string(),
-        (Mode::SeccompOnly, Some(why)) => format!("downgraded: {why}; run `corral doctor`"),
-        (Mode::SeccompOnly, None) => "forced".to_string(),
-    };
-    eprintln!(
-        "corral: sandbox mode {} ({mode_detail}); proxy {PROXY_URL}; {}; decisions logged to {}",
-        started.mode,
-        prepared.summary,
-        log_path.display()
-    );
-    for w in &started.warnings {
-        eprintln!("corral: warning: {w}");
-    }
-    // Without a mount namespace nothing keeps the sandbox from rewriting the policy: then
-    // it is not reloaded, or an edit from inside would apply within a second.
-    let reload = match (&file, started.mode) {
-        (Some((path, _)), Mode::SeccompOnly) => !own_files::writable_without_namespaces(path),
-        _ => true,
-    };
-    if !reload {
-        eprintln!(
-            "corral: warning: in seccomp-only mode the sandbox can write the policy {} and the decision log {}: the policy is not reloaded while it runs, and check both before you trust them again (namespace mode makes them read-only inside; see `corral doctor`)",
-            args.policy.as_deref().unwrap_or(Path::new("")).display(),
-            log_path.display()
-        );
-    }
+    let listener = proxy_listener(&started)?;
+    announce(&args, &setting, &started, downgrade.as_deref());
+    let reload = reload_is_safe(&args, &policy, &setting, started.mode);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -248,18 +175,140 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the proxy runtime")?;
+    let (policy_handle, watcher) = policy_in_force(policy, setting.home.clone(), reload)?;
+    let table = start_broker(&started, &setting, listener.local_addr()?, &policy_handle)?;
+    let metrics = start_proxy(&runtime, &setting, listener, policy_handle, table)?;
+
+    let code = match started.wait_for_exec() {
+        Ok(()) => supervise(&started, &supervised),
+        Err(e) => {
+            eprintln!(
+                "corral: cannot run {}: {e}",
+                args.command[0].to_string_lossy()
+            );
+            let _ = sys::wait_for(started.pid);
+            127
+        }
+    };
+    if started.mode == Mode::SeccompOnly {
+        kill_leftovers();
+    }
+    drain(&metrics);
+    // Folded refusals still in their window get their summary lines now.
+    setting.proxy.log.flush();
+    drop(watcher);
+    runtime.shutdown_background();
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn mode_request(args: &RunArgs) -> anyhow::Result<ModeRequest> {
+    Ok(match (args.mode.as_str(), args.require_netns) {
+        ("seccomp-only", true) => bail!("--require-netns contradicts --mode seccomp-only"),
+        ("auto", false) => ModeRequest::Auto,
+        ("auto" | "namespaces", true) | ("namespaces", false) => ModeRequest::RequireNamespaces,
+        ("seccomp-only", false) => ModeRequest::SeccompOnly,
+        (other, _) => bail!("unknown sandbox mode `{other}`: use auto, namespaces or seccomp-only"),
+    })
+}
+
+/// A shell's answer to a command that is not there: a message and exit code 127.
+fn command_not_found(command: &[OsString]) -> Option<ExitCode> {
+    let path_var = std::env::var_os("PATH");
+    if launch::find_executable(&command[0], path_var.as_deref()).is_some() {
+        return None;
+    }
+    eprintln!(
+        "corral: {}: command not found (PATH={})",
+        command[0].to_string_lossy(),
+        path_var.as_deref().unwrap_or_default().to_string_lossy()
+    );
+    Some(ExitCode::from(127))
+}
+
+fn proxy_listener(started: &Started) -> anyhow::Result<std::net::TcpListener> {
+    let listener = match started.inner_listener.as_ref() {
+        Some(fd) => std::net::TcpListener::from(fd.try_clone().context("proxy listener")?),
+        None => std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .context("listening on host loopback for the proxy")?,
+    };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// The start-up line: mode, proxy, confinement, file view, log.
+fn announce(args: &RunArgs, setting: &Setting, started: &Started, downgrade: Option<&str>) {
+    let mode_detail = match (started.mode, downgrade) {
+        (Mode::Namespaces, _) => "own network namespace with loopback only".to_string(),
+        (Mode::SeccompOnly, Some(why)) => format!("downgraded: {why}; run `corral doctor`"),
+        (Mode::SeccompOnly, None) => "forced".to_string(),
+    };
+    eprintln!(
+        "corral: sandbox mode {} ({mode_detail}); proxy {PROXY_URL}; {}; {}; decisions logged to {}",
+        started.mode,
+        setting.fs(started.mode).landlock.summary,
+        setting.fs(started.mode).view.summary(),
+        setting.log_path.display()
+    );
+    for w in &started.warnings {
+        eprintln!("corral: warning: {w}");
+    }
+    let _ = args;
+}
+
+/// Whether the policy may be reloaded while the sandbox runs: not when the sandbox could
+/// rewrite it (no mount namespace and no Landlock view keeping it read-only), or an edit
+/// from inside would apply within a second.
+fn reload_is_safe(args: &RunArgs, policy: &StartPolicy, setting: &Setting, mode: Mode) -> bool {
+    let reload = match (&policy.file, mode) {
+        (Some((path, _)), Mode::SeccompOnly) => {
+            setting.fs(mode).landlock.ruleset.is_some()
+                || !own_files::writable_without_namespaces(path)
+        }
+        _ => true,
+    };
+    if !reload {
+        eprintln!(
+            "corral: warning: in seccomp-only mode without Landlock the sandbox can write the policy {} and the decision log {}: the policy is not reloaded while it runs, and check both before you trust them again (see `corral doctor`)",
+            args.policy.as_deref().unwrap_or(Path::new("")).display(),
+            setting.log_path.display()
+        );
+    }
+    reload
+}
+
+/// The policy handle the proxy and the unix guard read, and its watcher when reloading.
+fn policy_in_force(
+    policy: StartPolicy,
+    home: Option<PathBuf>,
+    reload: bool,
+) -> anyhow::Result<(PolicyHandle, Option<PolicyWatcher>)> {
     let opts = CompileOptions { home };
     let handle_slot: Arc<std::sync::OnceLock<PolicyHandle>> = Arc::new(std::sync::OnceLock::new());
-    let (matcher, watcher) = match file {
+    let (matcher, watcher) = match policy.file {
         Some((path, source)) if reload => {
-            let (matcher, watcher) =
-                watch_policy(path, source, &loaded.policy, opts, handle_slot.clone())?;
+            let (matcher, watcher) = watch_policy(
+                &path,
+                source,
+                &policy.loaded.policy,
+                opts,
+                handle_slot.clone(),
+            )?;
             (matcher, Some(watcher))
         }
-        _ => (Arc::new(loaded.policy.compile(&opts)), None),
+        _ => (Arc::new(policy.loaded.policy.compile(&opts)), None),
     };
-    let policy = PolicyHandle::new(matcher);
-    let _ = handle_slot.set(policy.clone());
+    let handle = PolicyHandle::new(matcher);
+    let _ = handle_slot.set(handle.clone());
+    Ok((handle, watcher))
+}
+
+/// Starts the connect broker; returns the attribution table it fills, which the proxy reads.
+fn start_broker(
+    started: &Started,
+    setting: &Setting,
+    actual: SocketAddr,
+    policy: &PolicyHandle,
+) -> anyhow::Result<Arc<AttributionTable>> {
     // The guard asks the policy in force whether a host socket is listed.
     let listed = {
         let policy = policy.clone();
@@ -286,12 +335,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let table = Arc::new(AttributionTable::new(actual, client_diag));
     // Ancestor walks stop at the supervisor and at the sandbox's init.
     let roots = vec![sys::getpid(), started.pid];
-    let identities = Arc::new(IdentityResolver::new(roots));
-    let mut config = ProxyConfig::new(decision_log);
-    config.overrides = overrides;
-    config.intercept = Some(session_ca.intercept());
-    let config = Arc::new(config);
-    let sink = config.clone();
+    let identities = Arc::new(IdentityResolver::new(roots).with_trust(trust_rules(
+        setting,
+        started.mode,
+        policy.clone(),
+    )));
+    let sink = setting.proxy.clone();
     let broker = Broker::new(
         started.notifier.try_clone()?,
         table.clone(),
@@ -312,9 +361,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         started.mode == Mode::SeccompOnly,
     );
     broker.spawn(4).context("starting the connect broker")?;
+    Ok(table)
+}
 
+fn start_proxy(
+    runtime: &tokio::runtime::Runtime,
+    setting: &Setting,
+    listener: std::net::TcpListener,
+    policy: PolicyHandle,
+    table: Arc<AttributionTable>,
+) -> anyhow::Result<Arc<corral_proxy::Metrics>> {
+    let config = setting.proxy.clone();
     let metrics = config.metrics.clone();
-    let proxy_config = config.clone();
     let attribution: Arc<dyn corral_proxy::Attribution> = table;
     let serving = runtime.block_on(async { tokio::net::TcpListener::from_std(listener) })?;
     runtime.spawn(async move {
@@ -330,24 +388,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::error!("the proxy stopped: {e:#}");
         }
     });
+    Ok(metrics)
+}
 
-    let code = match started.wait_for_exec() {
-        Ok(()) => supervise(&started, &supervised),
-        Err(e) => {
-            eprintln!(
-                "corral: cannot run {}: {e}",
-                args.command[0].to_string_lossy()
-            );
-            let _ = sys::wait_for(started.pid);
-            127
-        }
-    };
-    if started.mode == Mode::SeccompOnly {
-        kill_leftovers();
-    }
-    // The command's sockets are closed now: let the proxy finish the connections it still
-    // holds, so their decision records are written (bounded: a stuck upstream cannot hold
-    // the exit).
+/// The command's sockets are closed now: lets the proxy finish the connections it still
+/// holds, so their decision records are written (bounded: a stuck upstream cannot hold
+/// the exit).
+fn drain(metrics: &corral_proxy::Metrics) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while metrics
         .connections_active
@@ -357,31 +404,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    // Folded refusals still in their window get their summary lines now.
-    proxy_config.log.flush();
-    drop(watcher);
-    runtime.shutdown_background();
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
-}
-
-/// The command that turns this session's refusals into policy lines.
-fn suggest_command(log: &Path, policy: Option<&Path>) -> String {
-    let quote = |p: &Path| {
-        let s = p.to_string_lossy();
-        if s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b))
-        {
-            s.into_owned()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
-    let mut cmd = format!("corral policy suggest --from {}", quote(log));
-    if let Some(p) = policy {
-        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        cmd.push_str(&format!(" --policy {}", quote(&p)));
-    }
-    cmd
 }
 
 /// Starts the sandbox in the requested mode, downgrading only in `Auto` (and saying why).
@@ -460,8 +482,9 @@ fn kill_leftovers() {
     }
 }
 
-/// The environment of the sandboxed command: ours, plus the proxy settings.
-fn sandbox_env(mode: Mode) -> Vec<(OsString, OsString)> {
+/// The environment of the sandboxed command: ours, plus the proxy settings and what the
+/// filesystem view sets.
+fn sandbox_env(mode: Mode, view_env: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
     let set: [(&str, &str); 11] = [
         ("HTTP_PROXY", PROXY_URL),
         ("HTTPS_PROXY", PROXY_URL),
@@ -489,20 +512,11 @@ fn sandbox_env(mode: Mode) -> Vec<(OsString, OsString)> {
         set.iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     );
+    for (k, v) in view_env {
+        env.retain(|(e, _)| e != k);
+        env.push((k.clone(), v.clone()));
+    }
     env
-}
-
-fn default_log_path() -> anyhow::Result<PathBuf> {
-    let base = match std::env::var_os("XDG_STATE_HOME") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(
-            std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set; pass --log FILE"))?,
-        )
-        .join(".local/state"),
-    };
-    let dir = base.join("corral");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir.join("decisions.jsonl"))
 }
 
 /// A broker refusal as a decision-log record (`kind: direct`).

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use corral_policy::Identity;
+
+pub use crate::trust::TrustRules;
+use crate::trust::{MapsError, Verdicts};
 use sha2::{Digest, Sha256};
 
 /// Why a caller cannot be given an identity (its connect is refused).
@@ -40,6 +43,14 @@ pub enum IdentityError {
     },
     #[error("the process was started with {0}, which can load foreign code into {1} and borrow its grants; its connections are refused (unset the variable, or run the program without it)")]
     Injection(String, String),
+    #[error("the executable {0} {1}; pin it in the policy (`sha256:`), install it with `corral install`, or keep it where the sandbox cannot write")]
+    UntrustedBinary(String, String),
+    #[error("{exe} runs code from {library}, which {why}; its connections are refused (a library loaded through LD_PRELOAD, LD_LIBRARY_PATH, OPENSSL_CONF, NODE_OPTIONS or a plugin path borrows the program's grants)")]
+    ForeignCode {
+        exe: String,
+        library: String,
+        why: String,
+    },
     #[error("the process is gone")]
     Gone,
     #[error("cannot read the process's executable: {0}")]
@@ -63,6 +74,8 @@ impl IdentityError {
             IdentityError::Loader(_) => "loader_as_executable",
             IdentityError::Changed { .. } => "binary_changed",
             IdentityError::Injection(..) => "injection_vector",
+            IdentityError::UntrustedBinary(..) => "untrusted_binary",
+            IdentityError::ForeignCode { .. } => "foreign_code",
             IdentityError::Gone => "process_gone",
             IdentityError::Unreadable(_) => "executable_unreadable",
         }
@@ -101,6 +114,8 @@ pub struct IdentityResolver {
     /// The ancestor walk stops at this pid (the sandbox's root, outside the command tree).
     stop_at: Vec<u32>,
     hashes: Mutex<Hashes>,
+    trust: TrustRules,
+    verdicts: Verdicts,
 }
 
 /// How deep the ancestor walk goes.
@@ -113,7 +128,15 @@ impl IdentityResolver {
         IdentityResolver {
             stop_at,
             hashes: Mutex::new(Hashes::default()),
+            trust: TrustRules::strict(),
+            verdicts: Verdicts::default(),
         }
+    }
+
+    /// What code may carry a grant (see [`crate::trust`]).
+    pub fn with_trust(mut self, trust: TrustRules) -> IdentityResolver {
+        self.trust = trust;
+        self
     }
 
     /// The identity of process (or thread) `pid`.
@@ -132,6 +155,7 @@ impl IdentityResolver {
             return Err(IdentityError::Injection(var, exe.display().to_string()));
         }
         let sha = self.hash_of(&mut file, &exe)?;
+        self.check_code(pid, &exe)?;
         Ok(Identity {
             invoked_as: corral_policy::identity::invoked_as(pid, &exe),
             exe,
@@ -145,6 +169,23 @@ impl IdentityResolver {
     /// hash cannot be taken).
     pub fn executable(&self, pid: u32) -> Result<PathBuf, IdentityError> {
         executable_path(pid)
+    }
+
+    /// Every file mapped as code must be out of the sandbox's reach or vouched for.
+    fn check_code(&self, pid: u32, exe: &Path) -> Result<(), IdentityError> {
+        match self.trust.check_mappings(pid, exe, &self.verdicts) {
+            Ok(()) => Ok(()),
+            Err(MapsError::Gone) => Err(IdentityError::Gone),
+            Err(MapsError::Unreadable(e)) => Err(IdentityError::Unreadable(e)),
+            Err(MapsError::Untrusted(u)) if Path::new(&u.path) == exe => {
+                Err(IdentityError::UntrustedBinary(u.path, u.why))
+            }
+            Err(MapsError::Untrusted(u)) => Err(IdentityError::ForeignCode {
+                exe: exe.display().to_string(),
+                library: u.path,
+                why: u.why,
+            }),
+        }
     }
 
     fn hash_of(&self, file: &mut File, exe: &Path) -> Result<String, IdentityError> {
@@ -283,7 +324,7 @@ fn parent_of(pid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn sha256_of(file: &mut File) -> io::Result<String> {
+pub(crate) fn sha256_of(file: &mut File) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -352,7 +393,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tool = dir.path().join("tool");
         std::fs::copy("/usr/bin/sleep", &tool).unwrap();
-        let r = IdentityResolver::new(vec![]);
+        // Pinned (as a policy would), so that only the change is in question.
+        let r = IdentityResolver::new(vec![]).with_trust(TrustRules {
+            pinned: Box::new(|_, _| true),
+            ..TrustRules::strict()
+        });
         let run = |r: &IdentityResolver| {
             let mut child = std::process::Command::new(&tool).arg("30").spawn().unwrap();
             // Wait until the child has exec'd the tool.

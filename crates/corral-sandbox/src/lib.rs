@@ -33,10 +33,15 @@ pub mod broker;
 pub mod ca_env;
 pub mod cli;
 pub mod doctor;
+pub mod fs_view;
 pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
 pub mod message;
 pub mod own_files;
+mod session;
+// The syscall layer: the only module allowed `unsafe` (each block with a SAFETY note).
+#[allow(unsafe_code)]
 pub mod sys;
+pub mod trust;
 pub mod unix_guard;

@@ -76,6 +76,22 @@ pub fn protected_dirs(
     Ok(dirs)
 }
 
+/// The files the sandbox may never write, whatever the filesystem view grants: the policy
+/// (and the file a symlinked policy points to) and the decision log's directory. (corral's
+/// own executable is the third; `corral run` protects it per isolation mode.)
+pub fn trust_anchors(policy: Option<&Path>, log: &Path, cwd: &Path) -> Vec<PathBuf> {
+    let mut anchors = Vec::new();
+    if let Some(p) = policy {
+        let abs = cwd.join(p);
+        if let Ok(real) = std::fs::canonicalize(&abs) {
+            anchors.push(real);
+        }
+        anchors.push(abs);
+    }
+    anchors.push(parent(&cwd.join(log)));
+    anchors
+}
+
 /// Whether a process of the sandbox — same user, no capabilities, no mount namespace —
 /// could change what `policy` reads as: write the file, or replace it in its directory
 /// (or the file a symlink points to). An owner can always `chmod` first.

@@ -2,6 +2,8 @@
 //! ordinary users and network namespaces. Tests read as scenarios; the plumbing lives here
 //! so that no test file copies it.
 
+#![forbid(unsafe_code)]
+
 /// Where the test clients (Python venv, Claude Code) are installed.
 pub mod deps;
 /// Files and directories readable by the ordinary users the tests create.

@@ -38,6 +38,8 @@ pub fn who(r: &Runner) -> String {
 pub struct Sandbox<'a> {
     pub runner: &'a Runner,
     pub home: TempHome,
+    /// The working directory: a project directory in HOME (the sandbox may write it).
+    pub work: PathBuf,
     pub policy: PathBuf,
     pub log: PathBuf,
     pub resolve: Vec<String>,
@@ -51,8 +53,10 @@ impl<'a> Sandbox<'a> {
         // sees read-only (corral refuses a policy or log in HOME itself).
         let policy = home.join(".config/corral/policy.yaml");
         let log = home.join(".local/state/corral/decisions.jsonl");
+        let work = home.join("work");
         let s = Sandbox {
             runner,
+            work,
             home,
             policy,
             log,
@@ -65,6 +69,7 @@ impl<'a> Sandbox<'a> {
             ".local",
             ".local/state",
             ".local/state/corral",
+            "work",
         ] {
             let dir = s.home.join(dir);
             std::fs::create_dir_all(&dir).unwrap();
@@ -83,7 +88,7 @@ impl<'a> Sandbox<'a> {
 
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut c = self.runner.command(corral_bin());
-        c.current_dir(self.home.path());
+        c.current_dir(&self.work);
         c.env("HOME", self.home.path());
         c.arg("run")
             .arg("--policy")

@@ -51,10 +51,7 @@ impl TestUser {
     /// A fresh directory owned by this user (mode 0700), removed when dropped: use it as
     /// the user's `HOME` in a test.
     pub fn temp_home(&self) -> TempHome {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-home-")
-            .tempdir()
-            .expect("temp home");
+        let dir = temp_home_dir();
         chown(dir.path(), self.uid, self.gid);
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .expect("chmod home");
@@ -104,13 +101,19 @@ impl Runner {
         match self {
             Runner::Ordinary(user) => user.temp_home(),
             Runner::Current => TempHome {
-                dir: tempfile::Builder::new()
-                    .prefix("corral-home-")
-                    .tempdir()
-                    .expect("temp home"),
+                dir: temp_home_dir(),
             },
         }
     }
+}
+
+/// A fresh home directory under `/var/tmp`: not under `/tmp`, which `corral run` lets the
+/// sandbox write (a home inside it would be split around its protected files).
+fn temp_home_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("corral-home-")
+        .tempdir_in("/var/tmp")
+        .expect("temp home under /var/tmp")
 }
 
 /// Changes the owner of `path` (recursively) to `uid:gid`.

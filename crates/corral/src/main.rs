@@ -1,5 +1,7 @@
 //! The `corral` binary: parses arguments and hands each job to the crate that does it.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,7 +44,7 @@ enum PolicyCommand {
     /// Show the decision the proxy would make for a binary and a destination.
     Explain(corral_policy::cli::ExplainArgs),
     /// Turn refusals in a proxy log into the policy lines that would allow them.
-    Suggest(corral_proxy::cli::SuggestArgs),
+    Suggest(corral_policy::cli::SuggestArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => corral_proxy::cli::serve(args),
         Command::Policy(PolicyCommand::Check(args)) => corral_policy::cli::check(args),
         Command::Policy(PolicyCommand::Explain(args)) => corral_policy::cli::explain(args),
-        Command::Policy(PolicyCommand::Suggest(args)) => corral_proxy::cli::suggest(args),
+        Command::Policy(PolicyCommand::Suggest(args)) => corral_policy::cli::suggest(args),
         Command::Gateway(cmd) => corral_gateway::cli::run(cmd),
         Command::Mirror(cmd) => corral_mirror::cli::run(cmd),
         Command::Install(args) => corral_install::cli::install(args),

@@ -1048,3 +1048,68 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An HTTPS upstream behind the configured proxy is reached through a `CONNECT` tunnel
+/// (with the proxy's credentials from the URL), and TLS is still checked end to end.
+#[test]
+fn https_upstream_calls_tunnel_through_the_configured_proxy() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.trim().to_string());
+                }
+                let target = head[0].split_whitespace().nth(1).unwrap().to_string();
+                log.lock().unwrap().extend(head);
+                let mut up = std::net::TcpStream::connect(&target).unwrap();
+                let mut client_write = client;
+                client_write
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let mut up_read = up.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_read, &mut client_write);
+                });
+                let _ = std::io::copy(&mut reader, &mut up);
+            });
+        }
+    });
+    let gw = Gateway::start_custom(
+        Script::default(),
+        "",
+        UpstreamTls::TrustedCa,
+        &format!("proxy = \"http://egress:s3cret@{proxy}\""),
+    );
+    let key = gw.add_key("kim", &["--id", "kim"]);
+    let auth = format!("x-api-key: {key}");
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, _, resp) = gw.curl("POST", "/v1/messages", &[&auth], Some(body));
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains(ANSWER));
+    let seen = seen.lock().unwrap().clone();
+    let upstream = gw.upstream.addr();
+    assert!(
+        seen.iter()
+            .any(|l| *l == format!("CONNECT {upstream} HTTP/1.1")),
+        "the proxy saw {seen:?}"
+    );
+    // Basic credentials of "egress:s3cret".
+    assert!(
+        seen.iter()
+            .any(|l| l == "Proxy-Authorization: Basic ZWdyZXNzOnMzY3JldA=="),
+        "the proxy saw {seen:?}"
+    );
+    assert_eq!(gw.upstream.requests().len(), 1);
+}

@@ -308,7 +308,7 @@ network_policies:
             c.env("CORRAL_UPSTREAM_CA", ca.ca_path());
             let out = c.output().unwrap();
             // Cloned (GIT_SSL_CAINFO is the session bundle), then the push is refused.
-            assert!(sb.home.join("c/README.md").exists(), "{}", sb.context(&out));
+            assert!(sb.work.join("c/README.md").exists(), "{}", sb.context(&out));
             assert!(!out.status.success(), "{}", sb.context(&out));
             let err = String::from_utf8_lossy(&out.stderr).into_owned();
             assert!(err.contains("403"), "{}", sb.context(&out));
@@ -421,7 +421,16 @@ fn corral_proxy_terminates_with_the_ca_from_files_and_refuses_without_one() {
 #[test]
 fn credentials_are_substituted_for_the_bound_binary_and_destination_only() {
     let up = api();
-    let secrets = corral_testsupport::fs::world_readable_tempdir();
+    // Not under /tmp: the sandbox's default view makes /tmp writable (and so readable).
+    let secrets = tempfile::Builder::new()
+        .prefix("corral-secrets-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        secrets.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let secret_file = secrets.path().join("api.key");
     corral_testsupport::fs::write_readable(&secret_file, b"s3cret-value\n");
     let port = up.port();

@@ -529,7 +529,7 @@ fn a_redirect_to_a_storage_host_missing_from_the_policy_is_refused_and_suggest_a
     assert_eq!(
         yaml,
         format!(
-            "network_policies:\n  mirror_downloads:  # existing group: append to its endpoints\n    endpoints:\n      - {{ host: storage.test, port: {} }}\n",
+            "network_policies:\n  mirror_downloads:  # existing group: append to its endpoints; lets through: /usr/bin/curl only\n    endpoints:\n      - {{ host: storage.test, port: {} }}\n",
             storage.port()
         )
     );

@@ -130,7 +130,7 @@ fn a_copy_of_curl_is_refused_and_a_symlink_is_attributed_to_the_real_path() {
             assert!(text.contains("copy-refused"), "{}", sb.context(&out));
             let log = sb.log();
             let copy = sb
-                .home
+                .work
                 .join("x/curl")
                 .canonicalize()
                 .unwrap()
@@ -139,7 +139,7 @@ fn a_copy_of_curl_is_refused_and_a_symlink_is_attributed_to_the_real_path() {
             assert!(
                 denials(&log)
                     .iter()
-                    .any(|r| r["binary"] == copy.as_str() && r["error"] == "binary_not_allowed"),
+                    .any(|r| r["binary"] == copy.as_str() && r["error"] == "untrusted_binary"),
                 "{}",
                 sb.context(&out)
             );
@@ -161,12 +161,25 @@ fn a_binary_replaced_at_an_allowed_path_is_refused() {
         let home_probe = runner.temp_home();
         let tool = home_probe.join("tool");
         let tool_s = tool.display().to_string();
-        let sb = Sandbox::new(
-            &runner,
-            mode,
-            &policy(up.https.port(), &[&tool_s]),
-            &up.resolve(),
+        // The sandbox may write where the tool lies, so only a pin makes it trusted.
+        let sha = String::from_utf8(
+            Command::new("sha256sum")
+                .arg("/usr/bin/curl")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()[..64]
+            .to_string();
+        let yaml = format!(
+            "{}filesystem_policy:\n  read_write: [{}]\n",
+            policy(up.https.port(), &[&tool_s]).replace(
+                &format!("path: {tool_s}\n"),
+                &format!("path: {tool_s}\n        sha256: {sha}\n")
+            ),
+            home_probe.path().display()
         );
+        let sb = Sandbox::new(&runner, mode, &yaml, &up.resolve());
         std::fs::copy("/usr/bin/curl", &tool).unwrap();
         sb.give_to_runner(home_probe.path());
         let ca = up.ca.ca_path().display().to_string();
@@ -465,7 +478,7 @@ fn git_clone_needs_git_remote_https_in_the_policy() {
             .unwrap();
         assert!(out.status.success(), "{}", ok.context(&out));
         assert!(
-            ok.home.join("clone/README.md").exists(),
+            ok.work.join("clone/README.md").exists(),
             "{}",
             ok.context(&out)
         );
@@ -565,7 +578,7 @@ fn killing_the_supervisor_opens_no_way_out() {
     for runner in runners() {
         for mode in MODES {
             let sb = Sandbox::new(&runner, mode, &policy(1, &[PY]), &[]);
-            let results = sb.home.join("results");
+            let results = sb.work.join("results");
             let mut cmd = sb.command(&[
                 "/bin/sh",
                 "-c",
@@ -662,7 +675,7 @@ fn an_interactive_session_runs_on_a_terminal_with_job_control() {
                 .map(|a| shell_quote(&a.to_string_lossy()))
                 .collect();
             let mut c = sb.runner.command("/usr/bin/script");
-            c.current_dir(sb.home.path()).env("HOME", sb.home.path());
+            c.current_dir(&sb.work).env("HOME", sb.home.path());
             // `exec`: no shell of script's may sit between the terminal and corral (a
             // non-interactive shell waiting for its child dies of the ^C itself, and script
             // would report that).
@@ -823,7 +836,7 @@ fn a_policy_change_applies_inside_a_running_sandbox() {
     // …then the policy is edited in place and reloaded.
     std::fs::write(&sb.policy, policy(up.https.port(), &["/usr/bin/curl"])).unwrap();
     bg.wait_for_stderr("policy reloaded", Duration::from_secs(60));
-    let go = sb.home.join("go");
+    let go = sb.work.join("go");
     std::fs::write(&go, "").unwrap();
     sb.give_to_runner(&go);
     let status = bg.wait();
@@ -893,9 +906,9 @@ print('nested-userns', subprocess.run(['unshare', '-Ur', 'true'], stderr=subproc
 /// The sandbox cannot widen its own policy or rewrite its decision log: it tries to append
 /// a grant, to rename another policy over it, to move the policy's directory away and put
 /// a new one in its place, and to forge a refusal (which `corral policy suggest --apply`
-/// would turn into a grant). In namespace mode every attempt fails (the directories are
-/// read-only inside); in seccomp-only mode the writes succeed but the policy is not
-/// reloaded, and corral says so. Either way the host it tried to add stays refused.
+/// would turn into a grant). Every attempt fails in both modes: the filesystem view keeps
+/// the policy, the log and the directories above them read-only (and namespace mode binds
+/// the directories read-only too). The host it tried to add stays refused.
 #[test]
 fn the_sandbox_cannot_change_its_policy_or_its_log() {
     let up = upstreams();
@@ -915,9 +928,9 @@ fn the_sandbox_cannot_change_its_policy_or_its_log() {
             let forged = r#"{"time":"2026-01-01T00:00:00.000Z","kind":"connect","conn":1,"decision":"deny","error":"no_endpoint","binary":"/usr/bin/curl","ancestors":[],"host":"forged.test","port":443,"policy_generation":1,"status":403,"bytes_up":0,"bytes_down":0,"duration_ms":0}"#;
             let script = format!(
                 "P=\"$1\"; L=\"$2\"; D=$(dirname \"$P\")\n\
-                 {{ cat \"$P\"; printf '%s' \"$3\"; }} > \"$HOME/new.yaml\"\n\
+                 {{ cat \"$P\"; printf '%s' \"$3\"; }} > new.yaml\n\
                  printf '%s' \"$3\" >> \"$P\" 2>/dev/null && echo appended || echo append-refused\n\
-                 mv \"$HOME/new.yaml\" \"$P\" 2>/dev/null && echo replaced || echo replace-refused\n\
+                 mv new.yaml \"$P\" 2>/dev/null && echo replaced || echo replace-refused\n\
                  mv \"$D\" \"$D.old\" 2>/dev/null && mkdir \"$D\" && cp \"$D.old/$(basename \"$P\")\" \"$P\" && echo dir-swapped || echo dir-swap-refused\n\
                  echo '{forged}' >> \"$L\" 2>/dev/null && echo forged || echo forge-refused\n\
                  sleep 1.5\n\
@@ -939,45 +952,23 @@ fn the_sandbox_cannot_change_its_policy_or_its_log() {
             assert!(text.contains("widened 403"), "{ctx}");
             let log = std::fs::read_to_string(&sb.log).unwrap_or_default();
             let moved = sb.policy.parent().unwrap().with_extension("old");
-            if mode == "namespaces" {
-                for refused in [
-                    "append-refused",
-                    "replace-refused",
-                    "dir-swap-refused",
-                    "forge-refused",
-                ] {
-                    assert!(text.contains(refused), "{refused}: {ctx}");
-                }
-                assert_eq!(std::fs::read_to_string(&sb.policy).unwrap(), original);
-                assert!(!log.contains("forged.test"), "{ctx}");
-                assert!(!moved.exists());
-            } else {
-                // Nothing stops the writes without a mount namespace, and the policy they
-                // leave would allow the host…
-                assert!(
-                    text.contains("appended") && text.contains("forged"),
-                    "{ctx}"
-                );
-                let explain = Command::new(corral_bin())
-                    .args(["policy", "explain"])
-                    .arg(&sb.policy)
-                    .args(["--binary", "/usr/bin/curl", "--dest"])
-                    .arg(format!("denied.test:{port}"))
-                    .output()
-                    .unwrap();
-                assert!(
-                    explain.status.success() && stdout(&explain).starts_with("allow:"),
-                    "the widened policy is valid: {}{}",
-                    stdout(&explain),
-                    String::from_utf8_lossy(&explain.stderr)
-                );
-                // …so the policy is not reloaded, and the user is told.
-                assert!(
-                    String::from_utf8_lossy(&out.stderr)
-                        .contains("the policy is not reloaded while it runs"),
-                    "{ctx}"
-                );
+            // Both modes: the filesystem view (Landlock) keeps the policy, the log and the
+            // directories above them out of reach; namespace mode binds them read-only too.
+            for refused in [
+                "append-refused",
+                "replace-refused",
+                "dir-swap-refused",
+                "forge-refused",
+            ] {
+                assert!(text.contains(refused), "{refused}: {ctx}");
             }
+            assert_eq!(std::fs::read_to_string(&sb.policy).unwrap(), original);
+            assert!(!log.contains("forged.test"), "{ctx}");
+            assert!(!moved.exists());
+            assert!(
+                !String::from_utf8_lossy(&out.stderr).contains("not reloaded"),
+                "{ctx}"
+            );
         }
     }
 }
@@ -1005,7 +996,7 @@ pidfd = sys_(434, victim.pid, 0)
 attempt('pidfd_getfd', lambda: sys_(438, pidfd, 0, 0))
 attempt('process_vm_writev', lambda: sys_(311, victim.pid, 0, 0, 0, 0, 0))
 victim.kill()
-with open(os.path.join(os.environ['HOME'], 'note'), 'w') as f:
+with open('note', 'w') as f:
     f.write('x')
 print('home-write ok')
 # A pipe of the sandbox's own (the test's pipe belongs to root, whom the ordinary user
@@ -1118,7 +1109,7 @@ fn job_control_works_in_tmux() {
                 &session,
                 &format!(
                     "cd {} && {}",
-                    shell_quote(&sb.home.path().display().to_string()),
+                    shell_quote(&sb.work.display().to_string()),
                     line.join(" ")
                 ),
                 "Enter",

@@ -321,11 +321,15 @@ fn the_guide_deploys_claude_code_behind_corral() {
     let checkout = home.join("corral");
     std::fs::create_dir_all(platform.join("etc")).unwrap();
     std::fs::create_dir_all(checkout.join("examples/policies")).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies/corporate.yaml"),
-        checkout.join("examples/policies/corporate.yaml"),
-    )
-    .unwrap();
+    for example in ["corporate.yaml", "install.yaml"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/policies")
+                .join(example),
+            checkout.join("examples/policies").join(example),
+        )
+        .unwrap();
+    }
     if let Runner::Ordinary(user) = &runner {
         chown(&platform, user.uid, user.gid);
         chown(&checkout, user.uid, user.gid);
@@ -626,9 +630,9 @@ fn the_guide_deploys_claude_code_behind_corral() {
                 assert!(unlisted.requests().is_empty(), "a refused name was reached");
             }
             "suggest" => {
-                // Exactly this endpoint, in the group that lists curl and the fewest other
-                // programs (github_raw: curl alone), printed, then applied.
-                let yaml = "network_policies:\n  github_raw:  # existing group: append to its endpoints\n    endpoints:\n      - { host: unlisted.example, port: 443 }\n";
+                // Exactly this endpoint, in the one group that lists curl alone
+                // (github_raw), so that no other program gets it; printed, then applied.
+                let yaml = "network_policies:\n  github_raw:  # existing group: append to its endpoints; lets through: /usr/bin/curl only\n    endpoints:\n      - { host: unlisted.example, port: 443 }\n";
                 assert_eq!(ran.output.matches(yaml).count(), 2, "{}", context());
                 assert!(!ran.output.contains("10.255.255.53"), "{}", context());
                 assert!(
@@ -650,7 +654,7 @@ fn the_guide_deploys_claude_code_behind_corral() {
             "git-clone" => {
                 assert!(ran.output.contains(README.0), "{}", context());
                 assert_eq!(
-                    world.file(&format!("app/{}", README.0)),
+                    world.file(&format!("corral/app/{}", README.0)),
                     README.1,
                     "{}",
                     context()
@@ -676,7 +680,7 @@ fn the_guide_deploys_claude_code_behind_corral() {
                     "{}",
                     context()
                 );
-                assert!(!world.home.join("app2").join(README.0).exists());
+                assert!(!world.checkout.join("app2").join(README.0).exists());
             }
             "upgrade-publish" => {
                 assert!(ran.output.contains(&next_version), "{}", context());

@@ -193,11 +193,12 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for it in items {
             if let Some(s) = self.string(it, &format!("an entry of {what}"), &example) {
-                if !s.starts_with('/') {
+                let in_home = s == "~" || s.starts_with("~/") || s.starts_with("$HOME/");
+                if !s.starts_with('/') && !in_home {
                     self.error(
                         it.pos,
                         format!("`{s}` in {what} is not an absolute path"),
-                        "write a path starting with `/`",
+                        "write a path starting with `/` (or `~/` for one in your home directory)",
                     );
                     continue;
                 }

@@ -162,7 +162,9 @@ pub fn open_path_beneath(
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphaned descendants are re-parented to us.
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long)?;
+    cvt(libc::c_long::from(unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    }))?;
     Ok(())
 }
 
@@ -173,7 +175,9 @@ pub fn set_child_subreaper() -> io::Result<()> {
 /// write its own `/proc/self/uid_map`.
 pub fn set_not_dumpable() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long)?;
+    cvt(libc::c_long::from(unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)
+    }))?;
     Ok(())
 }
 
@@ -327,14 +331,14 @@ pub fn children_of_self() -> Vec<u32> {
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: socketpair writes two descriptors into our array.
-    cvt(unsafe {
+    cvt(libc::c_long::from(unsafe {
         libc::socketpair(
             libc::AF_UNIX,
             libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )
-    } as libc::c_long)?;
+    }))?;
     // SAFETY: both descriptors are new and ours.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

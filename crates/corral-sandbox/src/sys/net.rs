@@ -18,7 +18,7 @@ fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> 
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into our int.
-    cvt(unsafe {
+    cvt(libc::c_long::from(unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
             level,
@@ -26,7 +26,7 @@ fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> 
             (&mut v as *mut libc::c_int).cast(),
             &mut len,
         )
-    } as libc::c_long)?;
+    }))?;
     Ok(v)
 }
 
@@ -47,7 +47,9 @@ pub fn is_v6only(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// Whether the open file description is non-blocking (shared with the caller's descriptor).
 pub fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // SAFETY: fcntl(F_GETFL) on a descriptor we hold.
-    let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } as libc::c_long)?;
+    let fl = cvt(libc::c_long::from(unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_GETFL)
+    }))?;
     Ok(fl as i32 & libc::O_NONBLOCK != 0)
 }
 
@@ -144,13 +146,13 @@ pub fn parse_sockaddr(bytes: &[u8]) -> RawDestination {
 pub fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
     let (ss, len) = to_raw(addr);
     // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
-    cvt(unsafe {
+    cvt(libc::c_long::from(unsafe {
         libc::bind(
             fd.as_raw_fd(),
             (&ss as *const libc::sockaddr_storage).cast(),
             len,
         )
-    } as libc::c_long)?;
+    }))?;
     Ok(())
 }
 
@@ -166,7 +168,7 @@ pub fn connect(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
             len,
         )
     };
-    cvt(r as libc::c_long).map(drop)
+    cvt(libc::c_long::from(r)).map(drop)
 }
 
 /// `connect(fd, {AF_UNSPEC})`: dissolves a datagram association / aborts a stream.
@@ -181,7 +183,7 @@ pub fn connect_unspecified(fd: BorrowedFd<'_>) -> io::Result<()> {
             std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
         )
     };
-    cvt(r as libc::c_long).map(drop)
+    cvt(libc::c_long::from(r)).map(drop)
 }
 
 fn name_of(
@@ -191,13 +193,13 @@ fn name_of(
     // SAFETY: zeroed storage is valid; `f` (getsockname/getpeername) writes at most `len`.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    cvt(unsafe {
+    cvt(libc::c_long::from(unsafe {
         f(
             fd.as_raw_fd(),
             (&mut ss as *mut libc::sockaddr_storage).cast(),
             &mut len,
         )
-    } as libc::c_long)?;
+    }))?;
     // SAFETY: the kernel wrote `len` bytes of a sockaddr into `ss`.
     let bytes = unsafe {
         std::slice::from_raw_parts(
@@ -230,7 +232,9 @@ pub fn wait_writable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
     };
     let n = retry(|| {
         // SAFETY: poll on one pollfd we own.
-        cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) } as libc::c_long)
+        cvt(libc::c_long::from(unsafe {
+            libc::poll(&mut p, 1, timeout_ms)
+        }))
     })?;
     Ok(n > 0)
 }
@@ -280,7 +284,10 @@ pub fn parse_unix_sockaddr(bytes: &[u8]) -> Option<UnixAddress> {
 /// `listen(fd, backlog)`.
 pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
     // SAFETY: listen with a descriptor we hold and an integer.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) } as libc::c_long).map(drop)
+    cvt(libc::c_long::from(unsafe {
+        libc::listen(fd.as_raw_fd(), backlog)
+    }))
+    .map(drop)
 }
 
 /// `connect(fd, addr)` with an address exactly as the caller wrote it (copied out of its
@@ -291,7 +298,7 @@ pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
     // SAFETY: the kernel reads at most `len` bytes of our buffer and copies them into a
     // sockaddr_storage of its own (so alignment does not matter).
     let r = unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr().cast(), len) };
-    cvt(r as libc::c_long).map(drop)
+    cvt(libc::c_long::from(r)).map(drop)
 }
 
 /// `sendmsg` of one copied message: `name` (raw address bytes, or none), `data`, and
@@ -338,7 +345,9 @@ pub fn socket_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: fstat fills a stat we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat on a descriptor we hold, writing into `st`.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } as libc::c_long)?;
+    cvt(libc::c_long::from(unsafe {
+        libc::fstat(fd.as_raw_fd(), &mut st)
+    }))?;
     Ok(st.st_ino)
 }
 
@@ -361,13 +370,13 @@ impl DiagSocket {
 /// A `NETLINK_SOCK_DIAG` socket in the calling thread's network namespace.
 pub fn sock_diag_socket() -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: socket() with constant arguments; the result is a new descriptor we own.
-    let fd = cvt(unsafe {
+    let fd = cvt(libc::c_long::from(unsafe {
         libc::socket(
             libc::AF_NETLINK,
             libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
             libc::NETLINK_SOCK_DIAG,
         )
-    } as libc::c_long)?;
+    }))?;
     // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }

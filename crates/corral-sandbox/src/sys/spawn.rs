@@ -574,7 +574,7 @@ fn kill_tree() {
                         if b.is_ascii_digit() {
                             pid = pid
                                 .saturating_mul(10)
-                                .saturating_add((b - b'0') as libc::pid_t);
+                                .saturating_add(libc::pid_t::from(b - b'0'));
                             digits = true;
                         } else if digits {
                             libc::kill(pid, libc::SIGKILL);

@@ -1,12 +1,13 @@
 //! `corral policy suggest`: from refusals in a decision log to the smallest policy change
 //! that allows them ("follow the errors").
 //!
-//! Each refused (binary, host, port) becomes one endpoint. A binary already listed in a
-//! policy group gets the endpoint appended to that group (the group's other binaries gain
-//! it too — that is what a group means — so among several such groups the one with the
-//! fewest binaries is chosen); a binary listed nowhere gets a new group of its
-//! own holding exactly its refused endpoints. Adding a binary to an existing group is never
-//! suggested, because it would grant every endpoint of that group.
+//! Each refused (binary, host, port) becomes one endpoint, and the change lets exactly
+//! that binary through: the endpoint is appended to an existing group only when that group
+//! lists no other binary (a group's endpoints are open to all its binaries, so appending
+//! to a shared group would grant the host to every one of them); otherwise the binary gets
+//! a new group of its own holding exactly its refused endpoints. Adding a binary to an
+//! existing group is never suggested, for the same reason. The rendering says, per group,
+//! which binaries the change lets through.
 //!
 //! `--apply` edits the file as text: it appends lines, so comments, order and formatting
 //! of everything else stay as they were. It refuses (and says why) when the structure it
@@ -17,8 +18,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::{CompileOptions, Decision, Identity, Policy};
 use anyhow::{bail, Context};
-use corral_policy::{CompileOptions, Decision, Identity, Policy};
 
 /// Reason codes a policy edit can fix.
 const FIXABLE: [&str; 3] = ["no_endpoint", "port_not_allowed", "binary_not_allowed"];
@@ -109,8 +110,11 @@ pub type NewGroup = (String, String, Vec<(String, u16)>);
 /// The change to make: endpoints to append to existing groups, and new groups.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Change {
-    /// Existing group key → endpoints (host, port) to append.
+    /// Existing group key → endpoints (host, port) to append. Each such group lists only
+    /// the refused binary.
     pub append: Vec<(String, Vec<(String, u16)>)>,
+    /// Existing group key → the binary its new endpoints let through.
+    pub append_binary: Vec<(String, String)>,
     /// New groups: (key, binary, endpoints).
     pub new_groups: Vec<NewGroup>,
 }
@@ -150,20 +154,32 @@ pub fn plan(refused: &[Refused], policy: Option<&Policy>, home: Option<&Path>) -
                         .any(|b| same_binary(&b.path, &r.binary, home))
                 })
                 .collect();
-            // Prefer a group that already talks to this host (a port is what's missing);
-            // else the one with the fewest programs, which the new endpoint widens least.
-            listing
-                .iter()
+            // Only a group of this binary alone: prefer one that already talks to this
+            // host (a port is what's missing).
+            let own: Vec<_> = listing
+                .into_iter()
+                .filter(|g| {
+                    g.binaries
+                        .iter()
+                        .all(|b| same_binary(&b.path, &r.binary, home))
+                })
+                .collect();
+            own.iter()
                 .find(|g| {
                     g.endpoints
                         .iter()
                         .any(|e| e.host.written.eq_ignore_ascii_case(&r.host))
                 })
-                .or_else(|| listing.iter().min_by_key(|g| g.binaries.len()))
+                .or_else(|| own.first())
                 .map(|g| g.key.clone())
         });
         match group {
-            Some(key) => push_unique(&mut change.append, key, (r.host.clone(), r.port)),
+            Some(key) => {
+                if !change.append_binary.iter().any(|(k, _)| *k == key) {
+                    change.append_binary.push((key.clone(), r.binary.clone()));
+                }
+                push_unique(&mut change.append, key, (r.host.clone(), r.port))
+            }
             None => push_unique(&mut per_binary, r.binary.clone(), (r.host.clone(), r.port)),
         }
     }
@@ -239,15 +255,23 @@ fn endpoint_line(host: &str, port: u16) -> String {
 pub fn render(change: &Change) -> String {
     let mut out = String::from("network_policies:\n");
     for (key, endpoints) in &change.append {
+        let who = change
+            .append_binary
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, b)| b.as_str())
+            .unwrap_or("its binaries");
         out.push_str(&format!(
-            "  {key}:  # existing group: append to its endpoints\n    endpoints:\n"
+            "  {key}:  # existing group: append to its endpoints; lets through: {who} only\n    endpoints:\n"
         ));
         for (h, p) in endpoints {
             out.push_str(&format!("      {}\n", endpoint_line(h, *p)));
         }
     }
     for (key, binary, endpoints) in &change.new_groups {
-        out.push_str(&format!("  {key}:  # new group\n    endpoints:\n"));
+        out.push_str(&format!(
+            "  {key}:  # new group; lets through: {binary} only\n    endpoints:\n"
+        ));
         for (h, p) in endpoints {
             out.push_str(&format!("      {}\n", endpoint_line(h, *p)));
         }
@@ -538,6 +562,7 @@ not json
                 "/usr/bin/wget".into(),
                 vec![("example.test".into(), 8443)],
             )],
+            ..Change::default()
         };
         let out = apply_to_text(text, &change).unwrap();
         assert_eq!(
@@ -552,6 +577,7 @@ not json
         let change = Change {
             append: vec![("github".into(), vec![("codeload.github.test".into(), 443)])],
             new_groups: vec![],
+            ..Change::default()
         };
         let out = apply_to_text(text, &change).unwrap();
         assert!(out.contains("          - allow: { method: GET, path: \"/**\" }\n      - { host: codeload.github.test, port: 443 }\n    binaries:"), "{out}");
@@ -562,6 +588,7 @@ not json
         let change = Change {
             append: vec![("g".into(), vec![("a.test".into(), 443)])],
             new_groups: vec![],
+            ..Change::default()
         };
         let err = apply_to_text(
             "network_policies:\n  g:\n    endpoints: [{ host: b.test, port: 443 }]\n",
@@ -580,8 +607,52 @@ not json
                 "/usr/bin/curl".into(),
                 vec![("a.test".into(), 443)],
             )],
+            ..Change::default()
         };
         let out = apply_to_text("version: 1\n", &change).unwrap();
         assert_eq!(out, "version: 1\nnetwork_policies:\n  allow_curl:\n    endpoints:\n      - { host: a.test, port: 443 }\n    binaries:\n      - { path: /usr/bin/curl }\n");
+    }
+
+    #[test]
+    fn a_shared_group_is_never_widened_and_the_change_names_who_it_lets_through() {
+        let text = "version: 1\nnetwork_policies:\n  shared:\n    endpoints:\n      - { host: mirror.test, port: 443 }\n    binaries:\n      - { path: /usr/bin/curl }\n      - { path: /usr/bin/wget }\n  git_only:\n    endpoints:\n      - { host: git.test, port: 443 }\n    binaries:\n      - { path: /usr/bin/git }\n";
+        let policy = Policy::parse(text, "p.yaml").unwrap().policy;
+        let refused = vec![
+            Refused {
+                binary: "/usr/bin/curl".into(),
+                host: "evil.test".into(),
+                port: 443,
+            },
+            Refused {
+                binary: "/usr/bin/git".into(),
+                host: "git.test".into(),
+                port: 8443,
+            },
+        ];
+        let change = plan(&refused, Some(&policy), None);
+        assert_eq!(
+            change.append,
+            vec![("git_only".to_string(), vec![("git.test".to_string(), 8443)])]
+        );
+        assert_eq!(change.new_groups.len(), 1, "{change:?}");
+        assert_eq!(change.new_groups[0].1, "/usr/bin/curl");
+        let shown = render(&change);
+        assert!(
+            shown.contains("lets through: /usr/bin/curl only"),
+            "{shown}"
+        );
+        assert!(shown.contains("lets through: /usr/bin/git only"), "{shown}");
+        // Applied, wget (in the shared group) still cannot reach the new host.
+        let edited = apply_to_text(text, &change).unwrap();
+        let m = Policy::parse(&edited, "p.yaml")
+            .unwrap()
+            .policy
+            .compile(&CompileOptions::default());
+        assert!(m
+            .decide(&Identity::new("/usr/bin/curl"), "evil.test", 443, None)
+            .is_allow());
+        assert!(!m
+            .decide(&Identity::new("/usr/bin/wget"), "evil.test", 443, None)
+            .is_allow());
     }
 }

@@ -1,0 +1,513 @@
+//! What the sandbox may read and write: the filesystem view, built from the policy's
+//! `filesystem_policy` on top of corral's default, and enforced by Landlock in both
+//! isolation modes.
+//!
+//! # The default (no `filesystem_policy`, or one that lists no paths)
+//!
+//! Everything is readable; the sandbox may write only
+//! - the working directory (`include_workdir`, default true): the project the agent works on;
+//! - `/tmp` (shared with the host: compilers, test runners and Claude Code put files there);
+//! - the agent's own state: Claude Code's `~/.claude` (or `$CLAUDE_CONFIG_DIR`). Claude Code
+//!   also rewrites `~/.claude.json` by creating a temporary file and a lock directory next
+//!   to it, in `HOME` itself, which no rule can allow without allowing all of `HOME`; so
+//!   the sandbox runs it with `CLAUDE_CONFIG_DIR=~/.claude`, where it keeps that file too.
+//!
+//! Shell start-up files, `~/.ssh`, `~/.config/corral`, `~/.local/bin` and the rest of
+//! [`PROTECTED`] run or configure code outside the sandbox: they stay read-only even when
+//! a writable directory holds them (the working directory is `HOME`, or a `read_write`
+//! entry is `~`). Such a grant is *split*: the directory itself gets no write right, each
+//! entry in it but the protected one is granted whole, recursively down to the protected
+//! path. Landlock grants rights to whole hierarchies and cannot subtract, so the price is
+//! that nothing new can be created directly in a split directory.
+//!
+//! # What a policy changes
+//!
+//! - `read_write: [P…]` widens: each P is writable too (split around what is protected
+//!   inside it; naming a protected path, e.g. `~/.local/bin`, grants it deliberately).
+//! - `read_only: [P…]` narrows reads the OpenShell way: with the list present, only the
+//!   listed paths (plus the writable ones and the device files every program opens) are
+//!   visible. A default writable path (`/tmp`, the agent's state) that a `read_only`
+//!   entry covers becomes read-only.
+//! - `include_workdir: false` takes the working directory off the writable list.
+//!
+//! # Trust anchors
+//!
+//! The policy file (and the file a symlinked policy points to), the decision log's
+//! directory and corral's own executable are never writable: every grant, even one naming
+//! them, is split around them. A split directory has no right to remove or rename what it
+//! holds, so the directories above an anchor cannot be renamed either.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+
+use corral_policy::model::FilesystemPolicy;
+
+/// Paths under `HOME` that configure or run code outside the sandbox.
+pub const PROTECTED: &[&str] = &[
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zlogin",
+    ".zlogout",
+    ".config/fish",
+    ".inputrc",
+    ".pam_environment",
+    ".ssh",
+    ".gnupg",
+    ".gitconfig",
+    ".config/git",
+    ".config/systemd",
+    ".config/autostart",
+    ".config/corral",
+    ".local/bin",
+    "bin",
+    ".local/share/claude",
+    ".local/share/corral",
+    ".local/state/corral",
+];
+
+/// Why a path is writable (shown by `--explain-fs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Workdir,
+    Tmp,
+    AgentState,
+    Policy,
+}
+
+impl Origin {
+    fn label(self) -> &'static str {
+        match self {
+            Origin::Workdir => "working directory",
+            Origin::Tmp => "temporary files",
+            Origin::AgentState => "agent state (Claude Code)",
+            Origin::Policy => "policy read_write",
+        }
+    }
+}
+
+/// One Landlock rule: a path and whether it may be written (else read and executed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub path: PathBuf,
+    pub write: bool,
+}
+
+/// What `corral run` needs to know about its environment to build the view.
+pub struct Inputs<'a> {
+    pub policy: &'a FilesystemPolicy,
+    pub home: Option<&'a Path>,
+    pub cwd: &'a Path,
+    /// Files and directories that must never be writable (policy, log directory, corral).
+    pub anchors: Vec<PathBuf>,
+    /// `CLAUDE_CONFIG_DIR` as set for `corral run`, if any.
+    pub claude_config_dir: Option<PathBuf>,
+}
+
+/// The effective view.
+#[derive(Debug)]
+pub struct View {
+    /// "default" or "policy".
+    pub source: &'static str,
+    /// Everything is readable (no `read_only` list).
+    pub read_everything: bool,
+    /// Paths readable because the policy lists them (`read_only`).
+    pub readable: Vec<PathBuf>,
+    /// Writable grants as asked, with their origin (before splitting).
+    pub grants: Vec<(PathBuf, Origin)>,
+    /// The Landlock rules (after splitting).
+    pub rules: Vec<Rule>,
+    /// Protected paths and anchors that a grant held and that stay read-only.
+    pub kept: Vec<PathBuf>,
+    /// Directories whose grant was split (nothing new can be created directly in them).
+    pub split: Vec<PathBuf>,
+    /// Variables the sandboxed command gets.
+    pub env: Vec<(OsString, OsString)>,
+    /// Directories to create before the sandbox starts (a Landlock rule needs a path).
+    pub create: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// Builds the view. Pure but for reading directories being split.
+pub fn build(inp: &Inputs) -> View {
+    let fs = inp.policy;
+    let home = inp.home.map(canonical);
+    let expand = |p: &Path| -> Option<PathBuf> {
+        let s = p.to_str()?;
+        let rest = s
+            .strip_prefix("~/")
+            .or_else(|| s.strip_prefix("$HOME/"))
+            .or((s == "~").then_some(""));
+        Some(match rest {
+            Some(r) => home.as_ref()?.join(r),
+            None => p.to_path_buf(),
+        })
+    };
+    let mut warnings = Vec::new();
+    let mut listed = |list: &[PathBuf]| -> Vec<PathBuf> {
+        list.iter()
+            .filter_map(|p| {
+                let e = expand(p);
+                if e.is_none() {
+                    warnings.push(format!(
+                        "filesystem_policy path {} skipped: HOME is not set",
+                        p.display()
+                    ));
+                }
+                e.map(|e| canonical(&e))
+            })
+            .collect()
+    };
+    let read_only = listed(&fs.read_only);
+    let read_write = listed(&fs.read_write);
+    let source = if read_only.is_empty() && read_write.is_empty() {
+        "default"
+    } else {
+        "policy"
+    };
+    let covered_by_read_only = |p: &Path| read_only.iter().any(|r| p.starts_with(r));
+
+    let mut grants: Vec<(PathBuf, Origin)> = Vec::new();
+    let mut env = Vec::new();
+    let mut create = Vec::new();
+    if fs.include_workdir {
+        grants.push((canonical(inp.cwd), Origin::Workdir));
+    }
+    if !covered_by_read_only(Path::new("/tmp")) {
+        grants.push((PathBuf::from("/tmp"), Origin::Tmp));
+    }
+    let agent = match (&inp.claude_config_dir, &home) {
+        (Some(d), _) => Some(canonical(d)),
+        (None, Some(h)) => Some(h.join(".claude")),
+        (None, None) => None,
+    };
+    if let Some(agent) = agent.filter(|a| !covered_by_read_only(a)) {
+        if inp.claude_config_dir.is_none() {
+            env.push((
+                OsString::from("CLAUDE_CONFIG_DIR"),
+                agent.clone().into_os_string(),
+            ));
+        }
+        if !agent.exists() {
+            create.push(agent.clone());
+        }
+        grants.push((agent, Origin::AgentState));
+    }
+    for p in &read_write {
+        grants.push((p.clone(), Origin::Policy));
+    }
+
+    let protected: Vec<PathBuf> = home
+        .iter()
+        .flat_map(|h| PROTECTED.iter().map(move |p| h.join(p)))
+        .collect();
+    let anchors: Vec<PathBuf> = inp.anchors.iter().map(|a| canonical(a)).collect();
+
+    let mut rules = Vec::new();
+    let mut kept = Vec::new();
+    let mut split = Vec::new();
+    for (path, origin) in &grants {
+        if anchors.iter().any(|a| path.starts_with(a)) {
+            warnings.push(format!(
+                "filesystem_policy: {} is one of corral's own files, which the sandbox may never write; it stays read-only",
+                path.display()
+            ));
+            continue;
+        }
+        // A protected path is granted only when named (by the policy) at or below it.
+        let inside: Vec<&PathBuf> = anchors
+            .iter()
+            .chain(
+                protected
+                    .iter()
+                    .filter(|p| !(*origin == Origin::Policy && path.starts_with(p))),
+            )
+            .filter(|p| p.starts_with(path) && *p != path)
+            .collect();
+        if *origin == Origin::Workdir && !inside.is_empty() {
+            warnings.push(format!(
+                "the working directory {} holds files corral keeps read-only (shell start-up files, ~/.ssh, its own files): the sandbox may change the entries already in it but create nothing directly in it; run corral from a project directory",
+                path.display()
+            ));
+        }
+        grant_around(path, &inside, &mut rules, &mut kept, &mut split);
+    }
+    kept.sort();
+    kept.dedup();
+    split.sort();
+    split.dedup();
+    let mut readable = Vec::new();
+    if !read_only.is_empty() {
+        readable = read_only.clone();
+        for p in &read_only {
+            rules.push(Rule {
+                path: p.clone(),
+                write: false,
+            });
+        }
+    }
+    View {
+        source,
+        read_everything: read_only.is_empty(),
+        readable,
+        grants,
+        rules,
+        kept,
+        split,
+        env,
+        create,
+        warnings,
+    }
+}
+
+/// Grants `path` for writing, except the paths in `inside` (all strictly below it).
+fn grant_around(
+    path: &Path,
+    inside: &[&PathBuf],
+    rules: &mut Vec<Rule>,
+    kept: &mut Vec<PathBuf>,
+    split: &mut Vec<PathBuf>,
+) {
+    if inside.is_empty() {
+        rules.push(Rule {
+            path: path.to_path_buf(),
+            write: true,
+        });
+        return;
+    }
+    split.push(path.to_path_buf());
+    // Reading the split directory itself is covered by the read rules.
+    rules.push(Rule {
+        path: path.to_path_buf(),
+        write: false,
+    });
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    names.sort();
+    for entry in names {
+        if inside.iter().any(|p| **p == entry) {
+            kept.push(entry);
+            continue;
+        }
+        // A symlink would grant its target, wherever that is.
+        if std::fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink()) {
+            continue;
+        }
+        let below: Vec<&PathBuf> = inside
+            .iter()
+            .copied()
+            .filter(|p| p.starts_with(&entry))
+            .collect();
+        grant_around(&entry, &below, rules, kept, split);
+    }
+    // Protected paths that do not exist yet cannot be created: the directory is split.
+    for p in inside {
+        if p.parent() == Some(path) && !p.exists() {
+            kept.push((*p).clone());
+        }
+    }
+}
+
+/// The absolute, symlink-free form of `p` where it exists (else `p` made absolute and
+/// cleaned of `.` and `..`, with its longest existing prefix resolved).
+pub fn canonical(p: &Path) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    match (clean.parent(), clean.file_name()) {
+        (Some(parent), Some(name)) if parent != clean => canonical(parent).join(name),
+        _ => clean,
+    }
+}
+
+impl View {
+    /// Whether the sandbox could write `path` (or replace it) under this view.
+    pub fn writable(&self, path: &Path) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| r.write)
+            .any(|r| path.starts_with(&r.path))
+    }
+
+    /// One phrase for the start-up line.
+    pub fn summary(&self) -> String {
+        let mut writable: Vec<String> = Vec::new();
+        for (p, origin) in &self.grants {
+            let shown = match origin {
+                Origin::Workdir => "the working directory".to_string(),
+                _ => p.display().to_string(),
+            };
+            if !writable.contains(&shown) {
+                writable.push(shown);
+            }
+        }
+        format!(
+            "files: {} view, {} readable, writable: {}{} (`corral run --explain-fs`)",
+            self.source,
+            if self.read_everything {
+                "everything"
+            } else {
+                "listed paths"
+            },
+            writable.join(", "),
+            match self.kept.iter().filter(|p| p.exists()).count() {
+                0 => String::new(),
+                n => format!(" (split around {n} protected paths)"),
+            }
+        )
+    }
+
+    /// The effective rules, for `corral run --explain-fs`.
+    pub fn explain(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "filesystem view: {}", self.source);
+        if self.read_everything {
+            let _ = writeln!(s, "  read:  everything (/)");
+        } else {
+            let _ = writeln!(
+                s,
+                "  read:  only the listed paths, the writable ones, /dev devices and /proc"
+            );
+            for p in &self.readable {
+                let _ = writeln!(s, "         {}", p.display());
+            }
+        }
+        for (p, origin) in &self.grants {
+            let _ = writeln!(s, "  write: {} ({})", p.display(), origin.label());
+        }
+        for p in &self.split {
+            let _ = writeln!(
+                s,
+                "  split: {} (holds protected paths: its other entries are writable, nothing new can be created directly in it)",
+                p.display()
+            );
+        }
+        for p in &self.kept {
+            let _ = writeln!(s, "  kept read-only: {}", p.display());
+        }
+        for (k, v) in &self.env {
+            let _ = writeln!(
+                s,
+                "  env:   {}={}",
+                k.to_string_lossy(),
+                v.to_string_lossy()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  always: /dev/null, /dev/zero, /dev/full, /dev/tty, /dev/pts, /dev/ptmx writable; nothing under /proc writable"
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Homes under /var/tmp: /tmp is writable by default and would hold them.
+    fn view(home: &Path, cwd: &Path, fs: FilesystemPolicy, anchors: Vec<PathBuf>) -> View {
+        build(&Inputs {
+            policy: &fs,
+            home: Some(home),
+            cwd,
+            anchors,
+            claude_config_dir: None,
+        })
+    }
+
+    #[test]
+    fn the_default_writes_the_project_tmp_and_claudes_state_only() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let home = canonical(d.path());
+        let project = home.join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        let v = view(&home, &project, FilesystemPolicy::default(), vec![]);
+        assert_eq!(v.source, "default");
+        assert!(v.read_everything);
+        assert!(v.writable(&project.join("src/main.rs")));
+        assert!(v.writable(Path::new("/tmp/x")));
+        assert!(v.writable(&home.join(".claude/settings.json")));
+        assert!(!v.writable(&home.join(".bashrc")));
+        assert!(!v.writable(&home.join(".claude.json")));
+        assert_eq!(v.create, vec![home.join(".claude")]);
+        assert_eq!(v.env[0].1, home.join(".claude").into_os_string());
+    }
+
+    #[test]
+    fn a_grant_holding_protected_paths_is_split_around_them() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let home = canonical(d.path());
+        for dir in [".config/corral", ".config/nvim", ".local/bin", "src"] {
+            std::fs::create_dir_all(home.join(dir)).unwrap();
+        }
+        std::fs::write(home.join(".bashrc"), "").unwrap();
+        std::fs::write(home.join("notes"), "").unwrap();
+        let policy = home.join(".config/corral/policy.yaml");
+        std::fs::write(&policy, "version: 1\n").unwrap();
+        // The working directory is HOME itself.
+        let v = view(
+            &home,
+            &home,
+            FilesystemPolicy::default(),
+            vec![policy.clone()],
+        );
+        assert!(v.writable(&home.join("src/lib.rs")));
+        assert!(v.writable(&home.join("notes")));
+        assert!(v.writable(&home.join(".config/nvim/init.lua")));
+        assert!(!v.writable(&home.join(".bashrc")));
+        assert!(!v.writable(&home.join(".local/bin/curl")));
+        assert!(!v.writable(&policy));
+        assert!(
+            !v.writable(&home.join(".config")),
+            "its parent could be renamed"
+        );
+        assert!(!v.writable(&home.join("new-file")));
+        assert!(v.split.contains(&home) && v.split.contains(&home.join(".config")));
+
+        // Named, a protected path is granted; a trust anchor never is.
+        let fs = FilesystemPolicy {
+            read_write: vec![PathBuf::from("~/.local/bin"), policy.clone()],
+            ..FilesystemPolicy::default()
+        };
+        let v = view(&home, &home.join("src"), fs, vec![policy.clone()]);
+        assert!(v.writable(&home.join(".local/bin/tool")));
+        assert!(!v.writable(&policy));
+        assert!(v.warnings.iter().any(|w| w.contains("never write")));
+    }
+
+    #[test]
+    fn read_only_narrows_reads_and_default_writes() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let home = canonical(d.path());
+        let fs = FilesystemPolicy {
+            include_workdir: false,
+            read_only: vec![PathBuf::from("/usr"), PathBuf::from("/tmp")],
+            read_write: vec![],
+        };
+        let v = view(&home, &home, fs, vec![]);
+        assert!(!v.read_everything);
+        assert!(!v.writable(Path::new("/tmp/x")));
+        assert!(!v.writable(&home.join("x")));
+        assert!(v.writable(&home.join(".claude/x")));
+    }
+}

@@ -1,0 +1,358 @@
+//! Which code may carry a grant: at each brokered connect, every file the caller has
+//! mapped as code (its executable, the loader, every shared library — `/proc/PID/maps`
+//! entries with `x`) must be one the sandbox cannot have written, or one whose SHA-256 is
+//! vouched for: pinned by the policy (`sha256:`), recorded by `corral install` after it
+//! checked the mirror's manifest, or the hash of corral's own binary.
+//!
+//! This does not depend on naming the ways to load code (`LD_PRELOAD`, `LD_LIBRARY_PATH`,
+//! `OPENSSL_CONF` providers, `NODE_OPTIONS=--openssl-config`, `dlopen` from a plugin
+//! path…): whatever the route, the library ends up mapped, and the map says from where.
+//! It cannot see code that is not a file: an interpreter or JIT runtime (python, node, bun)
+//! runs any script with its own mappings, so a grant to one covers every script it runs
+//! (the remedy is request rules), and anonymous executable memory is not examined.
+//!
+//! "The sandbox can write" is the filesystem view's writable paths when Landlock enforces
+//! it; without Landlock, anything under `HOME`, owned by the user (unless root), or in a
+//! world-writable directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Decides whether a file the sandbox could write is vouched for by its hash.
+pub type PinCheck = dyn Fn(&Path, &str) -> bool + Send + Sync;
+
+/// What the supervisor trusts.
+pub struct TrustRules {
+    /// The view's writable paths, when Landlock enforces them.
+    pub sandbox_writable: Option<Vec<PathBuf>>,
+    pub home: Option<PathBuf>,
+    /// `corral install`'s record (`claude-install.json`), read when needed: an upgrade
+    /// during a session is trusted at once.
+    pub install_record: Option<PathBuf>,
+    /// SHA-256 of corral's own executable.
+    pub own_sha: Option<String>,
+    /// Whether the policy in force pins `path` to `sha`.
+    pub pinned: Box<PinCheck>,
+}
+
+/// A mapped file that may not carry a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untrusted {
+    pub path: String,
+    pub why: String,
+}
+
+/// Code files by (dev, inode, size, mtime, ctime): the verdict for each, so a process's
+/// libraries are judged once per session.
+#[derive(Default)]
+pub struct Verdicts {
+    /// (file, mapped as the executable) → why it may not carry a grant.
+    by_file: Mutex<HashMap<(FileKey, bool), Option<String>>>,
+}
+
+/// (device, inode, size, mtime, ctime): a file's contents, as far as `stat` can tell.
+type FileKey = (u64, u64, u64, i64, i64);
+
+impl TrustRules {
+    /// Trusts nothing that the sandbox could write (tests, and when no rules are given).
+    pub fn strict() -> TrustRules {
+        TrustRules {
+            sandbox_writable: None,
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            install_record: None,
+            own_sha: None,
+            pinned: Box::new(|_, _| false),
+        }
+    }
+
+    /// Whether the sandbox could have written (or replaced) the file at `path`.
+    pub fn sandbox_could_write(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        match &self.sandbox_writable {
+            Some(writable) => writable.iter().any(|w| path.starts_with(w)),
+            None => self.user_could_write(path, meta),
+        }
+    }
+
+    /// Whether the user could have written the file at `path` (so a sandbox of an earlier
+    /// session, with a wider view, could have): under `HOME`, owned by the user (unless
+    /// root), or in a world-writable directory.
+    pub fn user_could_write(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        let (uid, _) = crate::sys::ids();
+        if self.home.as_deref().is_some_and(|h| path.starts_with(h)) {
+            return true;
+        }
+        let user_may =
+            |m: &std::fs::Metadata| (uid != 0 && m.uid() == uid) || m.mode() & 0o002 != 0;
+        user_may(meta)
+            || path
+                .ancestors()
+                .skip(1)
+                .any(|d| std::fs::metadata(d).is_ok_and(|m| user_may(&m)))
+    }
+
+    /// Whether `sha` of `path` is vouched for.
+    pub fn vouched(&self, path: &Path, sha: &str) -> bool {
+        self.own_sha.as_deref() == Some(sha)
+            || (self.pinned)(path, sha)
+            || self
+                .install_record
+                .as_deref()
+                .is_some_and(|r| recorded_hashes(r).values().any(|h| h == sha))
+    }
+
+    /// Checks every file `pid` has mapped as code. The executable (`exe`) is held to the
+    /// stricter rule: a program under a directory the user can write is trusted only by
+    /// hash, since a sandbox of another session may have put it there.
+    pub fn check_mappings(
+        &self,
+        pid: u32,
+        exe: &Path,
+        verdicts: &Verdicts,
+    ) -> Result<(), MapsError> {
+        let file = match std::fs::File::open(format!("/proc/{pid}/maps")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(MapsError::Gone),
+            Err(e) => return Err(MapsError::Unreadable(e.to_string())),
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        let mut lines = Vec::new();
+        for line in io::BufReader::new(file).lines() {
+            lines.push(line.map_err(|e| MapsError::Unreadable(e.to_string()))?);
+        }
+        for line in &lines {
+            let Some(path) = executable_file(line) else {
+                continue;
+            };
+            if seen.contains(&path) {
+                continue;
+            }
+            seen.push(path);
+            if let Some(why) = self.judge(pid, path, Path::new(path) == exe, verdicts) {
+                return Err(MapsError::Untrusted(Untrusted {
+                    path: path.trim_end_matches(" (deleted)").to_string(),
+                    why,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// `None` when the mapped file may carry a grant, else why not.
+    fn judge(&self, pid: u32, path: &str, is_exe: bool, verdicts: &Verdicts) -> Option<String> {
+        if path.ends_with(" (deleted)") || path.starts_with("/memfd:") {
+            return Some("is not a file on disk any more (deleted, or an in-memory file)".into());
+        }
+        let p = Path::new(path);
+        let Ok(meta) = std::fs::metadata(p) else {
+            // Fail closed: what cannot be examined cannot be vouched for.
+            return Some(format!(
+                "cannot be examined from outside the sandbox (pid {pid})"
+            ));
+        };
+        let key = (
+            (
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime(),
+                meta.ctime(),
+            ),
+            is_exe,
+        );
+        if let Some(v) = lock(&verdicts.by_file).get(&key) {
+            return v.clone();
+        }
+        let reachable = if is_exe {
+            self.user_could_write(p, &meta) || self.sandbox_could_write(p, &meta)
+        } else {
+            self.sandbox_could_write(p, &meta)
+        };
+        let verdict = if !reachable {
+            None
+        } else {
+            match std::fs::File::open(p).and_then(|mut f| crate::identity::sha256_of(&mut f)) {
+                Ok(sha) if self.vouched(p, &sha) => None,
+                Ok(_) => Some(format!(
+                    "lies where {} can write, and no pin (the policy's sha256, corral install's record) vouches for its hash",
+                    if is_exe { "you (and so a sandbox given write access there)" } else { "the sandbox" }
+                )),
+                Err(e) => Some(format!("cannot be read to check its hash ({e})")),
+            }
+        };
+        lock(&verdicts.by_file).insert(key, verdict.clone());
+        verdict
+    }
+}
+
+/// Why the maps check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapsError {
+    Gone,
+    Unreadable(String),
+    Untrusted(Untrusted),
+}
+
+/// The file of a `/proc/PID/maps` line mapped executable, if any.
+fn executable_file(line: &str) -> Option<&str> {
+    // address perms offset dev inode [path]; the path may contain spaces.
+    let mut rest = line;
+    let mut fields = Vec::with_capacity(5);
+    for _ in 0..5 {
+        rest = rest.trim_start();
+        let end = rest.find(' ').unwrap_or(rest.len());
+        fields.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    let perms = fields.get(1)?;
+    let inode = fields.get(4)?;
+    if perms.as_bytes().get(2) != Some(&b'x') || *inode == "0" {
+        return None;
+    }
+    let path = rest.trim_start();
+    (path.starts_with('/')).then_some(path)
+}
+
+/// The hashes `corral install` recorded (`versions: {V: sha}`).
+pub fn recorded_hashes(record: &Path) -> BTreeMap<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Record {
+        #[serde(default)]
+        versions: BTreeMap<String, String>,
+    }
+    std::fs::read(record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        .map(|r| r.versions)
+        .unwrap_or_default()
+}
+
+/// Where `corral install` keeps its record.
+pub fn install_record(home: Option<&Path>) -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| home.map(|h| h.join(".local/share")))?;
+    Some(data.join("corral/claude-install.json"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_executable_file_mappings_only() {
+        let l = "7f1c2a000000-7f1c2a022000 r-xp 00002000 08:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6";
+        assert_eq!(
+            executable_file(l),
+            Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
+        let spaced =
+            "7f1c2a000000-7f1c2a022000 r-xp 00000000 08:01 99 /tmp/a dir/evil.so (deleted)";
+        assert_eq!(
+            executable_file(spaced),
+            Some("/tmp/a dir/evil.so (deleted)")
+        );
+        assert_eq!(
+            executable_file(
+                "7f1c2a000000-7f1c2a022000 r--p 00000000 08:01 1234 /usr/lib/libc.so.6"
+            ),
+            None
+        );
+        assert_eq!(
+            executable_file("7ffd1a5f0000-7ffd1a5f2000 r-xp 00000000 00:00 0 [vdso]"),
+            None
+        );
+        assert_eq!(executable_file("7f00-7f01 rwxp 00000000 00:00 0 "), None);
+    }
+
+    #[test]
+    fn this_process_maps_only_code_outside_writable_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = TrustRules {
+            sandbox_writable: Some(vec![dir.path().to_path_buf()]),
+            ..TrustRules::strict()
+        };
+        let v = Verdicts::default();
+        let exe = std::env::current_exe().unwrap();
+        // The test binary lives in target/, outside the writable path.
+        assert_eq!(rules.check_mappings(std::process::id(), &exe, &v), Ok(()));
+        let everything = TrustRules {
+            sandbox_writable: Some(vec![PathBuf::from("/")]),
+            ..TrustRules::strict()
+        };
+        match everything.check_mappings(std::process::id(), &exe, &Verdicts::default()) {
+            Err(MapsError::Untrusted(u)) => assert!(u.why.contains("no pin"), "{u:?}"),
+            other => panic!("{other:?}"),
+        }
+        let sha = crate::identity::sha256_of(&mut std::fs::File::open(&exe).unwrap()).unwrap();
+        let pinned_all = TrustRules {
+            sandbox_writable: Some(vec![PathBuf::from("/")]),
+            pinned: Box::new(|_, _| true),
+            ..TrustRules::strict()
+        };
+        assert_eq!(
+            pinned_all.check_mappings(std::process::id(), &exe, &v),
+            Ok(())
+        );
+        let own = TrustRules {
+            sandbox_writable: Some(vec![exe.parent().unwrap().to_path_buf()]),
+            own_sha: Some(sha),
+            ..TrustRules::strict()
+        };
+        assert_eq!(
+            own.check_mappings(std::process::id(), &exe, &Verdicts::default()),
+            Ok(())
+        );
+    }
+
+    /// The per-connect cost of the maps check (run by hand: `cargo test -p corral-sandbox
+    /// maps_check_cost -- --ignored --nocapture`; numbers go to docs/benchmarks.md).
+    #[test]
+    #[ignore]
+    fn maps_check_cost() {
+        let mut node = std::process::Command::new("node")
+            .args(["-e", "setTimeout(() => {}, 10000)"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let rules = TrustRules {
+            sandbox_writable: Some(vec![PathBuf::from("/tmp")]),
+            ..TrustRules::strict()
+        };
+        for (who, pid) in [("this test", std::process::id()), ("node", node.id())] {
+            let lines = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .unwrap()
+                .lines()
+                .count();
+            let cold = std::time::Instant::now();
+            rules
+                .check_mappings(pid, Path::new("/"), &Verdicts::default())
+                .unwrap();
+            let cold = cold.elapsed();
+            let warm_verdicts = Verdicts::default();
+            rules
+                .check_mappings(pid, Path::new("/"), &warm_verdicts)
+                .unwrap();
+            let n = 1000;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                rules
+                    .check_mappings(pid, Path::new("/"), &warm_verdicts)
+                    .unwrap();
+            }
+            println!(
+                "{who}: {lines} map lines, first check {cold:?}, then {:?} per connect",
+                t.elapsed() / n
+            );
+        }
+        node.kill().unwrap();
+        node.wait().unwrap();
+    }
+}

@@ -1,0 +1,421 @@
+//! What the sandbox may write, the trust anchors out of its reach, and foreign code inside
+//! an allowed binary. Every attack runs as the current user and as an ordinary user, in
+//! both isolation modes.
+
+use std::path::Path;
+
+use corral_testsupport::sandbox::{denials, policy, runners, stdout, upstreams, Sandbox, MODES};
+
+/// Builds a shared object from C source with the system's compiler.
+fn build_so(dir: &Path, name: &str, source: &str) -> String {
+    let c = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("{name}.so"));
+    std::fs::write(&c, source).unwrap();
+    let out = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .output()
+        .expect("cc (scripts/install-test-deps.sh installs gcc)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    so.display().to_string()
+}
+
+/// Scrubs `LD_PRELOAD` from its own environment block before the program runs, so a check
+/// of `/proc/PID/environ` at connect time finds nothing.
+const SCRUBBER: &str = r#"
+#include <stdlib.h>
+#include <string.h>
+extern char **environ;
+__attribute__((constructor)) static void scrub(void) {
+    for (char **e = environ; *e; e++)
+        if (!strncmp(*e, "LD_PRELOAD=", 11)) memset(*e + 11, 0, strlen(*e + 11));
+}
+"#;
+
+/// A do-nothing OpenSSL 3 provider: loading it is the attack.
+const PROVIDER: &str = r#"
+struct dispatch { int id; void (*fn)(void); };
+static const struct dispatch none[] = { { 0, 0 } };
+int OSSL_provider_init(const void *handle, const void *in, const void **out, void **ctx) {
+    (void)handle; (void)in; *out = none; *ctx = 0; return 1;
+}
+"#;
+
+fn openssl_conf(provider: &str) -> String {
+    format!(
+        "openssl_conf = init\nnodejs_conf = init\n[init]\nproviders = provs\n[provs]\nevil = evil_sect\ndefault = default_sect\n[evil_sect]\nmodule = {provider}\nactivate = 1\n[default_sect]\nactivate = 1\n"
+    )
+}
+
+#[test]
+fn the_default_view_writes_the_project_tmp_and_claudes_state_and_nothing_else() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            std::fs::write(sb.home.join(".bashrc"), "# rc\n").unwrap();
+            sb.give_to_runner(&sb.home.join(".bashrc"));
+            let policy = sb.policy.display().to_string();
+            let script = format!(
+                "try() {{ if sh -c \"$2\" 2>/dev/null; then echo \"$1 WRITTEN\"; else echo \"$1 refused\"; fi; }}\n\
+                 try bashrc 'echo curl evil >> ~/.bashrc'\n\
+                 try ssh 'mkdir -p ~/.ssh && echo key >> ~/.ssh/authorized_keys'\n\
+                 try localbin 'mkdir -p ~/.local/bin && cp /bin/true ~/.local/bin/ls'\n\
+                 try policy 'echo x >> {policy}'\n\
+                 try rename-config 'mv ~/.config ~/.config.moved'\n\
+                 try rename-local 'mv ~/.local ~/.local.moved'\n\
+                 try homefile 'echo x > ~/new-file'\n\
+                 try tmp 'echo x > /tmp/corral-fs-test-$$ && rm /tmp/corral-fs-test-$$'\n\
+                 try claude 'mkdir -p ~/.claude/projects && echo {{}} > ~/.claude/projects/s.json'\n\
+                 echo \"config dir $CLAUDE_CONFIG_DIR\"\n\
+                 printf 'int main(void){{return 42;}}\\n' > main.c && cc -o main main.c && ./main; echo \"built $?\"\n\
+                 git init -q repo && cd repo && echo hi > f && git add f && \
+                 git -c user.email=a@b.example -c user.name=a commit -qm first && echo committed\n"
+            );
+            let out = sb.sh(&script);
+            let text = stdout(&out);
+            let ctx = sb.context(&out);
+            for refused in [
+                "bashrc refused",
+                "ssh refused",
+                "localbin refused",
+                "policy refused",
+                "rename-config refused",
+                "rename-local refused",
+                "homefile refused",
+            ] {
+                assert!(text.contains(refused), "{refused}: {ctx}");
+            }
+            for ok in ["tmp WRITTEN", "claude WRITTEN", "built 42", "committed"] {
+                assert!(text.contains(ok), "{ok}: {ctx}");
+            }
+            assert!(
+                text.contains(&format!("config dir {}", sb.home.join(".claude").display())),
+                "{ctx}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(sb.home.join(".bashrc")).unwrap(),
+                "# rc\n"
+            );
+            assert!(
+                sb.home.join(".config/corral/policy.yaml").is_file(),
+                "{ctx}"
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("files: default view"), "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn a_policy_widens_and_narrows_the_view_and_never_reaches_the_anchors() {
+    for runner in runners() {
+        for mode in MODES {
+            // Widened to all of HOME: its entries are writable, the protected ones and the
+            // directories above the policy and the log are not.
+            let wide = Sandbox::new(
+                &runner,
+                mode,
+                "version: 1\nfilesystem_policy:\n  read_write: [\"~\", \"~/.local/bin\"]\n",
+                &[],
+            );
+            std::fs::create_dir_all(wide.home.join(".local/bin")).unwrap();
+            wide.give_to_runner(&wide.home.join(".local"));
+            for (f, text) in [("notes", "n\n"), (".bashrc", "# rc\n")] {
+                std::fs::write(wide.home.join(f), text).unwrap();
+                wide.give_to_runner(&wide.home.join(f));
+            }
+            let out = wide.sh(
+                "try() { if sh -c \"$2\" 2>/dev/null; then echo \"$1 WRITTEN\"; else echo \"$1 refused\"; fi; }\n\
+                 try notes 'echo more >> ~/notes'\n\
+                 try localbin 'mkdir -p ~/.local/bin && cp /bin/true ~/.local/bin/tool'\n\
+                 try bashrc 'echo evil >> ~/.bashrc'\n\
+                 try rename-config 'mv ~/.config ~/.config.moved'\n\
+                 try policy-dir 'echo x > ~/.config/corral/other.yaml'\n\
+                 try log 'echo forged >> ~/.local/state/corral/decisions.jsonl'\n\
+                 try rename-state 'mv ~/.local/state ~/.local/state.moved'\n",
+            );
+            let text = stdout(&out);
+            let ctx = wide.context(&out);
+            for want in [
+                "notes WRITTEN",
+                "localbin WRITTEN",
+                "bashrc refused",
+                "rename-config refused",
+                "policy-dir refused",
+                "log refused",
+                "rename-state refused",
+            ] {
+                assert!(text.contains(want), "{want}: {ctx}");
+            }
+            // Narrowed: the working directory is not writable, and reads are limited to the
+            // listed paths.
+            let narrow = Sandbox::new(
+                &runner,
+                mode,
+                "version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/usr, /lib, /lib64, /bin, /etc]\n",
+                &[],
+            );
+            let out = narrow.sh(
+                "echo x > here 2>/dev/null && echo WORKDIR-WRITTEN || echo workdir-refused; \
+                 cat ~/.config/corral/policy.yaml >/dev/null 2>&1 && echo POLICY-READ || echo policy-hidden",
+            );
+            let text = stdout(&out);
+            let ctx = narrow.context(&out);
+            assert!(text.contains("workdir-refused"), "{ctx}");
+            assert!(text.contains("policy-hidden"), "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn explain_fs_prints_the_effective_rules() {
+    let runner = &runners()[0];
+    let sb = Sandbox::new(
+        runner,
+        "namespaces",
+        "version: 1\nfilesystem_policy:\n  read_write: [\"~\"]\n",
+        &[],
+    );
+    let mut c = sb.runner.command(corral_testsupport::process::corral_bin());
+    c.current_dir(&sb.work)
+        .env("HOME", sb.home.path())
+        .args(["run", "--explain-fs", "--policy"])
+        .arg(&sb.policy);
+    let out = c.output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("filesystem view: policy"), "{text}");
+    assert!(text.contains("(working directory)"), "{text}");
+    assert!(
+        text.contains(&format!("split: {}", sb.home.path().display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "kept read-only: {}",
+            sb.home.join(".config").display()
+        )) || text.contains(&format!(
+            "kept read-only: {}",
+            sb.home.join(".config/corral").display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_binary_planted_where_the_sandbox_writes_is_refused_at_connect() {
+    let up = upstreams();
+    for runner in runners() {
+        for mode in MODES {
+            let fake = "~/bin/curl";
+            let yaml = format!(
+                "{}filesystem_policy:\n  read_write: [\"~/bin\"]\n",
+                policy(up.https.port(), &["/usr/bin/curl", fake])
+            );
+            let sb = Sandbox::new(&runner, mode, &yaml, &up.resolve());
+            std::fs::create_dir_all(sb.home.join("bin")).unwrap();
+            sb.give_to_runner(&sb.home.join("bin"));
+            let script = format!(
+                "cp {py} ~/bin/curl && ~/bin/curl -c \"import urllib.request as u; print(u.urlopen('{url}').read())\" \
+                 && echo PLANTED-CONNECTED || echo planted-refused",
+                py = std::fs::canonicalize("/usr/bin/python3").unwrap().display(),
+                url = up.url("allowed.test").replace("https", "http"),
+            );
+            let out = sb.sh(&script);
+            let text = stdout(&out);
+            let ctx = sb.context(&out);
+            assert!(text.contains("planted-refused"), "{ctx}");
+            let planted = sb.home.join("bin/curl").display().to_string();
+            assert!(
+                denials(&sb.log())
+                    .iter()
+                    .any(|r| r["error"] == "untrusted_binary" && r["binary"] == planted.as_str()),
+                "{ctx}"
+            );
+            assert!(up.https.requests().is_empty(), "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn foreign_code_in_an_allowed_binary_is_refused_naming_the_library() {
+    let up = upstreams();
+    let src = corral_testsupport::fs::world_readable_tempdir();
+    let scrubber = build_so(src.path(), "scrub", SCRUBBER);
+    let provider = build_so(src.path(), "provider", PROVIDER);
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &policy(up.https.port(), &["/usr/bin/curl", "/usr/bin/node"]),
+                &up.resolve(),
+            );
+            let ca = up.ca.ca_path().display().to_string();
+            let url = up.url("allowed.test");
+            let conf = openssl_conf("$PWD/lib/provider.so");
+            // Node (20) does not use the proxy variables by itself: connecting to the proxy
+            // is what the broker checks.
+            let node_connect = "require('net').connect(3128, '127.0.0.1').on('connect', () => process.exit(0)).on('error', () => process.exit(1))";
+            // Each attack copies its library into the working directory first: the files
+            // the sandbox writes are the ones it could have made.
+            let script = format!(
+                "mkdir -p lib && cp {scrubber} lib/scrub.so && cp {provider} lib/provider.so \
+                 && cp /lib/x86_64-linux-gnu/libz.so.1 lib/ && printf \"{conf}\" > evil.cnf\n\
+                 attempt() {{ name=$1; shift; if \"$@\" >/dev/null 2>&1; then echo \"$name CONNECTED\"; else echo \"$name refused\"; fi; }}\n\
+                 attempt plain /usr/bin/curl -sS --cacert {ca} {url}\n\
+                 attempt libpath env LD_LIBRARY_PATH=$PWD/lib /usr/bin/curl -sS --cacert {ca} {url}\n\
+                 attempt openssl env OPENSSL_CONF=$PWD/evil.cnf /usr/bin/curl -sS --cacert {ca} {url}\n\
+                 attempt scrubbed env LD_PRELOAD=$PWD/lib/scrub.so /usr/bin/curl -sS --cacert {ca} {url}\n\
+                 attempt node-plain /usr/bin/node -e \"{node_connect}\"\n\
+                 attempt node env NODE_OPTIONS=--openssl-config=$PWD/evil.cnf /usr/bin/node -e \"{node_connect}\"\n"
+            );
+            let out = sb.sh(&script);
+            let text = stdout(&out);
+            let ctx = sb.context(&out);
+            assert!(text.contains("plain CONNECTED"), "{ctx}");
+            assert!(text.contains("node-plain CONNECTED"), "{ctx}");
+            for attack in ["libpath", "openssl", "scrubbed", "node"] {
+                assert!(
+                    text.contains(&format!("{attack} refused")),
+                    "{attack}: {ctx}"
+                );
+            }
+            let log = sb.log();
+            let refused = denials(&log);
+            for lib in ["libz.so.1", "provider.so", "scrub.so"] {
+                let path = sb.work.join("lib").join(lib).display().to_string();
+                assert!(
+                    refused.iter().any(|r| r["error"] == "foreign_code"
+                        && r["reason"].as_str().is_some_and(|s| s.contains(&path))),
+                    "{lib}: {ctx}"
+                );
+            }
+            assert!(
+                refused
+                    .iter()
+                    .any(|r| r["error"] == "foreign_code" && r["binary"] == "/usr/bin/node"),
+                "node: {ctx}"
+            );
+        }
+    }
+}
+
+#[test]
+fn suggest_apply_lets_through_only_the_refused_binary() {
+    let up = upstreams();
+    for runner in runners() {
+        for mode in MODES {
+            // curl and wget share a group; curl is refused denied.test.
+            let yaml = policy(up.https.port(), &["/usr/bin/curl", "/usr/bin/wget"]);
+            let sb = Sandbox::new(&runner, mode, &yaml, &up.resolve());
+            let ca = up.ca.ca_path().display().to_string();
+            let out = sb.sh(&format!(
+                "/usr/bin/curl -sS --cacert {ca} {}",
+                up.url("denied.test")
+            ));
+            let ctx = sb.context(&out);
+            assert!(
+                denials(&sb.log())
+                    .iter()
+                    .any(|r| r["host"] == "denied.test" && r["error"] == "no_endpoint"),
+                "{ctx}"
+            );
+            let corral = corral_testsupport::process::corral_bin();
+            let suggest = std::process::Command::new(&corral)
+                .args(["policy", "suggest", "--apply", "--from"])
+                .arg(&sb.log)
+                .arg("--policy")
+                .arg(&sb.policy)
+                .output()
+                .unwrap();
+            let shown = stdout(&suggest);
+            assert!(suggest.status.success(), "{shown}{ctx}");
+            assert!(
+                shown.contains("lets through: /usr/bin/curl only"),
+                "{shown}"
+            );
+            let explain = |binary: &str| {
+                let o = std::process::Command::new(&corral)
+                    .args(["policy", "explain"])
+                    .arg(&sb.policy)
+                    .args(["--binary", binary, "--dest"])
+                    .arg(format!("denied.test:{}", up.https.port()))
+                    .output()
+                    .unwrap();
+                (o.status.success(), stdout(&o))
+            };
+            let (curl_ok, curl_says) = explain("/usr/bin/curl");
+            assert!(curl_ok, "{curl_says}");
+            assert!(
+                curl_says.contains("lets these binaries through") && !curl_says.contains("wget"),
+                "{curl_says}"
+            );
+            let (wget_ok, wget_says) = explain("/usr/bin/wget");
+            assert!(!wget_ok, "the shared group was widened: {wget_says}");
+        }
+    }
+}
+
+/// A program put in `~/bin` earlier (by you, or by a sandbox that was allowed to write
+/// there) is not trusted by its path in a later session, even one that cannot write
+/// `~/bin`: only a `sha256` pin lets it through. `corral policy check` says so.
+#[test]
+fn a_binary_in_a_directory_the_user_can_write_needs_a_pin() {
+    let up = upstreams();
+    let sha = {
+        let out = std::process::Command::new("sha256sum")
+            .arg("/usr/bin/curl")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    for runner in runners() {
+        for mode in MODES {
+            let yaml = policy(up.https.port(), &["~/bin/curl"]);
+            let sb = Sandbox::new(&runner, mode, &yaml, &up.resolve());
+            std::fs::create_dir_all(sb.home.join("bin")).unwrap();
+            std::fs::copy("/usr/bin/curl", sb.home.join("bin/curl")).unwrap();
+            sb.give_to_runner(&sb.home.join("bin"));
+            let ca = up.ca.ca_path().display().to_string();
+            let fetch = format!(
+                "~/bin/curl -sS --cacert {ca} {} && echo CONNECTED || echo refused",
+                up.url("allowed.test")
+            );
+            let out = sb.sh(&fetch);
+            let ctx = sb.context(&out);
+            assert!(stdout(&out).contains("refused"), "{ctx}");
+            assert!(
+                denials(&sb.log())
+                    .iter()
+                    .any(|r| r["error"] == "untrusted_binary"),
+                "{ctx}"
+            );
+            let mut check = runner.command(corral_testsupport::process::corral_bin());
+            check
+                .env("HOME", sb.home.path())
+                .args(["policy", "check"])
+                .arg(&sb.policy);
+            let said = check.output().unwrap();
+            assert!(
+                String::from_utf8_lossy(&said.stderr).contains("`~/bin/curl`"),
+                "{}",
+                String::from_utf8_lossy(&said.stderr)
+            );
+
+            // Pinned, the same file is trusted.
+            let pinned = yaml.replace(
+                "path: ~/bin/curl\n",
+                &format!("path: ~/bin/curl\n        sha256: {sha}\n"),
+            );
+            std::fs::write(&sb.policy, pinned).unwrap();
+            let out = sb.sh(&fetch);
+            assert!(stdout(&out).contains("CONNECTED"), "{}", sb.context(&out));
+        }
+    }
+}
