@@ -21,7 +21,7 @@ use corral_testsupport::sandbox::{denials, policy, runners, stdout, upstreams, S
 
 /// Python helpers: `race(label, fds, addr, call)` keeps descriptor 100 switching between
 /// the sockets `fds` in one thread while the main thread makes `call` on it (with the
-/// ctypes buffer `addr`) for up to 20000 tries or 5 seconds (fewer once two outcomes were
+/// ctypes buffer `addr`) for up to 10 seconds (fewer once two outcomes were
 /// seen 50 times each), then prints the outcomes by errno name and how many swaps happened.
 const RACE: &str = r#"
 import ctypes, errno, os, random, socket, struct, threading, time
