@@ -46,36 +46,52 @@ pub fn invoked_as(pid: u32, exe: &std::path::Path) -> Option<String> {
         .then(|| argv0.into_owned())
 }
 
-/// Why the executable a process runs (its `/proc/PID/exe` link) cannot carry an identity,
-/// or `None` when it can: an anonymous memory file (`memfd:`, code with no file a policy
-/// could name), a file deleted from disk (the path names something else now, or nothing),
-/// or the dynamic loader run directly (`ld-linux… /any/program` would run any code as the
-/// loader). The same rules as `corral run`'s broker.
-pub fn unidentifiable_executable(link: &std::path::Path) -> Option<String> {
+/// Why an executable cannot carry an identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unidentifiable {
+    /// An anonymous memory file (`memfd:`): code with no file a policy could name.
+    Memfd,
+    /// A file deleted from disk: the path names something else now, or nothing.
+    Deleted,
+    /// The dynamic loader run directly: `ld-linux… /any/program` runs any code as the loader.
+    Loader,
+}
+
+/// Classifies the executable a process runs (its `/proc/PID/exe` link): `None` when it can
+/// carry an identity. The one rule for `corral run`'s broker and the standalone proxy.
+pub fn classify_executable(link: &std::path::Path) -> Option<Unidentifiable> {
     let text = link.to_string_lossy();
     if text.starts_with("/memfd:") || text.starts_with("memfd:") {
-        return Some(format!(
-            "the process runs an anonymous memory file ({text}), which no policy can name"
-        ));
+        return Some(Unidentifiable::Memfd);
     }
     if text.ends_with(" (deleted)") {
-        return Some(format!(
-            "the process runs an executable that was deleted from disk ({text})"
-        ));
+        return Some(Unidentifiable::Deleted);
     }
     let name = link
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    if name.starts_with("ld-linux")
+    let loader = name.starts_with("ld-linux")
         || name.starts_with("ld64.so")
-        || (name.starts_with("ld-") && name.contains(".so"))
-    {
-        return Some(format!(
+        || (name.starts_with("ld-") && name.contains(".so"));
+    loader.then_some(Unidentifiable::Loader)
+}
+
+/// Why the executable a process runs cannot carry an identity, as a sentence, or `None`
+/// when it can (see [`classify_executable`]).
+pub fn unidentifiable_executable(link: &std::path::Path) -> Option<String> {
+    let text = link.to_string_lossy();
+    Some(match classify_executable(link)? {
+        Unidentifiable::Memfd => {
+            format!("the process runs an anonymous memory file ({text}), which no policy can name")
+        }
+        Unidentifiable::Deleted => {
+            format!("the process runs an executable that was deleted from disk ({text})")
+        }
+        Unidentifiable::Loader => format!(
             "the process is the dynamic loader run directly ({text}); run the program itself instead"
-        ));
-    }
-    None
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use corral_policy::identity::Unidentifiable;
 use corral_policy::Identity;
 
 pub use crate::trust::TrustRules;
@@ -260,26 +261,16 @@ fn executable_path(pid: u32) -> Result<PathBuf, IdentityError> {
     Ok(link)
 }
 
-/// Refuses executables that cannot carry an identity.
+/// Refuses executables that cannot carry an identity (the rule is corral-policy's, shared
+/// with the standalone proxy).
 pub fn check_executable(link: &Path) -> Result<(), IdentityError> {
-    let text = link.to_string_lossy();
-    if text.starts_with("/memfd:") || text.starts_with("memfd:") {
-        return Err(IdentityError::Memfd(text.into_owned()));
+    let text = || link.to_string_lossy().into_owned();
+    match corral_policy::identity::classify_executable(link) {
+        None => Ok(()),
+        Some(Unidentifiable::Memfd) => Err(IdentityError::Memfd(text())),
+        Some(Unidentifiable::Deleted) => Err(IdentityError::Deleted(text())),
+        Some(Unidentifiable::Loader) => Err(IdentityError::Loader(text())),
     }
-    if text.ends_with(" (deleted)") {
-        return Err(IdentityError::Deleted(text.into_owned()));
-    }
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    if name.starts_with("ld-linux")
-        || name.starts_with("ld64.so")
-        || (name.starts_with("ld-") && name.contains(".so"))
-    {
-        return Err(IdentityError::Loader(text.into_owned()));
-    }
-    Ok(())
 }
 
 /// The first known code-injection route in the environment `pid` was started with:
