@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
         let port = head.target.port();
         assert!(!host.is_empty(), "an accepted target names a host");
         let _ = body_framing(&head.headers);
-        let _ = upstream_request(&head, false);
+        let _ = upstream_request(&head, false, 80);
+        let _ = upstream_request(&head, false, 443);
         let _ = parse_authority(&format!("{host}:{port}"), None);
     }
     if let Ok(text) = std::str::from_utf8(data) {

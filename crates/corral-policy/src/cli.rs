@@ -329,11 +329,16 @@ pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
             "note: {n} refusal(s) with reason `{code}` cannot be fixed by adding endpoints (see docs/logs.md)"
         );
     }
+    if !harvest.rules.is_empty() {
+        print!("{}", crate::suggest::render_rules(&harvest.rules));
+    }
     if harvest.refused.is_empty() {
-        println!(
-            "# no refusals in {} that a policy change would fix",
-            args.from.display()
-        );
+        if harvest.rules.is_empty() {
+            println!(
+                "# no refusals in {} that a policy change would fix",
+                args.from.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (policy_text, policy) = match &args.policy {

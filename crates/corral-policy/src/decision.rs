@@ -25,6 +25,46 @@ pub struct Allow {
     pub endpoint_host: String,
     /// The endpoint's `allowed_ips` (empty = only public addresses may be dialled).
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// A TLS connection (no request yet) that the proxy must terminate to decide each
+    /// request inside it (see [`crate::model::Endpoint::inspects`]).
+    pub inspect: bool,
+    /// `enforcement: audit`: the refusal the rules would have given this request.
+    pub audited: Option<DenyReason>,
+    /// The group's `credentials`: placeholders the proxy replaces in this request.
+    pub credentials: Vec<std::sync::Arc<Substitution>>,
+}
+
+/// A secret the proxy puts in place of a placeholder. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Substitution {
+    /// What the sandbox holds.
+    pub placeholder: String,
+    /// What the server gets.
+    pub secret: String,
+    /// Lower-case header names where the placeholder is replaced.
+    pub headers: Vec<String>,
+}
+
+impl std::fmt::Debug for Substitution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Substitution")
+            .field("placeholder", &self.placeholder)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Substitution {
+    /// The header value with the placeholder replaced, if `name` is one of the headers
+    /// and the value holds it.
+    pub fn apply(&self, name: &str, value: &[u8]) -> Option<Vec<u8>> {
+        if !self.headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        text.contains(&self.placeholder)
+            .then(|| text.replace(&self.placeholder, &self.secret).into_bytes())
+    }
 }
 
 /// Why a connection was refused.
@@ -78,10 +118,24 @@ pub enum DenyReason {
         /// The request path (with query).
         path: String,
     },
+    /// The request path cannot be decided: an encoded slash on an endpoint without
+    /// `allow_encoded_slash`, or a malformed escape. Code `encoded_slash` or `bad_path`.
+    PathRefused {
+        /// The policy whose endpoint was checked.
+        policy: String,
+        /// The request method.
+        method: String,
+        /// The request path as sent.
+        path: String,
+        /// True for `%2F`.
+        encoded_slash: bool,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The endpoint allows only some requests (`rules`, `deny_rules`, `access`) and the
-    /// connection is an opaque tunnel whose requests corral cannot see (no TLS
-    /// termination yet), so it is refused rather than let through unchecked.
-    /// Code `l7_not_inspectable`.
+    /// connection is an opaque tunnel whose requests corral cannot see (`tls:
+    /// passthrough`, or a proxy without a CA), so it is refused rather than let through
+    /// unchecked. Code `l7_not_inspectable`.
     RequestsNotVisible {
         /// The policy whose endpoint restricts requests.
         policy: String,
@@ -105,6 +159,11 @@ impl DenyReason {
             DenyReason::PortNotAllowed { .. } => "port_not_allowed",
             DenyReason::BinaryNotAllowed { .. } => "binary_not_allowed",
             DenyReason::L7RuleNotMatched { .. } => "l7_rule_not_matched",
+            DenyReason::PathRefused {
+                encoded_slash: true,
+                ..
+            } => "encoded_slash",
+            DenyReason::PathRefused { .. } => "bad_path",
             DenyReason::HashMismatch { .. } => "binary_hash_mismatch",
             DenyReason::RequestsNotVisible { .. } => "l7_not_inspectable",
         }

@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::decision::{Allow, Decision, Deny, DenyReason};
+use crate::decision::{Allow, Decision, Deny, DenyReason, Substitution};
 use crate::glob::Glob;
 use crate::host::{normalize_host, HostKind, NormalHost};
 use crate::identity::Identity;
 use crate::model::{Access, Children, CompileOptions, L7Rule, Policy};
+use crate::path::{canonical_path, query_pairs, PathError};
 
 impl Policy {
     /// Compile into the matcher. `home` expands `~/` and `$HOME/` in binary paths.
@@ -59,6 +60,7 @@ struct CPolicy {
     exact: HashMap<String, Vec<u32>>,
     globs: Vec<(Glob, u32)>,
     any_inherit: bool,
+    credentials: Vec<std::sync::Arc<Substitution>>,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,9 @@ struct CEndpoint {
     host_written: String,
     ports: Vec<u16>,
     allowed_ips: Vec<ipnet::IpNet>,
+    /// See [`crate::model::Endpoint::inspects`].
+    inspect: bool,
+    allow_encoded_slash: bool,
     l7: Option<CL7>,
 }
 
@@ -81,9 +86,28 @@ struct CEndpoint {
 struct CL7 {
     /// See [`crate::model::Endpoint::restricts_requests`].
     restricts: bool,
+    /// `enforcement: audit`: a request the rules refuse is logged and let through.
+    audit: bool,
     access: Option<Access>,
-    rules: Vec<(String, Glob)>,
-    deny: Vec<(String, Glob)>,
+    rules: Vec<CRule>,
+    deny: Vec<CRule>,
+}
+
+#[derive(Debug)]
+struct CRule {
+    method: String,
+    path: Glob,
+    query: Vec<(String, Vec<Glob>)>,
+}
+
+impl CRule {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        (self.method == "*" || self.method.eq_ignore_ascii_case(method))
+            && self.path.matches(path)
+            && self.query.iter().all(|(name, globs)| {
+                query_pairs(path).any(|(k, v)| k == name && globs.iter().any(|g| g.matches(v)))
+            })
+    }
 }
 
 /// Expand `~/`, `$HOME/`, `${HOME}/` at the start of a binary path.
@@ -101,17 +125,23 @@ pub(crate) fn expand_home(path: &str, home: Option<&Path>) -> Option<String> {
     }
 }
 
-fn compile_rules(rules: &[L7Rule]) -> Vec<(String, Glob)> {
+fn compile_rules(rules: &[L7Rule]) -> Vec<CRule> {
     rules
         .iter()
-        .map(|r| (r.method.to_ascii_uppercase(), Glob::new(&r.path)))
+        .map(|r| CRule {
+            method: r.method.to_ascii_uppercase(),
+            path: Glob::new(&r.path),
+            query: r
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().map(|g| Glob::new(g)).collect()))
+                .collect(),
+        })
         .collect()
 }
 
-fn rule_matches(rules: &[(String, Glob)], method: &str, path: &str) -> bool {
-    rules
-        .iter()
-        .any(|(m, g)| (m == "*" || m.eq_ignore_ascii_case(method)) && g.matches(path))
+fn rule_matches(rules: &[CRule], method: &str, path: &str) -> bool {
+    rules.iter().any(|r| r.matches(method, path))
 }
 
 impl CL7 {
@@ -202,6 +232,7 @@ impl Matcher {
                 exact: HashMap::new(),
                 globs: Vec::new(),
                 any_inherit: false,
+                credentials: np.credentials.iter().filter_map(load_secret).collect(),
             };
             for (bi, b) in np.binaries.iter().enumerate() {
                 let bi = bi as u32;
@@ -243,6 +274,7 @@ impl Matcher {
                 let id = m.endpoints.len() as u32;
                 let l7 = ep.has_l7().then(|| CL7 {
                     restricts: ep.restricts_requests(),
+                    audit: ep.audit,
                     access: ep.access,
                     rules: compile_rules(&ep.rules),
                     deny: compile_rules(&ep.deny_rules),
@@ -252,6 +284,8 @@ impl Matcher {
                     host_written: ep.host.written.clone(),
                     ports: ep.ports.clone(),
                     allowed_ips: ep.allowed_ips.clone(),
+                    inspect: ep.inspects(),
+                    allow_encoded_slash: ep.allow_encoded_slash,
                     l7,
                 });
                 match &ep.host.kind {
@@ -387,31 +421,36 @@ impl Matcher {
                     continue;
                 }
             }
+            let mut audited = None;
             if let Some(l7) = &ep.l7 {
                 match request {
-                    Some(req) if !l7.allows(req) => {
-                        l7_fail.get_or_insert_with(|| DenyReason::L7RuleNotMatched {
-                            policy: pol.key.clone(),
-                            method: req.method.to_string(),
-                            path: req.path.to_string(),
-                        });
-                        continue;
+                    Some(req) => {
+                        if let Err(refused) = l7_check(l7, ep, &pol.key, req) {
+                            if !l7.audit {
+                                l7_fail.get_or_insert(refused);
+                                continue;
+                            }
+                            audited = Some(refused);
+                        }
                     }
                     // Fail closed: rules that cannot be checked must not widen into
                     // "anything goes inside the tunnel".
-                    None if l7.restricts => {
+                    None if l7.restricts && !ep.inspect => {
                         opaque_fail.get_or_insert_with(|| DenyReason::RequestsNotVisible {
                             policy: pol.key.clone(),
                         });
                         continue;
                     }
-                    _ => {}
+                    None => {}
                 }
             }
             return Decision::Allow(Allow {
                 policy: pol.key.clone(),
                 endpoint_host: ep.host_written.clone(),
                 allowed_ips: ep.allowed_ips.clone(),
+                inspect: request.is_none() && ep.inspect,
+                audited,
+                credentials: pol.credentials.clone(),
             });
         }
         if let Some(r) = hash_fail.or(l7_fail).or(opaque_fail) {
@@ -432,6 +471,7 @@ impl Matcher {
     fn deny(&self, who: &Identity, reason: DenyReason) -> Decision {
         let binary_policy = match &reason {
             DenyReason::L7RuleNotMatched { policy, .. }
+            | DenyReason::PathRefused { policy, .. }
             | DenyReason::RequestsNotVisible { policy }
             | DenyReason::HashMismatch { policy, .. } => Some(policy.clone()),
             _ => self.policy_listing_binary(&who.exe.to_string_lossy()),
@@ -483,6 +523,56 @@ impl Matcher {
     /// Number of compiled endpoints.
     pub fn endpoint_count(&self) -> usize {
         self.endpoints.len()
+    }
+}
+
+/// Reads a credential's secret (first line, trailing whitespace dropped). Unreadable, or
+/// holding a control character (it goes into a header line): no substitution, and the
+/// request keeps its placeholder (`corral policy check` warns about an unreadable file).
+fn load_secret(c: &crate::model::Credential) -> Option<std::sync::Arc<Substitution>> {
+    let text = std::fs::read_to_string(&c.secret_file).ok()?;
+    let secret = text.lines().next()?.trim_end().to_string();
+    if secret.is_empty() || secret.bytes().any(|b| b.is_ascii_control()) {
+        return None;
+    }
+    Some(std::sync::Arc::new(Substitution {
+        placeholder: c.placeholder.clone(),
+        secret,
+        headers: c.headers.clone(),
+    }))
+}
+
+/// Checks one request against an endpoint's rules, on its canonical path.
+fn l7_check(
+    l7: &CL7,
+    ep: &CEndpoint,
+    policy: &str,
+    req: &HttpRequestInfo<'_>,
+) -> Result<(), DenyReason> {
+    let path = match canonical_path(req.path, ep.allow_encoded_slash) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(DenyReason::PathRefused {
+                policy: policy.to_string(),
+                method: req.method.to_string(),
+                path: req.path.to_string(),
+                encoded_slash: e == PathError::EncodedSlash,
+                why: e.to_string(),
+            })
+        }
+    };
+    let canonical = HttpRequestInfo {
+        method: req.method,
+        path: &path,
+    };
+    if l7.allows(&canonical) {
+        Ok(())
+    } else {
+        Err(DenyReason::L7RuleNotMatched {
+            policy: policy.to_string(),
+            method: req.method.to_string(),
+            path,
+        })
     }
 }
 

@@ -93,7 +93,23 @@ pub struct NetworkPolicy {
     pub endpoints: Vec<Endpoint>,
     /// Binaries in file order.
     pub binaries: Vec<BinaryRule>,
+    /// `credentials` (corral): secrets the proxy puts in requests of this group's binaries
+    /// to this group's endpoints, in place of a placeholder the sandbox holds.
+    pub credentials: Vec<Credential>,
     /// Line of the key in the file.
+    pub line: usize,
+}
+
+/// One entry of a group's `credentials`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// What the sandbox sees (in its environment or files) instead of the secret.
+    pub placeholder: String,
+    /// Where corral reads the secret (outside the sandbox's view).
+    pub secret_file: PathBuf,
+    /// Request headers (lower-case) in which the placeholder is replaced.
+    pub headers: Vec<String>,
+    /// Line in the file.
     pub line: usize,
 }
 
@@ -106,10 +122,13 @@ pub struct Endpoint {
     pub ports: Vec<u16>,
     /// `protocol` as written (`rest`, `tcp`, …).
     pub protocol: Option<String>,
-    /// `tls` as written (not enforced yet).
-    pub tls: Option<String>,
-    /// `enforcement` as written (not enforced yet).
-    pub enforcement: Option<String>,
+    /// `tls`: `terminate` (the proxy reads the requests), `passthrough`/`skip` (a blind
+    /// tunnel). Absent: terminate when the endpoint restricts requests, else a blind tunnel.
+    pub tls: Option<TlsMode>,
+    /// `enforcement: audit` logs requests the rules would refuse and lets them through.
+    pub audit: bool,
+    /// `allow_encoded_slash` (corral): request paths may contain `%2F`.
+    pub allow_encoded_slash: bool,
     /// `access` preset.
     pub access: Option<Access>,
     /// `rules`: request allow rules.
@@ -128,6 +147,16 @@ impl Endpoint {
         !self.rules.is_empty() || !self.deny_rules.is_empty() || self.access.is_some()
     }
 
+    /// True when a TLS connection to this endpoint is terminated by the proxy so that each
+    /// request inside it is decided (`tls: terminate`, or rules without `tls: passthrough`).
+    pub fn inspects(&self) -> bool {
+        match self.tls {
+            Some(TlsMode::Terminate) => true,
+            Some(TlsMode::Passthrough) => false,
+            None => self.restricts_requests(),
+        }
+    }
+
     /// True if the endpoint allows only some requests (`rules`, `deny_rules`, or an
     /// `access` preset narrower than `full`): the proxy must see each request, so an
     /// opaque (TLS) tunnel to it cannot be allowed.
@@ -136,6 +165,15 @@ impl Endpoint {
             || !self.deny_rules.is_empty()
             || matches!(self.access, Some(Access::ReadOnly | Access::ReadWrite))
     }
+}
+
+/// `tls` on an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `terminate`: the proxy presents its own certificate and decides every request.
+    Terminate,
+    /// `passthrough` or `skip`: the bytes are relayed unread.
+    Passthrough,
 }
 
 /// `access` presets for L7 endpoints.
@@ -149,13 +187,16 @@ pub enum Access {
     Full,
 }
 
-/// One L7 rule: a method and a path glob.
+/// One L7 rule: a method, a path glob and query constraints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L7Rule {
     /// Upper-case method or `*`.
     pub method: String,
     /// Path glob (`*` within a segment, `**` across `/`); query included.
     pub path: String,
+    /// `query`: each named parameter must be present with a value matching one of its
+    /// globs.
+    pub query: Vec<(String, Vec<String>)>,
 }
 
 /// Whether a binary's descendants inherit its grants.

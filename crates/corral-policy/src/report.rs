@@ -89,7 +89,6 @@ fn suggestion(
     who: &Identity,
     host: &str,
     port: u16,
-    request: Option<&HttpRequestInfo<'_>>,
     reason: &DenyReason,
     binary_policy: Option<&str>,
 ) -> String {
@@ -112,24 +111,39 @@ fn suggestion(
                 )
             }
         }
+        DenyReason::PathRefused {
+            policy,
+            encoded_slash: true,
+            ..
+        } => format!(
+            "# if the server at {host_y}:{port} treats %2F as data, not as a path separator,\n\
+             # set on that endpoint in network_policies.{policy}:\n\
+             allow_encoded_slash: true\n"
+        ),
+        DenyReason::PathRefused { .. } => {
+            "# the request path is malformed; fix the client's URL\n".to_string()
+        }
         DenyReason::RequestsNotVisible { policy } => {
             let g = group_name(&exe, host);
             format!(
-                "# corral cannot check requests inside a TLS tunnel yet. To let {exe} make ANY request\n\
+                "# corral does not read requests inside this TLS tunnel (`tls: passthrough`, or a\n\
+                 # proxy started without --ca-cert). Remove `tls: passthrough`, or, to let {exe} make ANY request\n\
                  # to {host_y}:{port}, remove access/rules/deny_rules from that endpoint in\n\
                  # network_policies.{policy}, or give it a group of its own without them:\n\
                  network_policies:\n  {g}:\n    endpoints:\n      - {{ host: {host_y}, port: {port} }}\n    binaries:\n      - {{ path: {} }}\n",
                 yaml_scalar(&exe)
             )
         }
-        DenyReason::L7RuleNotMatched { policy, .. } => {
-            let (m, p) = request
-                .map(|r| (r.method.to_ascii_uppercase(), r.path.to_string()))
-                .unwrap_or_else(|| ("GET".into(), "/".into()));
+        DenyReason::L7RuleNotMatched {
+            policy,
+            method,
+            path,
+        } => {
+            let (m, p) = (method.to_ascii_uppercase(), path.as_str());
             format!(
                 "# add to the rules of the {host_y}:{port} endpoint in network_policies.{policy}:\n\
                  - allow: {{ method: {m}, path: {} }}\n",
-                yaml_scalar(&p)
+                yaml_scalar(p)
             )
         }
         _ => match binary_policy {
@@ -165,79 +179,33 @@ impl Report {
                     Some(r) => format!("{} {} on {dest}", r.method.to_ascii_uppercase(), r.path),
                     None => dest.clone(),
                 };
-                (
-                    "allow",
-                    None,
-                    Some(a.policy.clone()),
-                    format!(
-                        "policy `{}` allows {exe} to reach {what} (endpoint `{}`)",
-                        a.policy, a.endpoint_host
+                match &a.audited {
+                    // `enforcement: audit`: allowed, and the log says what enforcing
+                    // would have refused, with the rule that would allow it.
+                    Some(r) => (
+                        "allow",
+                        Some(r.code().to_string()),
+                        Some(a.policy.clone()),
+                        format!(
+                            "audit only (enforcement: audit): {}",
+                            deny_text(r, &exe, host, port).1
+                        ),
+                        Some(suggestion(who, host, port, r, None)),
                     ),
-                    None,
-                )
+                    None => (
+                        "allow",
+                        None,
+                        Some(a.policy.clone()),
+                        format!(
+                            "policy `{}` allows {exe} to reach {what} (endpoint `{}`)",
+                            a.policy, a.endpoint_host
+                        ),
+                        None,
+                    ),
+                }
             }
             Decision::Deny(d) => {
-                let (policy, reason) = match &d.reason {
-                    DenyReason::NoEndpoint => {
-                        (None, format!("no policy lists the host {host}"))
-                    }
-                    DenyReason::PortNotAllowed {
-                        allowed_ports,
-                        policies,
-                    } => {
-                        let ports = allowed_ports
-                            .iter()
-                            .map(u16::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        (
-                            single(policies),
-                            format!(
-                                "{host} is listed by policy {} but only on port {ports}, not {port}",
-                                list(policies)
-                            ),
-                        )
-                    }
-                    DenyReason::BinaryNotAllowed { policies, binaries } => (
-                        single(policies),
-                        format!(
-                            "{dest} is listed by policy {} but not for {exe} (allowed binaries: {})",
-                            list(policies),
-                            if binaries.is_empty() {
-                                "none".to_string()
-                            } else {
-                                binaries.join(", ")
-                            }
-                        ),
-                    ),
-                    DenyReason::L7RuleNotMatched {
-                        policy,
-                        method,
-                        path,
-                    } => (
-                        Some(policy.clone()),
-                        format!(
-                            "policy `{policy}` lets {exe} reach {dest}, but no rule allows {} {path}",
-                            method.to_ascii_uppercase()
-                        ),
-                    ),
-                    DenyReason::RequestsNotVisible { policy } => (
-                        Some(policy.clone()),
-                        format!(
-                            "policy `{policy}` lets {exe} make only some requests to {dest}, and corral cannot see requests inside this tunnel (no TLS termination yet), so the tunnel is refused"
-                        ),
-                    ),
-                    DenyReason::HashMismatch {
-                        policy,
-                        expected,
-                        actual,
-                    } => (
-                        Some(policy.clone()),
-                        format!(
-                            "policy `{policy}` pins {exe} to sha256 {expected}, but the executable's sha256 is {actual}"
-                        ),
-                    ),
-                };
+                let (policy, reason) = deny_text(&d.reason, &exe, host, port);
                 (
                     "deny",
                     Some(d.reason.code().to_string()),
@@ -247,7 +215,6 @@ impl Report {
                         who,
                         host,
                         port,
-                        request,
                         &d.reason,
                         d.binary_policy.as_deref(),
                     )),
@@ -316,6 +283,85 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
     }
+}
+
+/// The policy a refusal names, and one sentence saying why.
+fn deny_text(reason: &DenyReason, exe: &str, host: &str, port: u16) -> (Option<String>, String) {
+    let dest = format!("{host}:{port}");
+    match reason {
+                    DenyReason::NoEndpoint => {
+                        (None, format!("no policy lists the host {host}"))
+                    }
+                    DenyReason::PortNotAllowed {
+                        allowed_ports,
+                        policies,
+                    } => {
+                        let ports = allowed_ports
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        (
+                            single(policies),
+                            format!(
+                                "{host} is listed by policy {} but only on port {ports}, not {port}",
+                                list(policies)
+                            ),
+                        )
+                    }
+                    DenyReason::BinaryNotAllowed { policies, binaries } => (
+                        single(policies),
+                        format!(
+                            "{dest} is listed by policy {} but not for {exe} (allowed binaries: {})",
+                            list(policies),
+                            if binaries.is_empty() {
+                                "none".to_string()
+                            } else {
+                                binaries.join(", ")
+                            }
+                        ),
+                    ),
+                    DenyReason::L7RuleNotMatched {
+                        policy,
+                        method,
+                        path,
+                    } => (
+                        Some(policy.clone()),
+                        format!(
+                            "policy `{policy}` lets {exe} reach {dest}, but no rule allows {} {path}",
+                            method.to_ascii_uppercase()
+                        ),
+                    ),
+                    DenyReason::PathRefused {
+                        policy,
+                        method,
+                        path,
+                        why,
+                        ..
+                    } => (
+                        Some(policy.clone()),
+                        format!(
+                            "policy `{policy}` checks the requests {exe} makes to {dest}, and {} {path} cannot be checked: {why}",
+                            method.to_ascii_uppercase()
+                        ),
+                    ),
+                    DenyReason::RequestsNotVisible { policy } => (
+                        Some(policy.clone()),
+                        format!(
+                            "policy `{policy}` lets {exe} make only some requests to {dest}, and corral does not read requests inside this tunnel (`tls: passthrough`, or no CA to terminate TLS with), so the tunnel is refused"
+                        ),
+                    ),
+                    DenyReason::HashMismatch {
+                        policy,
+                        expected,
+                        actual,
+                    } => (
+                        Some(policy.clone()),
+                        format!(
+                            "policy `{policy}` pins {exe} to sha256 {expected}, but the executable's sha256 is {actual}"
+                        ),
+                    ),
+                }
 }
 
 fn single(v: &[String]) -> Option<String> {

@@ -32,11 +32,23 @@ pub struct Refused {
     pub port: u16,
 }
 
+/// One request refused by an endpoint's rules (`l7_rule_not_matched`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRefused {
+    pub policy: String,
+    pub host: String,
+    pub port: u16,
+    pub method: String,
+    pub path: String,
+}
+
 /// What the log held.
 #[derive(Debug, Default)]
 pub struct Harvest {
     /// Fixable refusals, deduplicated, in order of first appearance.
     pub refused: Vec<Refused>,
+    /// Requests refused by rules, deduplicated: each becomes a rule line.
+    pub rules: Vec<RuleRefused>,
     /// Refusals a policy edit cannot fix directly, by code (e.g. `unattributed`).
     pub other: BTreeMap<String, usize>,
     /// Lines that were not decision records.
@@ -62,6 +74,20 @@ pub fn harvest(text: &str) -> Harvest {
         let binary = v.get("binary").and_then(|e| e.as_str()).unwrap_or("");
         let host = v.get("host").and_then(|e| e.as_str()).unwrap_or("");
         let port = v.get("port").and_then(|e| e.as_u64()).unwrap_or(0);
+        let text = |k: &str| v.get(k).and_then(|e| e.as_str()).unwrap_or("").to_string();
+        if code == "l7_rule_not_matched" && !text("method").is_empty() && !text("path").is_empty() {
+            let r = RuleRefused {
+                policy: text("policy"),
+                host: host.trim_end_matches('.').to_ascii_lowercase(),
+                port: u16::try_from(port).unwrap_or(0),
+                method: text("method").to_ascii_uppercase(),
+                path: text("path"),
+            };
+            if !h.rules.contains(&r) {
+                h.rules.push(r);
+            }
+            continue;
+        }
         if !FIXABLE.contains(&code) || binary.is_empty() || host.is_empty() || port == 0 {
             *h.other.entry(code.to_string()).or_insert(0) += 1;
             continue;
@@ -253,6 +279,36 @@ pub fn render(change: &Change) -> String {
             "    binaries:\n      - {{ path: {} }}\n",
             yaml_scalar(binary)
         ));
+    }
+    out
+}
+
+/// The rule lines that would allow requests refused by rules, grouped by endpoint. They
+/// are printed, not applied: where a rule belongs (which endpoint, how wide its glob)
+/// is for a person to judge.
+pub fn render_rules(rules: &[RuleRefused]) -> String {
+    let mut out = String::new();
+    let mut endpoints: Vec<(&str, &str, u16)> = Vec::new();
+    for r in rules {
+        if !endpoints.contains(&(r.policy.as_str(), r.host.as_str(), r.port)) {
+            endpoints.push((&r.policy, &r.host, r.port));
+        }
+    }
+    for (policy, host, port) in endpoints {
+        out.push_str(&format!(
+            "# add to the `rules:` of the {}:{port} endpoint in network_policies.{policy}:\n",
+            host_yaml(host)
+        ));
+        for r in rules
+            .iter()
+            .filter(|r| r.policy == policy && r.host == host && r.port == port)
+        {
+            out.push_str(&format!(
+                "- allow: {{ method: {}, path: {} }}\n",
+                r.method,
+                yaml_scalar(&r.path)
+            ));
+        }
     }
     out
 }
@@ -472,6 +528,20 @@ mod tests {
 {"time":"t","kind":"request","conn":5,"decision":"deny","error":"unattributed","binary":"","ancestors":[],"host":"x.test","port":443,"method":null,"path":null,"policy":null,"reason":"r","suggestion":null,"policy_generation":1,"status":403,"bytes_up":0,"bytes_down":0,"duration_ms":1.0}
 not json
 "#;
+
+    #[test]
+    fn rule_refusals_become_rule_lines_per_endpoint() {
+        let log = r#"{"decision":"deny","error":"l7_rule_not_matched","binary":"/usr/bin/curl","host":"api.test","port":443,"method":"POST","path":"/x","policy":"api"}
+{"decision":"deny","error":"l7_rule_not_matched","binary":"/usr/bin/curl","host":"api.test","port":443,"method":"POST","path":"/x","policy":"api"}
+{"decision":"deny","error":"l7_rule_not_matched","binary":"/usr/bin/git","host":"api.test","port":443,"method":"get","path":"/a b?c=1","policy":"api"}"#;
+        let h = harvest(log);
+        assert_eq!(h.rules.len(), 2);
+        assert!(h.refused.is_empty() && h.other.is_empty());
+        assert_eq!(
+            render_rules(&h.rules),
+            "# add to the `rules:` of the api.test:443 endpoint in network_policies.api:\n- allow: { method: POST, path: /x }\n- allow: { method: GET, path: \"/a b?c=1\" }\n"
+        );
+    }
 
     #[test]
     fn harvests_denials_once_each() {

@@ -208,14 +208,12 @@ fn l7_rules_allow_deny_and_presets() {
     let req = |method, path| HttpRequestInfo { method, path };
     assert!(m.needs_l7("api.example", 80));
     assert!(!m.needs_l7("github.com", 443));
-    // An opaque tunnel to an endpoint that restricts requests is refused: nobody could
-    // check what goes through it. Plain-HTTP requests are checked one by one.
-    assert_eq!(
-        deny_reason(m.decide(&curl, "api.example", 80, None)),
-        DenyReason::RequestsNotVisible {
-            policy: "api".into()
-        }
-    );
+    // A tunnel to an endpoint that restricts requests is allowed only to be terminated,
+    // so that each request inside it is decided like a plain-HTTP one.
+    match m.decide(&curl, "api.example", 80, None) {
+        Decision::Allow(a) => assert!(a.inspect, "{a:?}"),
+        d => panic!("{d:?}"),
+    }
     assert!(m
         .decide(
             &curl,
@@ -349,26 +347,201 @@ network_policies:
     .expect("valid")
     .policy
     .compile(&CompileOptions::default());
-    // gh may only read, which corral cannot check inside TLS: refused, with a reason
-    // and a suggestion that says what widening the rule would mean.
-    let d = m.decide(&who("/usr/bin/gh"), "api.github.com", 443, None);
-    let report = Report::new(&who("/usr/bin/gh"), "api.github.com", 443, None, &d);
-    assert_eq!(report.error.as_deref(), Some("l7_not_inspectable"));
-    assert!(
-        report.reason.contains("cannot see requests"),
-        "{}",
-        report.reason
-    );
-    assert!(report.suggestion.unwrap().contains("ANY request"));
-    // curl has a group of its own without request rules: that one allows the tunnel.
+    // gh may only read: its tunnel is terminated and each request decided.
+    match m.decide(&who("/usr/bin/gh"), "api.github.com", 443, None) {
+        Decision::Allow(a) => assert!(a.inspect && a.policy == "readonly_api", "{a:?}"),
+        d => panic!("{d:?}"),
+    }
+    assert!(!m
+        .decide(
+            &who("/usr/bin/gh"),
+            "api.github.com",
+            443,
+            Some(&HttpRequestInfo {
+                method: "POST",
+                path: "/repos"
+            })
+        )
+        .is_allow());
+    // curl is in both groups: the first (file order) terminates its tunnel, and each
+    // request inside is allowed by whichever group allows it — here the one without rules.
     match m.decide(&who("/usr/bin/curl"), "api.github.com", 443, None) {
+        Decision::Allow(a) => assert!(a.inspect && a.policy == "readonly_api", "{a:?}"),
+        d => panic!("{d:?}"),
+    }
+    let post = HttpRequestInfo {
+        method: "POST",
+        path: "/repos",
+    };
+    match m.decide(&who("/usr/bin/curl"), "api.github.com", 443, Some(&post)) {
         Decision::Allow(a) => assert_eq!(a.policy, "curl_everything"),
         d @ Decision::Deny(_) => panic!("{d:?}"),
     }
-    // `access: full` restricts nothing, so the tunnel is allowed.
-    assert!(m
-        .decide(&who("/usr/bin/gh"), "api.anthropic.com", 443, None)
-        .is_allow());
+    // `access: full` restricts nothing, so the tunnel is allowed and stays blind.
+    match m.decide(&who("/usr/bin/gh"), "api.anthropic.com", 443, None) {
+        Decision::Allow(a) => assert!(!a.inspect, "{a:?}"),
+        d => panic!("{d:?}"),
+    }
+}
+
+const L7_POLICY: &str = r#"
+version: 1
+network_policies:
+  api:
+    endpoints:
+      - host: api.example
+        port: 443
+        protocol: rest
+        rules:
+          - allow: { method: GET, path: "/public/**" }
+          - allow: { method: GET, path: "/search*", query: { q: "*", page: ["1", "2"] } }
+        deny_rules:
+          - { method: GET, path: "/public/secret/**" }
+      - host: slash.example
+        port: 443
+        protocol: rest
+        allow_encoded_slash: true
+        rules:
+          - allow: { method: GET, path: "/pkg/**" }
+      - host: blind.example
+        port: 443
+        protocol: rest
+        tls: passthrough
+        access: read-only
+      - host: term.example
+        port: 443
+        tls: terminate
+      - host: audit.example
+        port: 443
+        protocol: rest
+        enforcement: audit
+        access: read-only
+    binaries:
+      - { path: /usr/bin/curl }
+"#;
+
+fn l7_matcher() -> Matcher {
+    let loaded = Policy::parse(L7_POLICY, "l7.yaml").expect("valid");
+    // The one warning: rules that a blind tunnel makes uncheckable.
+    assert!(
+        loaded.warnings.len() == 1 && loaded.warnings[0].message.contains("tls: passthrough"),
+        "{:?}",
+        loaded.warnings
+    );
+    loaded.policy.compile(&CompileOptions::default())
+}
+
+fn get(m: &Matcher, host: &str, path: &str) -> Decision {
+    m.decide(
+        &who("/usr/bin/curl"),
+        host,
+        443,
+        Some(&HttpRequestInfo {
+            method: "GET",
+            path,
+        }),
+    )
+}
+
+#[test]
+fn request_paths_are_canonical_before_rules_match() {
+    let m = l7_matcher();
+    assert!(get(&m, "api.example", "/public/a").is_allow());
+    // Dot segments, duplicate slashes and escapes of unreserved characters cannot walk
+    // out of an allowed prefix or into a denied one.
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public//..//admin",
+        "/public/./secret/x",
+        "//public/secret/x",
+        "/public/%73ecret/x",
+    ] {
+        match get(&m, "api.example", path) {
+            Decision::Deny(d) => assert_eq!(d.reason.code(), "l7_rule_not_matched", "{path}"),
+            d => panic!("{path}: {d:?}"),
+        }
+    }
+    assert!(get(&m, "api.example", "/x/../public/a").is_allow());
+    assert!(get(&m, "api.example", "/%70ublic/a").is_allow());
+    // The refusal names the canonical path it decided.
+    match get(&m, "api.example", "/public/../admin") {
+        Decision::Deny(d) => assert!(
+            matches!(&d.reason, DenyReason::L7RuleNotMatched { path, .. } if path == "/admin"),
+            "{d:?}"
+        ),
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn an_encoded_slash_is_refused_unless_the_endpoint_allows_it() {
+    let m = l7_matcher();
+    match get(&m, "api.example", "/public%2F..%2Fadmin") {
+        Decision::Deny(d) => assert_eq!(d.reason.code(), "encoded_slash"),
+        d => panic!("{d:?}"),
+    }
+    let d = get(&m, "api.example", "/public/a%2Fb");
+    let r = Report::new(
+        &who("/usr/bin/curl"),
+        "api.example",
+        443,
+        Some(&HttpRequestInfo {
+            method: "GET",
+            path: "/public/a%2Fb",
+        }),
+        &d,
+    );
+    assert_eq!(r.error.as_deref(), Some("encoded_slash"));
+    assert!(r.suggestion.unwrap().contains("allow_encoded_slash: true"));
+    assert!(get(&m, "slash.example", "/pkg/@scope%2Fname").is_allow());
+    match get(&m, "api.example", "/public/%zz") {
+        Decision::Deny(d) => assert_eq!(d.reason.code(), "bad_path"),
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn query_constraints_need_every_named_parameter() {
+    let m = l7_matcher();
+    assert!(get(&m, "api.example", "/search?q=x&page=1").is_allow());
+    assert!(get(&m, "api.example", "/search?page=2&q=").is_allow());
+    assert!(!get(&m, "api.example", "/search?q=x&page=3").is_allow());
+    assert!(!get(&m, "api.example", "/search?page=1").is_allow());
+    assert!(!get(&m, "api.example", "/search").is_allow());
+}
+
+#[test]
+fn tls_modes_and_audit() {
+    let m = l7_matcher();
+    let curl = who("/usr/bin/curl");
+    // `tls: passthrough` keeps the tunnel blind, so restricting rules refuse it.
+    assert_eq!(
+        deny_reason(m.decide(&curl, "blind.example", 443, None)).code(),
+        "l7_not_inspectable"
+    );
+    // `tls: terminate` without rules: terminated, every request allowed.
+    match m.decide(&curl, "term.example", 443, None) {
+        Decision::Allow(a) => assert!(a.inspect),
+        d => panic!("{d:?}"),
+    }
+    assert!(get(&m, "term.example", "/anything").is_allow());
+    // `enforcement: audit`: the request goes through, the report says what enforcing
+    // would have refused and the rule that would allow it.
+    let post = HttpRequestInfo {
+        method: "POST",
+        path: "/x",
+    };
+    let d = m.decide(&curl, "audit.example", 443, Some(&post));
+    match &d {
+        Decision::Allow(a) => assert!(a.audited.is_some()),
+        d => panic!("{d:?}"),
+    }
+    let r = Report::new(&curl, "audit.example", 443, Some(&post), &d);
+    assert_eq!(r.decision, "allow");
+    assert_eq!(r.error.as_deref(), Some("l7_rule_not_matched"));
+    assert!(r.reason.starts_with("audit only"), "{}", r.reason);
+    assert!(r.suggestion.unwrap().contains("method: POST"));
 }
 
 #[test]

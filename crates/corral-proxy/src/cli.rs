@@ -39,6 +39,8 @@ pub struct ProxyArgs {
     pub log_max_bytes: u64,
     #[command(flatten)]
     pub names: NameOverrides,
+    #[command(flatten)]
+    pub intercept: crate::InterceptArgs,
     /// Chain allowed connections through this corporate proxy (`http://[user:pass@]host:port`).
     #[arg(long, value_name = "URL")]
     pub upstream_proxy: Option<String>,
@@ -96,7 +98,9 @@ pub fn serve(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         None => DecisionLog::stderr(),
     };
     let metrics = Arc::new(crate::Metrics::of_log(&log));
+    let intercept = args.intercept.load()?;
     let config = Arc::new(ProxyConfig {
+        intercept,
         overrides,
         upstream_proxy,
         limits: Limits {

@@ -19,6 +19,9 @@ pub struct ProxyConfig {
     pub limits: Limits,
     pub log: DecisionLog,
     pub metrics: Arc<Metrics>,
+    /// The CA and TLS client for endpoints whose requests are checked inside TLS;
+    /// without it such CONNECTs are refused (`l7_not_inspectable`).
+    pub intercept: Option<Arc<crate::intercept::Intercept>>,
 }
 
 impl ProxyConfig {
@@ -30,6 +33,7 @@ impl ProxyConfig {
             limits: Limits::default(),
             metrics: Arc::new(Metrics::of_log(&log)),
             log,
+            intercept: None,
         }
     }
 }

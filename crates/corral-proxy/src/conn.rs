@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use corral_policy::{Decision, HttpRequestInfo, Identity, Report};
+use corral_policy::{Identity, Report};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::attribution::{Attribution, Unattributed};
 use crate::config::ProxyConfig;
-use crate::dial::{self, DialError, Dialled};
+use crate::dial::Dialled;
 use crate::head::{self, HeadError, Parsed, RequestHead, Target};
-use crate::io::Buffered;
+use crate::io::{Buffered, ClientStream, Stream};
 use crate::log::{self, LogRecord};
 use crate::policy_handle::PolicyHandle;
 use crate::relay;
@@ -46,10 +46,16 @@ pub(crate) struct Ctx {
 
 pub(crate) struct Conn {
     pub(crate) ctx: Ctx,
-    pub(crate) client: Buffered<TcpStream>,
+    pub(crate) client: Buffered<ClientStream>,
     /// The last plain HTTP request allowed on this kept-alive connection, with the
     /// generation that allowed it: a reload that refuses it closes the idle connection.
     pub(crate) kept: Option<(Grant, u64)>,
+    /// Inside a terminated TLS tunnel: its CONNECT target. Requests are then origin-form
+    /// for that authority, and go upstream over TLS.
+    pub(crate) origin: Option<(String, u16)>,
+    /// Inside a terminated tunnel: the upstream connection the last request left open,
+    /// for the next one (each request is still decided first).
+    pub(crate) spare: Option<Box<crate::forward::Spare>>,
 }
 
 /// How a request ended, for its record.
@@ -65,7 +71,17 @@ pub(crate) struct Outcome {
 pub(crate) enum Step {
     Continue,
     Close,
-    Tunnel(Box<Dialled>, Box<Report>, u64, Instant),
+    Tunnel(Box<Tunnel>),
+}
+
+/// An allowed CONNECT.
+pub(crate) struct Tunnel {
+    pub(crate) dialled: Dialled,
+    pub(crate) report: Report,
+    pub(crate) generation: u64,
+    pub(crate) started: Instant,
+    /// The proxy terminates its TLS and decides each request.
+    pub(crate) inspect: bool,
 }
 
 pub(crate) async fn handle(
@@ -92,8 +108,10 @@ pub(crate) async fn handle(
             peer,
             who,
         },
-        client: Buffered::new(stream, idle),
+        client: Buffered::new(Stream::Plain(stream), idle),
         kept: None,
+        origin: None,
+        spare: None,
     };
     conn.run().await;
 }
@@ -101,6 +119,10 @@ pub(crate) async fn handle(
 impl Ctx {
     pub(crate) fn config(&self) -> &ProxyConfig {
         &self.shared.config
+    }
+
+    pub(crate) fn who(&self) -> Result<&Identity, &Unattributed> {
+        self.who.as_ref()
     }
 
     fn binary(&self) -> (String, Vec<String>) {
@@ -150,7 +172,7 @@ impl Ctx {
 
     /// A refusal no policy decision produced (`code`, `reason`), about `head` if there is
     /// one, answered with `status`.
-    fn refusal(
+    pub(crate) fn refusal(
         &self,
         status: u16,
         code: &str,
@@ -177,93 +199,6 @@ impl Ctx {
             addresses: Vec::new(),
         }
     }
-
-    /// What an allowed request may reach, to decide it again on reload.
-    pub(crate) fn grant(&self, who: &Identity, head: &RequestHead, dialled: &Dialled) -> Grant {
-        let (method, path) = request_parts(head);
-        Grant {
-            who: who.clone(),
-            host: head.target.host().to_string(),
-            port: head.target.port(),
-            method,
-            path,
-            classified: dialled.classified.then(|| dialled.addr.ip()),
-        }
-    }
-
-    /// Decides for `host:port` (and the request, for plain HTTP) with one policy snapshot,
-    /// then dials. On refusal returns (status, report, generation, addresses).
-    pub(crate) async fn decide_and_dial(
-        &self,
-        who: &Identity,
-        head: &RequestHead,
-        tunnel: bool,
-    ) -> Result<(Dialled, Report, u64), Refusal> {
-        let host = head.target.host();
-        let port = head.target.port();
-        let (method, path) = request_parts(head);
-        let info = match (&method, &path) {
-            (Some(m), Some(p)) => Some(HttpRequestInfo { method: m, path: p }),
-            _ => None,
-        };
-        let decide_start = Instant::now();
-        let (matcher, generation) = self.shared.policy.current();
-        let decision = matcher.decide(who, host, port, info.as_ref());
-        drop(matcher);
-        let mut report = Report::new(who, host, port, info.as_ref(), &decision);
-        let metrics = &self.config().metrics;
-        let allow = match decision {
-            Decision::Deny(_) => {
-                metrics.setup_seconds.observe(decide_start.elapsed());
-                return Err(Refusal {
-                    status: 403,
-                    report,
-                    generation,
-                    addresses: Vec::new(),
-                });
-            }
-            Decision::Allow(allow) => allow,
-        };
-        let config = self.config();
-        let dialled = match &config.upstream_proxy {
-            Some(up) => {
-                dial::dial_upstream_proxy(config, up, host, port, &allow.allowed_ips, tunnel).await
-            }
-            None => dial::dial_direct(config, host, port, &allow.allowed_ips).await,
-        };
-        metrics.setup_seconds.observe(decide_start.elapsed());
-        match dialled {
-            Ok(d) => Ok((d, report, generation)),
-            Err(e) => {
-                let (status, code) = e.status_code();
-                let addresses = match &e {
-                    DialError::AddressClass(r) => r.iter().map(|r| r.addr.to_string()).collect(),
-                    DialError::Refused(a) | DialError::Timeout(a) => {
-                        a.iter().map(ToString::to_string).collect()
-                    }
-                    _ => Vec::new(),
-                };
-                report.decision = "deny".into();
-                report.error = Some(code.into());
-                report.reason = e.reason(host, port);
-                report.suggestion = match &e {
-                    DialError::AddressClass(refused) => Some(allowed_ips_suggestion(
-                        &allow.policy,
-                        &allow.endpoint_host,
-                        port,
-                        refused,
-                    )),
-                    _ => None,
-                };
-                Err(Refusal {
-                    status,
-                    report,
-                    generation,
-                    addresses,
-                })
-            }
-        }
-    }
 }
 
 /// A refused request: what to answer and log.
@@ -279,7 +214,7 @@ impl Conn {
         self.ctx.config()
     }
 
-    async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut first = true;
         loop {
             let policy = self.ctx.policy().clone();
@@ -346,9 +281,21 @@ impl Conn {
             match step {
                 Step::Continue => {}
                 Step::Close => return,
-                Step::Tunnel(dialled, report, generation, started) => {
+                Step::Tunnel(t) if t.inspect => {
+                    // Boxed (and type-erased: the session runs this same loop).
+                    self.intercept(*t).await;
+                    return;
+                }
+                Step::Tunnel(t) => {
                     // Boxed: only an established tunnel pays for its relay's state.
-                    Box::pin(self.tunnel(*dialled, *report, generation, started)).await;
+                    let Tunnel {
+                        dialled,
+                        report,
+                        generation,
+                        started,
+                        ..
+                    } = *t;
+                    Box::pin(self.tunnel(dialled, report, generation, started)).await;
                     return;
                 }
             }
@@ -361,7 +308,16 @@ impl Conn {
         let mut deadline = first.then(|| tokio::time::Instant::now() + limits.header_read_timeout);
         loop {
             if !self.client.buf.is_empty() {
-                match head::parse_request(&self.client.buf, limits.max_header_bytes) {
+                let parsed = match &self.origin {
+                    Some((host, port)) => head::parse_origin_request(
+                        &self.client.buf,
+                        limits.max_header_bytes,
+                        host,
+                        *port,
+                    ),
+                    None => head::parse_request(&self.client.buf, limits.max_header_bytes),
+                };
+                match parsed {
                     Ok(Parsed::Complete(h, len)) => {
                         self.client.buf.drain(..len);
                         return Ok(h);
@@ -398,8 +354,23 @@ impl Conn {
 
     /// A malformed or timed-out request: no policy decision was possible.
     async fn refuse_request(&mut self, status: u16, code: &str, reason: &str) {
-        let r = self.ctx.refusal(status, code, reason, None);
-        self.refuse("request", r, Instant::now(), true).await;
+        let mut r = self.ctx.refusal(status, code, reason, None);
+        if let Some((host, port)) = &self.origin {
+            r.report.host = host.clone();
+            r.report.port = *port;
+        }
+        let kind = self.http_kind();
+        self.refuse(kind, r, Instant::now(), true).await;
+    }
+
+    /// The record kind of a request on this connection: `https` inside a terminated
+    /// tunnel, `http` for plain forwarding.
+    pub(crate) fn http_kind(&self) -> &'static str {
+        if self.origin.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Records an unattributed connection that closed before sending a request (nothing
@@ -444,14 +415,14 @@ impl Conn {
             bytes: Default::default(),
             started: Instant::now(),
         };
-        self.ctx.record("http", report, outcome);
+        let kind = self.http_kind();
+        self.ctx.record(kind, report, outcome);
         let _ = self.client.inner.shutdown().await;
     }
 
     /// Writes an error answer: status, `X-Corral-Error`, the report as JSON.
     pub(crate) async fn send_report(&mut self, status: u16, report: &Report, close: bool) {
-        let mut body = serde_json::to_vec_pretty(report).unwrap_or_default();
-        body.push(b'\n');
+        let body = report_body(report);
         let code = report.error.as_deref().unwrap_or("error");
         let head = format!(
             "HTTP/1.1 {status} {}\r\nX-Corral-Error: {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n",
@@ -473,16 +444,27 @@ impl Conn {
                 self.refuse("connect", r, started, false).await;
                 Step::Continue
             }
-            Ok((dialled, report, generation)) => {
-                Step::Tunnel(Box::new(dialled), Box::new(report), generation, started)
-            }
+            Ok((dialled, report, generation, allow)) => Step::Tunnel(Box::new(Tunnel {
+                dialled,
+                report,
+                generation,
+                started,
+                inspect: allow.inspect,
+            })),
         }
     }
 
     async fn tunnel(self, mut dialled: Dialled, report: Report, generation: u64, started: Instant) {
-        let Conn {
-            ctx, mut client, ..
-        } = self;
+        let Conn { ctx, client, .. } = self;
+        let Stream::Plain(tcp) = client.inner else {
+            // A CONNECT inside a terminated tunnel is refused by its head parser.
+            return;
+        };
+        let mut client = Buffered {
+            inner: tcp,
+            buf: client.buf,
+            idle: client.idle,
+        };
         let mut report = report;
         let mut decided = generation;
         let ok = b"HTTP/1.1 200 Connection Established\r\n\r\n";
@@ -535,7 +517,14 @@ impl Conn {
     }
 }
 
-fn request_parts(head: &RequestHead) -> (Option<String>, Option<String>) {
+/// The body of every refusal the proxy answers: the report as pretty JSON.
+pub(crate) fn report_body(report: &Report) -> Vec<u8> {
+    let mut body = serde_json::to_vec_pretty(report).unwrap_or_default();
+    body.push(b'\n');
+    body
+}
+
+pub(crate) fn request_parts(head: &RequestHead) -> (Option<String>, Option<String>) {
     match &head.target {
         Target::Forward { path, .. } => (Some(head.method.clone()), Some(path.clone())),
         Target::Connect { .. } => (None, None),
@@ -547,29 +536,6 @@ fn kind_of(head: &RequestHead) -> &'static str {
         Target::Connect { .. } => "connect",
         Target::Forward { .. } => "http",
     }
-}
-
-/// The YAML that would let the endpoint reach the refused addresses.
-fn allowed_ips_suggestion(
-    policy: &str,
-    endpoint: &str,
-    port: u16,
-    refused: &[crate::addr::RefusedAddr],
-) -> String {
-    let mut nets: Vec<String> = Vec::new();
-    for r in refused {
-        let net = match r.addr {
-            std::net::IpAddr::V4(v4) => format!("{v4}/32"),
-            std::net::IpAddr::V6(v6) => format!("{v6}/128"),
-        };
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
-    format!(
-        "network_policies:\n  {policy}:\n    endpoints:\n      - host: {endpoint}\n        port: {port}\n        allowed_ips: [{}]\n",
-        nets.join(", ")
-    )
 }
 
 fn reason_phrase(status: u16) -> &'static str {

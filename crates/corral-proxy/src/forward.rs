@@ -1,19 +1,19 @@
-//! Plain HTTP forwarding (absolute-form requests): one exchange per request, body
+//! HTTP forwarding, one exchange per request: absolute-form plain HTTP, and origin-form
+//! requests inside a terminated TLS tunnel (sent to the server over verified TLS). Body
 //! framing preserved both ways, hop-by-hop headers dropped, keep-alive towards the client.
 
 use std::time::Instant;
 
 use corral_policy::Identity;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::conn::{Conn, Outcome, Step};
 use crate::head::{self, BodyFraming, RequestHead};
-use crate::io::Buffered;
+use crate::io::{Buffered, Stream, UpstreamStream};
 use crate::relay;
 
 impl Conn {
-    /// Absolute-form plain HTTP.
+    /// One request: absolute-form plain HTTP, or origin-form inside a terminated tunnel.
     pub(crate) async fn forward(
         &mut self,
         who: &Identity,
@@ -22,17 +22,86 @@ impl Conn {
     ) -> Step {
         let framing = head::body_framing(&head.headers).unwrap_or(BodyFraming::None);
         let client_close = head::wants_close(head);
-        let (dialled, report, generation) = match self.ctx.decide_and_dial(who, head, false).await {
+        let kind = self.http_kind();
+        let tls = self.origin.is_some();
+        // An unread body would be taken for the next request: close unless bodiless.
+        let close = client_close || framing != BodyFraming::None;
+        // Inside a tunnel, the connection the last request left open is reused if the
+        // policy has not changed since it was dialled (its address was checked then) and
+        // the server has not closed it; the request is decided all the same.
+        let generation_now = self.ctx.policy().generation();
+        let mut spare = self
+            .spare
+            .take()
+            .filter(|s| tls && s.generation == generation_now);
+        if let Some(s) = &mut spare {
+            if !s.alive().await {
+                spare = None;
+            }
+        }
+        let decided = match spare {
+            Some(s) => self
+                .ctx
+                .decide(who, head)
+                .map(|(allow, report, generation)| (Reach::Open(s), report, generation, allow))
+                .map_err(|r| *r),
+            None => self.ctx.decide_and_dial(who, head, tls).await.map(
+                |(d, report, generation, allow)| (Reach::Dialled(d), report, generation, allow),
+            ),
+        };
+        let (reach, report, generation, allow) = match decided {
             Ok(d) => d,
             Err(r) => {
-                // An unread body would be taken for the next request: close unless bodiless.
-                let close = client_close || framing != BodyFraming::None;
-                self.refuse("http", r, started, close).await;
+                self.refuse(kind, r, started, close).await;
                 return if close { Step::Close } else { Step::Continue };
             }
         };
-        let addr = dialled.addr.to_string();
-        let grant = self.ctx.grant(who, head, &dialled);
+        let (ip_addr, classified) = match &reach {
+            Reach::Open(s) => (s.addr, s.classified),
+            Reach::Dialled(d) => (d.addr, d.classified),
+        };
+        let addr = ip_addr.to_string();
+        let grant = self.ctx.grant(who, head, ip_addr, classified);
+        // Secrets go only where the wire is protected: TLS, or a server on this host.
+        let protected =
+            tls || (ip_addr.ip().is_loopback() && self.config().upstream_proxy.is_none());
+        let substituted = protected
+            .then(|| crate::credentials::substitute(head, &allow.credentials))
+            .flatten();
+        let sent = substituted.as_ref().unwrap_or(head);
+        let idle = self.config().limits.idle_timeout;
+        let upstream = match reach {
+            Reach::Open(s) => s.up,
+            Reach::Dialled(dialled) if tls => {
+                let config = self.config();
+                let intercept = config.intercept.clone();
+                let timeout = config.limits.connect_timeout;
+                let connected = match intercept {
+                    Some(i) => {
+                        crate::intercept::upstream::connect(
+                            i.upstream.clone(),
+                            head.target.host(),
+                            dialled.stream,
+                            timeout,
+                        )
+                        .await
+                    }
+                    None => Err("the proxy has no CA to terminate TLS with".into()),
+                };
+                match connected {
+                    Ok(s) => Buffered::new(Stream::Tls(Box::new(s)), idle),
+                    Err(reason) => {
+                        // Nothing of the request has been sent.
+                        let mut r = self.ctx.refusal(502, "upstream_tls", &reason, Some(head));
+                        r.generation = generation;
+                        r.addresses = vec![addr];
+                        self.refuse(kind, r, started, close).await;
+                        return if close { Step::Close } else { Step::Continue };
+                    }
+                }
+            }
+            Reach::Dialled(dialled) => Buffered::new(Stream::Plain(dialled.stream), idle),
+        };
         // A reload that refuses this request cuts its exchange (and the connection).
         let revoked = Box::pin(crate::revoke::revoked(
             self.ctx.policy().clone(),
@@ -40,7 +109,7 @@ impl Conn {
             generation,
         ));
         let exchanged = tokio::select! {
-            x = Box::pin(self.exchange(dialled.stream, head, framing, client_close)) => x,
+            x = Box::pin(self.exchange(upstream, sent, framing, client_close)) => x,
             (revoking, now) = revoked => {
                 let _ = self.client.inner.shutdown().await;
                 let outcome = Outcome {
@@ -50,12 +119,22 @@ impl Conn {
                     bytes: Default::default(),
                     started,
                 };
-                self.ctx.record("http", revoking, outcome);
+                self.ctx.record(kind, revoking, outcome);
                 return Step::Close;
             }
         };
         let (bytes, status, keep) = match exchanged {
-            Ok(x) => x,
+            Ok((bytes, status, keep, reusable)) => {
+                self.spare = reusable.map(|up| {
+                    Box::new(Spare {
+                        up,
+                        addr: ip_addr,
+                        classified,
+                        generation,
+                    })
+                });
+                (bytes, status, keep)
+            }
             Err((bytes, started_response)) => {
                 if !started_response {
                     let _ = self
@@ -76,7 +155,7 @@ impl Conn {
             bytes,
             started,
         };
-        self.ctx.record("http", report, outcome);
+        self.ctx.record(kind, report, outcome);
         if keep {
             self.kept = Some((grant, generation));
             Step::Continue
@@ -85,25 +164,30 @@ impl Conn {
         }
     }
 
-    /// Sends the request upstream and the response back: Ok((bytes, status, keep-alive)),
-    /// or Err((bytes, whether the response had already started)).
+    /// Sends the request upstream and the response back: Ok((bytes, status, keep-alive,
+    /// the upstream connection if it can carry the tunnel's next request)), or
+    /// Err((bytes, whether the response had already started)).
     async fn exchange(
         &mut self,
-        upstream: TcpStream,
+        mut up: Buffered<UpstreamStream>,
         head: &RequestHead,
         framing: BodyFraming,
         client_close: bool,
-    ) -> Result<(relay::Relayed, u16, bool), (relay::Relayed, bool)> {
-        let idle = self.config().limits.idle_timeout;
+    ) -> Result<Exchanged, (relay::Relayed, bool)> {
         let max = self.config().limits.max_header_bytes;
         let mut bytes = relay::Relayed::default();
-        let mut up = Buffered::new(upstream, idle);
-        let proxy_auth = self
-            .config()
-            .upstream_proxy
-            .as_ref()
-            .map(|p| p.authorization.clone());
-        let mut request = head::upstream_request(head, proxy_auth.is_some());
+        // Inside a terminated tunnel the upstream proxy (if any) carries a CONNECT tunnel,
+        // so the request is origin-form and names no proxy.
+        let proxy_auth = match self.origin {
+            Some(_) => None,
+            None => self
+                .config()
+                .upstream_proxy
+                .as_ref()
+                .map(|p| p.authorization.clone()),
+        };
+        let default_port = if self.origin.is_some() { 443 } else { 80 };
+        let mut request = head::upstream_request(head, proxy_auth.is_some(), default_port);
         if let Some(Some(auth)) = proxy_auth {
             let at = request.len() - 2;
             request.splice(
@@ -126,7 +210,7 @@ impl Conn {
         let mut started_response = false;
         loop {
             // Response head; interim 1xx answers are passed on and the loop reads the next.
-            let (status, resp_head, len, resp_framing) = loop {
+            let (status, resp_head, len, resp_framing, location, server_close) = loop {
                 // Parsed in a sync helper so the header array never lives across an await
                 // (it would sit in every connection's future).
                 match parse_response(&up.buf, &head.method, client_close) {
@@ -140,11 +224,35 @@ impl Conn {
                 }
             };
             up.buf.drain(..len);
+            if let (300..=399, Some(location)) = (status, &location) {
+                self.ctx.redirect_hint(head, location);
+            }
             if self.client.inner.write_all(&resp_head).await.is_err() {
                 return Err((bytes, true));
             }
             started_response = true;
-            if (100..200).contains(&status) && status != 101 {
+            if status == 101 {
+                // Only an upgrade the client asked for (and the rules allowed, on its GET)
+                // becomes a relay; the connection ends with it.
+                if !head::websocket_upgrade(head) {
+                    return Err((bytes, true));
+                }
+                let up_early = std::mem::take(&mut up.buf);
+                let client_early = std::mem::take(&mut self.client.buf);
+                if self.client.inner.write_all(&up_early).await.is_err()
+                    || up.inner.write_all(&client_early).await.is_err()
+                {
+                    return Err((bytes, true));
+                }
+                let relayed =
+                    tokio::io::copy_bidirectional(&mut self.client.inner, &mut up.inner).await;
+                let (u, d) = relayed.unwrap_or((0, 0));
+                bytes.up += u + client_early.len() as u64;
+                bytes.down += d + up_early.len() as u64;
+                let _ = self.client.inner.shutdown().await;
+                return Ok((bytes, status, false, None));
+            }
+            if (100..200).contains(&status) {
                 continue;
             }
             let copied = match resp_framing {
@@ -160,7 +268,12 @@ impl Conn {
                     if !keep {
                         let _ = self.client.inner.shutdown().await;
                     }
-                    Ok((bytes, status, keep))
+                    let reusable = self.origin.is_some()
+                        && !server_close
+                        && status != 101
+                        && resp_framing != ResponseFraming::UntilClose
+                        && up.buf.is_empty();
+                    Ok((bytes, status, keep, reusable.then_some(up)))
                 }
                 Err(_) => Err((bytes, true)),
             };
@@ -168,8 +281,41 @@ impl Conn {
     }
 }
 
-/// A complete response head: (status, head for the client, length, body framing).
-type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming);
+/// A complete response head: (status, head for the client, length, body framing,
+/// `Location`, whether the server closes the connection after it).
+type ParsedResponse = (u16, Vec<u8>, usize, ResponseFraming, Option<String>, bool);
+
+/// What one exchange did: bytes, status, client keep-alive, the reusable upstream.
+type Exchanged = (relay::Relayed, u16, bool, Option<Buffered<UpstreamStream>>);
+
+/// Where a request goes: a fresh connection, or the one the tunnel's last request left.
+enum Reach {
+    Dialled(crate::dial::Dialled),
+    Open(Box<Spare>),
+}
+
+/// An upstream connection kept inside a terminated tunnel.
+pub(crate) struct Spare {
+    up: Buffered<UpstreamStream>,
+    addr: std::net::SocketAddr,
+    classified: bool,
+    /// The policy generation it was dialled under.
+    generation: u64,
+}
+
+impl Spare {
+    /// False if the server closed it (or sent something unasked) while it waited.
+    async fn alive(&mut self) -> bool {
+        // One poll: a pending read means the connection is open and quiet. `fill` grows
+        // the buffer before it reads, so a cancelled poll leaves it to be cut back.
+        let had = self.up.buf.len();
+        let pending = tokio::time::timeout(std::time::Duration::ZERO, self.up.fill())
+            .await
+            .is_err();
+        self.up.buf.truncate(had);
+        pending
+    }
+}
 
 /// Ok(None) = need more bytes; Err = malformed.
 fn parse_response(
@@ -184,7 +330,26 @@ fn parse_response(
             let status = resp.code.unwrap_or(502);
             let framing = response_framing(method, status, resp.headers);
             let close = client_close || framing == ResponseFraming::UntilClose;
-            Ok(Some((status, rewrite_response(&resp, close), len, framing)))
+            let location = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("location"))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned());
+            let server_close = resp.version == Some(0)
+                || resp.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection")
+                        && String::from_utf8_lossy(h.value)
+                            .split(',')
+                            .any(|t| t.trim().eq_ignore_ascii_case("close"))
+                });
+            Ok(Some((
+                status,
+                rewrite_response(&resp, close),
+                len,
+                framing,
+                location,
+                server_close,
+            )))
         }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(_) => Err(()),
@@ -251,9 +416,10 @@ fn rewrite_response(resp: &httparse::Response<'_, '_>, close: bool) -> Vec<u8> {
             }
         }
     }
+    let switching = resp.code == Some(101);
     for h in resp.headers.iter() {
         let lower = h.name.to_ascii_lowercase();
-        if dropped.contains(&lower) {
+        if dropped.contains(&lower) && !(switching && lower == "upgrade") {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -261,7 +427,9 @@ fn rewrite_response(resp: &httparse::Response<'_, '_>, close: bool) -> Vec<u8> {
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if (100..200).contains(&resp.code.unwrap_or(0)) {
+    if switching {
+        out.extend_from_slice(b"Connection: Upgrade\r\n\r\n");
+    } else if (100..200).contains(&resp.code.unwrap_or(0)) {
         out.extend_from_slice(b"\r\n");
     } else {
         out.extend_from_slice(if close {

@@ -110,6 +110,22 @@ pub enum Parsed {
 
 /// Parses a request head from `buf`. `max` bounds the head size.
 pub fn parse_request(buf: &[u8], max: usize) -> Result<Parsed, HeadError> {
+    parse(buf, max, None)
+}
+
+/// Parses a request head read inside a terminated TLS tunnel to `host:port`: origin-form
+/// (`GET /path`), with a `Host` that names the tunnel's target (no domain fronting), and
+/// the path in canonical form (what is decided is what is sent).
+pub fn parse_origin_request(
+    buf: &[u8],
+    max: usize,
+    host: &str,
+    port: u16,
+) -> Result<Parsed, HeadError> {
+    parse(buf, max, Some((host, port)))
+}
+
+fn parse(buf: &[u8], max: usize, origin: Option<(&str, u16)>) -> Result<Parsed, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let status = match req.parse(buf) {
@@ -129,6 +145,17 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Parsed, HeadError> {
     if len > max {
         return Err(HeadError::TooLarge);
     }
+    // A bare LF ends a line for some servers and not for others: a request smuggling
+    // vector, so every line must end in CRLF.
+    if buf[..len]
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    {
+        return Err(HeadError::Malformed(
+            "a line ends in a bare LF, not CRLF".into(),
+        ));
+    }
     let method = req.method.unwrap_or_default().to_string();
     let raw_target = req.path.unwrap_or_default();
     let version = req.version.unwrap_or(1);
@@ -137,14 +164,34 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Parsed, HeadError> {
         .iter()
         .map(|h| (h.name.to_string(), h.value.to_vec()))
         .collect();
-    let target = if method == "CONNECT" {
-        let (host, port) = parse_authority(raw_target, None)?;
-        Target::Connect { host, port }
-    } else {
-        parse_absolute(raw_target)?
+    let target = match origin {
+        Some((host, port)) => {
+            if !raw_target.starts_with('/') {
+                return Err(HeadError::BadTarget(format!(
+                    "inside a TLS tunnel to {host}:{port} requests are origin-form (`{method} /path`), got {:?}",
+                    truncate(raw_target, 80)
+                )));
+            }
+            let path = corral_policy::canonical_path(raw_target, true)
+                .map_err(|e| HeadError::BadTarget(e.to_string()))?;
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+                return Err(HeadError::Malformed("no Host header".into()));
+            }
+            Target::Forward {
+                host: host.to_string(),
+                port,
+                path,
+            }
+        }
+        None if method == "CONNECT" => {
+            let (host, port) = parse_authority(raw_target, None)?;
+            Target::Connect { host, port }
+        }
+        None => parse_absolute(raw_target)?,
     };
     if let Target::Forward { host, port, .. } = &target {
-        check_host_header(&headers, host, *port)?;
+        let default_port = if origin.is_some() { 443 } else { 80 };
+        check_host_header(&headers, host, *port, default_port)?;
         check_framing(&headers)?;
     }
     Ok(Parsed::Complete(
@@ -279,6 +326,7 @@ fn check_host_header(
     headers: &[(String, Vec<u8>)],
     host: &str,
     port: u16,
+    default_port: u16,
 ) -> Result<(), HeadError> {
     let values: Vec<&[u8]> = header(headers, "host").collect();
     if values.len() > 1 {
@@ -297,7 +345,7 @@ fn check_host_header(
             format!("{h}:{p}")
         }
     };
-    match parse_authority(text, Some(80)) {
+    match parse_authority(text, Some(default_port)) {
         Ok((h, p)) if h.trim_end_matches('.') == host.trim_end_matches('.') && p == port => Ok(()),
         _ => Err(HeadError::HostMismatch {
             uri: shown(host, port),
@@ -397,6 +445,21 @@ fn hop_by_hop(headers: &[(String, Vec<u8>)]) -> Vec<String> {
     names
 }
 
+/// Is this a WebSocket upgrade (`Upgrade: websocket` named by `Connection`)?
+pub fn websocket_upgrade(head: &RequestHead) -> bool {
+    let upgrade = header(&head.headers, "upgrade").any(|v| {
+        String::from_utf8_lossy(v)
+            .trim()
+            .eq_ignore_ascii_case("websocket")
+    });
+    let named = header(&head.headers, "connection").any(|v| {
+        String::from_utf8_lossy(v)
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    upgrade && named && head.method == "GET"
+}
+
 /// Does the client want the connection closed after this request?
 pub fn wants_close(head: &RequestHead) -> bool {
     let mut close = head.version == 0;
@@ -416,12 +479,14 @@ pub fn wants_close(head: &RequestHead) -> bool {
 
 /// The request as it goes upstream: origin-form target, hop-by-hop and `Proxy-*` headers
 /// removed, `Host` set from the URI, `Connection: close` (one upstream connection per request).
-/// With `via_proxy`, the absolute form is kept for a chained upstream proxy.
-pub fn upstream_request(head: &RequestHead, via_proxy: bool) -> Vec<u8> {
+/// With `via_proxy`, the absolute form is kept for a chained upstream proxy. `default_port`
+/// is the scheme's (80, or 443 inside a terminated TLS tunnel, where the upstream
+/// connection is kept for the tunnel's next request: no `Connection: close`).
+pub fn upstream_request(head: &RequestHead, via_proxy: bool, default_port: u16) -> Vec<u8> {
     let Target::Forward { host, port, path } = &head.target else {
         return Vec::new();
     };
-    let authority = host_port(host, *port, 80);
+    let authority = host_port(host, *port, default_port);
     let mut out = Vec::with_capacity(512);
     let target = if via_proxy {
         format!("http://{authority}{path}")
@@ -430,10 +495,12 @@ pub fn upstream_request(head: &RequestHead, via_proxy: bool) -> Vec<u8> {
     };
     out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", head.method, target).as_bytes());
     out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
+    let websocket = websocket_upgrade(head);
     let drop = hop_by_hop(&head.headers);
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
-        if lower == "host" || lower.starts_with("proxy-") || drop.contains(&lower) {
+        let kept = websocket && lower == "upgrade";
+        if !kept && (lower == "host" || lower.starts_with("proxy-") || drop.contains(&lower)) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -441,7 +508,13 @@ pub fn upstream_request(head: &RequestHead, via_proxy: bool) -> Vec<u8> {
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    if websocket {
+        out.extend_from_slice(b"Connection: Upgrade\r\n\r\n");
+    } else if default_port == 443 {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+    }
     out
 }
 
@@ -573,12 +646,12 @@ mod tests {
             "GET http://a.test:8080/x HTTP/1.1\r\nHost: a.test:8080\r\nProxy-Authorization: Basic Zm9v\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nAccept: */*\r\nProxy-Connection: keep-alive\r\n\r\n",
         )
         .unwrap();
-        let out = String::from_utf8(upstream_request(&h, false)).unwrap();
+        let out = String::from_utf8(upstream_request(&h, false, 80)).unwrap();
         assert_eq!(
             out,
             "GET /x HTTP/1.1\r\nHost: a.test:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         );
-        let out = String::from_utf8(upstream_request(&h, true)).unwrap();
+        let out = String::from_utf8(upstream_request(&h, true, 80)).unwrap();
         assert!(out.starts_with("GET http://a.test:8080/x HTTP/1.1\r\n"));
     }
 

@@ -24,10 +24,14 @@ mod attribution;
 pub mod cli;
 mod config;
 mod conn;
+mod credentials;
+mod decide;
 pub mod dial;
 mod fold;
 mod forward;
 pub mod head;
+mod hint;
+pub mod intercept;
 mod io;
 mod log;
 mod metrics;
@@ -44,6 +48,7 @@ mod sys;
 
 pub use attribution::{sha256_file, Attribution, FixedIdentity, ProcResolver, Unattributed};
 pub use config::{Limits, Overridden, Overrides, ProxyConfig, UpstreamProxy};
+pub use intercept::{CertAuthority, Intercept, InterceptArgs};
 pub use log::{
     now_rfc3339, refusal, DecisionLog, LogRecord, LogStats, Repeated, DEFAULT_MAX_BYTES,
 };

@@ -55,6 +55,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub names: corral_proxy::NameOverrides,
 
+    /// Also trust this CA bundle (PEM) for upstream servers whose TLS corral terminates
+    /// (`tls: terminate`, request rules on a TLS port), besides the system roots. Repeatable.
+    #[arg(long = "upstream-ca", value_name = "FILE", env = "CORRAL_UPSTREAM_CA")]
+    pub upstream_ca: Vec<PathBuf>,
+
     /// Do not print a notice on stderr for each refused connection (for full-screen
     /// programs); the decision log still records every one.
     #[arg(long, short = 'q')]
@@ -118,8 +123,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
     }
-    let policy = load_policy(args.policy.as_deref())?;
-    let setting = prepare_session(&args, &policy)?;
+    let mut policy = load_policy(args.policy.as_deref())?;
+    let session_ca = crate::ca_env::SessionCa::mint(&args.upstream_ca)?;
+    session_ca.make_readable(&mut policy.loaded.policy.filesystem);
+    let mut setting = prepare_session(&args, &policy)?;
+    session_ca.install(&mut setting);
     if args.explain_fs {
         print!("{}", setting.fs_namespaces.view.explain());
         println!("  landlock: {}", setting.fs_namespaces.landlock.summary);
@@ -140,7 +148,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let launch_in = |mode: Mode| Launch {
         command: args.command.clone(),
-        env: sandbox_env(mode, &setting.fs(mode).view.env),
+        env: session_ca.apply(sandbox_env(mode, &setting.fs(mode).view.env)),
         landlock: setting
             .fs(mode)
             .landlock

@@ -30,6 +30,7 @@
 
 pub mod attribution;
 pub mod broker;
+pub mod ca_env;
 pub mod cli;
 pub mod doctor;
 pub mod fs_view;

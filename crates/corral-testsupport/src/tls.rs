@@ -69,6 +69,14 @@ impl TestCa {
         &self.ca_path
     }
 
+    /// Writes the CA's private key (PEM) next to its certificate and returns its path, for
+    /// programs that sign with this CA (`corral proxy --ca-key`).
+    pub fn key_path(&self) -> PathBuf {
+        let path = self.dir.path().join("ca.key");
+        crate::fs::write_readable(&path, self.issuer.key().serialize_pem().as_bytes());
+        path
+    }
+
     /// A server certificate for `names` (DNS names or IP literals).
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("empty SAN list");

@@ -23,6 +23,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Recorded {
@@ -93,6 +95,20 @@ impl Upstream {
         Upstream::start(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             Some(leaf.server_config()),
+            handler,
+        )
+    }
+
+    /// HTTPS offering HTTP/2 (ALPN `h2`, then `http/1.1`), answering with `handler`.
+    pub fn https_h2(
+        leaf: &crate::tls::Leaf,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        let mut config = (*leaf.server_config()).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Upstream::start(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(Arc::new(config)),
             handler,
         )
     }
@@ -234,6 +250,7 @@ pub(crate) async fn serve_http<B>(
                             })
                             .collect(),
                         body,
+                        version: format!("{:?}", parts.version),
                     };
                     Ok::<_, Infallible>(respond(request))
                 }
@@ -242,7 +259,15 @@ pub(crate) async fn serve_http<B>(
             match acceptor {
                 Some(acceptor) => {
                     if let Ok(tls) = acceptor.accept(stream).await {
-                        let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                        } else {
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
                     }
                 }
                 None => {

@@ -21,7 +21,7 @@ use corral_testsupport::sandbox::{denials, policy, runners, stdout, upstreams, S
 
 /// Python helpers: `race(label, fds, addr, call)` keeps descriptor 100 switching between
 /// the sockets `fds` in one thread while the main thread makes `call` on it (with the
-/// ctypes buffer `addr`) for up to 20000 tries or 5 seconds (fewer once two outcomes were
+/// ctypes buffer `addr`) for up to 10 seconds (fewer once two outcomes were
 /// seen 50 times each), then prints the outcomes by errno name and how many swaps happened.
 const RACE: &str = r#"
 import ctypes, errno, os, random, socket, struct, threading, time
@@ -46,8 +46,10 @@ def race(label, fds, addr, call, flip=None):
     t = threading.Thread(target=swapper)
     t.start()
     out = {}
-    deadline = time.time() + 5
-    for _ in range(20000):
+    # Bounded by time, not by a count that a loaded machine (the swapper starved of the
+    # interpreter lock) could use up before both sides were seen.
+    deadline = time.time() + 10
+    for _ in range(1000000):
         if time.time() > deadline or (len(out) >= 2 and min(out.values()) >= 50):
             break
         # Jitter, so the calls cannot fall into step with the swaps.

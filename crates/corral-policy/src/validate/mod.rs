@@ -3,6 +3,7 @@
 //! Every problem becomes a [`Diagnostic`] at the line and column of the offending
 //! key or value. Validation does not stop at the first error: the user sees them all.
 
+mod credentials;
 mod ctx;
 mod lint;
 mod network;

@@ -1,12 +1,14 @@
 //! `network_policies`: groups, endpoints, request rules and binaries.
 
 use crate::host::HostPattern;
-use crate::model::{Access, BinaryRule, Children, Endpoint, L7Rule, NetworkPolicy, Policy};
+use crate::model::{
+    Access, BinaryRule, Children, Endpoint, L7Rule, NetworkPolicy, Policy, TlsMode,
+};
 use crate::yaml::{Kind, Node, Pos};
 
 use super::ctx::{Ctx, Entry};
 
-const GROUP_KEYS: &[&str] = &["name", "endpoints", "binaries"];
+const GROUP_KEYS: &[&str] = &["name", "endpoints", "binaries", "credentials"];
 const ENDPOINT_KEYS: &[&str] = &[
     "host",
     "port",
@@ -18,10 +20,12 @@ const ENDPOINT_KEYS: &[&str] = &[
     "rules",
     "deny_rules",
     "allowed_ips",
+    "allow_encoded_slash",
     "path",
 ];
 /// Ports on which an L7 endpoint is assumed to carry plain HTTP the proxy can read.
 const PLAIN_HTTP_PORTS: &[u16] = &[80, 8000, 8080];
+const RULE_EXAMPLE_QUERY: &str = "query: { service: git-upload-pack }";
 const BINARY_KEYS: &[&str] = &["path", "sha256", "children"];
 
 const GROUP_EXAMPLE: &str = "network_policies:\n  github:\n    endpoints:\n      - { host: github.com, port: 443 }\n    binaries:\n      - { path: /usr/bin/git }";
@@ -51,6 +55,7 @@ impl Ctx<'_> {
             name: None,
             endpoints: Vec::new(),
             binaries: Vec::new(),
+            credentials: Vec::new(),
             line: g.key_pos.line,
         };
         let (mut saw_endpoints, mut saw_binaries) = (false, false);
@@ -59,6 +64,7 @@ impl Ctx<'_> {
         for e in ents {
             match e.key {
                 "name" => np.name = self.string(e.value, &format!("{what}.name"), "name: github"),
+                "credentials" => np.credentials = self.credentials(e.value, &what),
                 "endpoints" => {
                     saw_endpoints = true;
                     if let Some(items) =
@@ -129,7 +135,8 @@ impl Ctx<'_> {
             ports: Vec::new(),
             protocol: None,
             tls: None,
-            enforcement: None,
+            audit: false,
+            allow_encoded_slash: false,
             access: None,
             rules: Vec::new(),
             deny_rules: Vec::new(),
@@ -212,24 +219,30 @@ impl Ctx<'_> {
                     }
                 }
                 "tls" => {
-                    ep.tls = self.string(e.value, "`tls`", "tls: terminate");
-                    if let Some(t) = ep.tls.as_deref().filter(|t| *t != "passthrough") {
-                        self.warn(
-                            e.key_pos,
-                            format!("`tls: {t}` is not enforced by corral yet"),
-                            "corral does not terminate TLS yet: HTTPS traffic to this endpoint is relayed unmodified and checked by host, port and binary",
-                        );
-                    }
+                    ep.tls = self.enum_value(
+                        e.value,
+                        "tls",
+                        &[
+                            ("terminate", TlsMode::Terminate),
+                            ("passthrough", TlsMode::Passthrough),
+                            ("skip", TlsMode::Passthrough),
+                        ],
+                    );
+                    ok &= ep.tls.is_some();
                 }
                 "enforcement" => {
-                    ep.enforcement = self.string(e.value, "`enforcement`", "enforcement: enforce");
-                    if let Some(t) = ep.enforcement.as_deref().filter(|t| *t != "enforce") {
-                        self.warn(
-                            e.key_pos,
-                            format!("`enforcement: {t}` is not supported by corral yet"),
-                            "corral always enforces: traffic that the policy does not allow is refused",
-                        );
-                    }
+                    let audit = self.enum_value(
+                        e.value,
+                        "enforcement",
+                        &[("enforce", false), ("audit", true)],
+                    );
+                    ok &= audit.is_some();
+                    ep.audit = audit.unwrap_or(false);
+                }
+                "allow_encoded_slash" => {
+                    ep.allow_encoded_slash = self
+                        .boolean(e.value, "`allow_encoded_slash`")
+                        .unwrap_or(false);
                 }
                 "access" => {
                     access_pos = Some(e.key_pos);
@@ -327,14 +340,13 @@ impl Ctx<'_> {
                     "add `protocol: rest` so it is clear that HTTP requests are checked",
                 );
             }
-            // Plain-HTTP ports get their requests checked; anything else is most
-            // likely TLS, which corral does not terminate yet.
-            if ep.restricts_requests() {
+            // A blind tunnel cannot have its requests checked: it is refused.
+            if ep.restricts_requests() && ep.tls == Some(TlsMode::Passthrough) {
                 if let Some(p) = ports.iter().find(|p| !PLAIN_HTTP_PORTS.contains(p)) {
                     self.warn(
                         l7_pos,
-                        format!("`access`/`rules` cannot be checked on port {p} yet: corral checks requests only on plain HTTP, so TLS tunnels to this endpoint are refused"),
-                        "corral does not terminate TLS yet; to allow the connection by host, port and binary alone, remove `access`/`rules`/`deny_rules` (this widens it to every request)",
+                        format!("`access`/`rules` with `tls: passthrough` cannot be checked on port {p}: TLS tunnels to this endpoint are refused"),
+                        "remove `tls: passthrough` so that corral terminates TLS and checks each request",
                     );
                 }
             }
@@ -361,7 +373,7 @@ impl Ctx<'_> {
             let Some(ents) = self.mapping(
                 it,
                 &format!("an entry of {what}"),
-                &[verb, "method", "path"],
+                &[verb, "method", "path", "query"],
                 &example,
             ) else {
                 ok = false;
@@ -379,9 +391,12 @@ impl Ctx<'_> {
                     ok = false;
                     continue;
                 }
-                let Some(x) =
-                    self.mapping(v.value, &format!("`{verb}`"), &["method", "path"], &example)
-                else {
+                let Some(x) = self.mapping(
+                    v.value,
+                    &format!("`{verb}`"),
+                    &["method", "path", "query"],
+                    &example,
+                ) else {
                     ok = false;
                     continue;
                 };
@@ -396,8 +411,13 @@ impl Ctx<'_> {
             };
             let mut method = None;
             let mut path = None;
+            let mut query = Vec::new();
             for e in body {
                 match e.key {
+                    "query" => match self.query(e.value) {
+                        Some(q) => query = q,
+                        None => ok = false,
+                    },
                     "method" => method = self.string(e.value, "`method`", "method: GET"),
                     "path" => {
                         path = self.string(e.value, "`path`", "path: \"/repos/**\"");
@@ -427,7 +447,11 @@ impl Ctx<'_> {
                 }
             }
             match (method, path) {
-                (Some(method), Some(path)) => out.push(L7Rule { method, path }),
+                (Some(method), Some(path)) => out.push(L7Rule {
+                    method,
+                    path,
+                    query,
+                }),
                 (m, p) => {
                     let missing = if m.is_none() { "method" } else { "path" };
                     let _ = p;
@@ -439,6 +463,32 @@ impl Ctx<'_> {
                     ok = false;
                 }
             }
+        }
+        ok.then_some(out)
+    }
+
+    /// `query: { name: GLOB }` or `query: { name: [GLOB, …] }`.
+    fn query(&mut self, node: &Node) -> Option<Vec<(String, Vec<String>)>> {
+        let ents = self.mapping(node, "`query`", &[], RULE_EXAMPLE_QUERY)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for e in ents {
+            let globs = if let Kind::Seq(_) = e.value.kind {
+                let items = self.seq(e.value, "a `query` value", RULE_EXAMPLE_QUERY)?;
+                items
+                    .iter()
+                    .filter_map(|it| self.string(it, "a `query` value", RULE_EXAMPLE_QUERY))
+                    .collect()
+            } else {
+                match self.string(e.value, "a `query` value", RULE_EXAMPLE_QUERY) {
+                    Some(v) => vec![v],
+                    None => {
+                        ok = false;
+                        continue;
+                    }
+                }
+            };
+            out.push((e.key.to_string(), globs));
         }
         ok.then_some(out)
     }

@@ -1,0 +1,323 @@
+//! TLS termination on the wire: request-smuggling shapes and domain fronting refused
+//! inside the tunnel, HTTP/2 on both sides, every request of a kept-alive tunnel decided,
+//! WebSocket upgrades where the rules allow them. Both isolation modes, as the current
+//! user and (as root) an ordinary one.
+
+mod intercept_support;
+
+use corral_testsupport::sandbox::{runners, stdout, Sandbox, MODES};
+use corral_testsupport::tls::TestCa;
+use corral_testsupport::upstream::{Reply, Upstream};
+use intercept_support::{api, https_records, rules_policy, run, Api};
+
+/// Raw requests through a terminated tunnel, from Python's ssl module: each line of
+/// output is `NAME: first response line` (or the handshake error).
+const RAW_CLIENT: &str = r#"
+import os, socket, ssl, sys
+port = int(sys.argv[1])
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+def tunnel(sni, raw):
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(f"CONNECT api.test:{port} HTTP/1.1\r\nHost: api.test:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    try:
+        t = ctx.wrap_socket(s, server_hostname=sni)
+    except (ssl.SSLError, OSError) as e:
+        return "handshake failed"
+    t.sendall(raw.encode())
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = t.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    return data.split(b"\r\n")[0].decode() or "closed"
+host = f"api.test:{port}"
+shapes = {
+    "ok": f"GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+    "cl_te": f"POST /x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "dup_cl": f"POST /x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "obs_fold": f"GET /x HTTP/1.1\r\nHost: {host}\r\nX-A: a\r\n b\r\n\r\n",
+    "bare_lf": f"GET /x HTTP/1.1\nHost: {host}\n\n",
+    "host_mismatch": f"GET /x HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n",
+    "absolute_form": f"GET https://other.test:{port}/x HTTP/1.1\r\nHost: {host}\r\n\r\n",
+}
+for name, raw in shapes.items():
+    print(f"{name}: {tunnel('api.test', raw)}")
+print(f"sni_mismatch: {tunnel('other.test', shapes['ok'])}")
+"#;
+
+#[test]
+fn smuggling_shapes_and_domain_fronting_are_refused_inside_the_tunnel() {
+    let up = api();
+    let python = "/usr/bin/python3";
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &[python]),
+                &up.resolve(),
+            );
+            let port = up.port().to_string();
+            let out = run(&sb, &up.ca, &[python, "-c", RAW_CLIENT, &port]);
+            assert!(out.status.success(), "{}", sb.context(&out));
+            let text = stdout(&out);
+            let line = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_else(|| panic!("no {name} line: {}", sb.context(&out)))
+                    .to_string()
+            };
+            assert!(
+                line("ok").starts_with("HTTP/1.1 200"),
+                "{}",
+                sb.context(&out)
+            );
+            for shape in [
+                "cl_te",
+                "dup_cl",
+                "obs_fold",
+                "bare_lf",
+                "host_mismatch",
+                "absolute_form",
+            ] {
+                assert!(
+                    line(shape).starts_with("HTTP/1.1 400"),
+                    "{shape}: {}",
+                    sb.context(&out)
+                );
+            }
+            assert_eq!(
+                line("sni_mismatch"),
+                "handshake failed",
+                "{}",
+                sb.context(&out)
+            );
+            let log = sb.log();
+            assert!(
+                log.iter().any(|r| r["error"] == "sni_mismatch"),
+                "{}",
+                sb.context(&out)
+            );
+            assert!(
+                log.iter()
+                    .any(|r| r["error"] == "host_mismatch" && r["kind"] == "https"),
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+    // Only the well-formed request reached the server.
+    assert!(up
+        .https
+        .requests()
+        .iter()
+        .all(|r| r.method == "GET" && r.target == "/x"));
+}
+
+#[test]
+fn http2_on_both_sides_when_the_server_offers_it_with_each_stream_decided() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["api.test", "other.test"]);
+    let h2 = Upstream::https_h2(&leaf, |req| {
+        Reply::ok(format!(
+            "upstream saw {} {} over {}\n",
+            req.method, req.target, req.version
+        ))
+    });
+    let up = Api { ca, https: h2 };
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &["/usr/bin/curl"]),
+                &up.resolve(),
+            );
+            let curl = |extra: &[&str], path: &str| {
+                let url = up.url("api.test", path);
+                let mut argv = vec![
+                    "/usr/bin/curl",
+                    "-sS",
+                    "--http2",
+                    "-w",
+                    "\nHTTP %{http_version} STATUS %{http_code}",
+                ];
+                argv.extend_from_slice(extra);
+                argv.push(&url);
+                let out = run(&sb, &up.ca, &argv);
+                (stdout(&out), sb.context(&out))
+            };
+            let (body, ctx) = curl(&[], "/public/../x");
+            assert_eq!(
+                body, "upstream saw GET /x over HTTP/2.0\n\nHTTP 2 STATUS 200",
+                "{ctx}"
+            );
+            let (body, ctx) = curl(&["-X", "POST", "-d", "a=1"], "/x");
+            assert!(body.ends_with("HTTP 2 STATUS 403"), "{ctx}");
+            assert!(body.contains("\"method\": \"POST\""), "{ctx}");
+            assert!(body.contains("\"path\": \"/x\""), "{ctx}");
+            let host = format!("Host: other.test:{}", up.port());
+            let (body, ctx) = curl(&["-H", &host], "/x");
+            assert!(body.ends_with("HTTP 2 STATUS 400"), "{ctx}");
+            assert!(body.contains("host_mismatch"), "{ctx}");
+            assert!(
+                https_records(&sb)
+                    .iter()
+                    .any(|r| r["decision"] == "deny" && r["method"] == "POST" && r["path"] == "/x"),
+                "{ctx}"
+            );
+        }
+    }
+    assert!(up
+        .https
+        .requests()
+        .iter()
+        .all(|r| r.method == "GET" && r.target == "/x" && r.version == "HTTP/2.0"));
+}
+
+#[test]
+fn every_request_on_a_kept_alive_tunnel_is_decided() {
+    let up = api();
+    let python = "/usr/bin/python3";
+    let script = r#"
+import http.client, os, ssl, sys
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+c = http.client.HTTPSConnection("127.0.0.1", 3128, context=ctx)
+c.set_tunnel("api.test", int(sys.argv[1]))
+for m, p in [("GET", "/x"), ("DELETE", "/x"), ("GET", "/public/a"), ("GET", "/public/secret/k"), ("GET", "/x")]:
+    c.request(m, p)
+    r = c.getresponse()
+    r.read()
+    print(m, p, r.status)
+"#;
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(
+                &runner,
+                mode,
+                &rules_policy(up.port(), &[python]),
+                &up.resolve(),
+            );
+            let port = up.port().to_string();
+            let out = run(&sb, &up.ca, &[python, "-c", script, &port]);
+            assert_eq!(
+                stdout(&out),
+                "GET /x 200\nDELETE /x 403\nGET /public/a 200\nGET /public/secret/k 403\nGET /x 200\n",
+                "{}",
+                sb.context(&out)
+            );
+            let log = sb.log();
+            let connects = log.iter().filter(|r| r["kind"] == "connect").count();
+            assert_eq!(connects, 1, "one tunnel: {}", sb.context(&out));
+            assert_eq!(https_records(&sb).len(), 5, "{}", sb.context(&out));
+        }
+    }
+}
+
+/// A TLS server that answers any request with `101` and then echoes what it receives.
+const WS_SERVER: &str = r#"
+import socket, ssl, sys, threading
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.create_server(("127.0.0.1", port))
+def serve(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += t.recv(1)
+        if b"upgrade: websocket" not in head.lower():
+            t.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return
+        t.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        while True:
+            d = t.recv(4096)
+            if not d:
+                break
+            t.sendall(b"echo:" + d)
+    except Exception:
+        pass
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+const WS_CLIENT: &str = r#"
+import os, socket, ssl, sys
+port = int(sys.argv[1])
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+for path in ["/ws/chat", "/other"]:
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(f"CONNECT ws.test:{port} HTTP/1.1\r\nHost: ws.test:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    t = ctx.wrap_socket(s, server_hostname="ws.test")
+    t.sendall(f"GET {path} HTTP/1.1\r\nHost: ws.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += t.recv(1)
+    print(path, head.split(b"\r\n")[0].decode())
+    if b" 101 " in head:
+        t.sendall(b"hello")
+        print(path, t.recv(100).decode())
+"#;
+
+#[test]
+fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
+    use corral_testsupport::process::{free_port, Background};
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["ws.test"]);
+    let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let port = free_port(localhost);
+    let mut server_cmd = std::process::Command::new("/usr/bin/python3");
+    server_cmd
+        .args(["-c", WS_SERVER, &port.to_string()])
+        .arg(&leaf.cert_path)
+        .arg(&leaf.key_path);
+    let mut server = Background::spawn("websocket server", server_cmd);
+    server.wait_for_port(
+        std::net::SocketAddr::new(localhost, port),
+        std::time::Duration::from_secs(20),
+    );
+    let policy = format!(
+        r#"version: 1
+network_policies:
+  ws:
+    endpoints:
+      - host: ws.test
+        port: {port}
+        protocol: rest
+        allowed_ips: [127.0.0.0/8]
+        rules:
+          - allow: {{ method: GET, path: "/ws/**" }}
+    binaries:
+      - path: /usr/bin/python3
+"#
+    );
+    let resolve = vec![format!("ws.test:{port}:127.0.0.1")];
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, &policy, &resolve);
+            let out = run(
+                &sb,
+                &ca,
+                &["/usr/bin/python3", "-c", WS_CLIENT, &port.to_string()],
+            );
+            assert_eq!(
+                stdout(&out),
+                "/ws/chat HTTP/1.1 101 Switching Protocols\n/ws/chat echo:hello\n/other HTTP/1.1 403 Forbidden\n",
+                "{}",
+                sb.context(&out)
+            );
+        }
+    }
+}
