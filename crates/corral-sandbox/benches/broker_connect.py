@@ -17,6 +17,7 @@ separate process of that namespace, as the proxy is a separate process in `corra
 Rounds alternate between the rows so that a noisy neighbour hits them alike; the
 percentiles are over every connect of every round.
 """
+import hashlib
 import os
 import shutil
 import subprocess
@@ -123,13 +124,22 @@ int main(int argc, char **argv) {
 """
 
 tmp = tempfile.mkdtemp(prefix="corral-broker-bench-")
-fresh_bin = os.path.join(tmp, "fresh")
+bin_dir = tempfile.mkdtemp(prefix="corral-broker-bench-", dir="/var/tmp")
+fresh_bin = os.path.join(bin_dir, "fresh")
 subprocess.run(["cc", "-O2", "-x", "c", "-o", fresh_bin, "-"], input=FRESH, text=True, check=True)
+# Pinned: a file the user can write carries no identity without a pin. The grant itself
+# is never used (the client only connects).
+with open(fresh_bin, "rb") as f:
+    pin = hashlib.sha256(f.read()).hexdigest()
 policy = os.path.join(tmp, "policy.yaml")
 with open(policy, "w") as f:
-    f.write("version: 1\nnetwork_policies: {}\n")
+    f.write("version: 1\nnetwork_policies:\n  bench:\n    endpoints:\n      - host: bench.example\n"
+            f"        port: 9\n    binaries:\n      - path: {fresh_bin}\n        sha256: {pin}\n")
 log = os.path.join(tmp, "log.jsonl")
-python = shutil.which("python3")
+# Clients the sandbox's default view trusts (docs/sandbox.md): a system python, and the C
+# client built outside the directories the sandbox may write (the working directory, /tmp),
+# or the broker refuses their connects as untrusted code.
+python = "/usr/bin/python3"
 
 
 def client(host, port, listen, fresh):
@@ -181,3 +191,4 @@ for name, xs in samples.items():
     verdict = "–" if "unbrokered" in name else ("met" if ratio <= GOAL else "not met")
     print(f"| {name} | {p50:.0f} µs | {p90:.0f} µs | {ratio:.2f}× | {verdict} |")
 shutil.rmtree(tmp, ignore_errors=True)
+shutil.rmtree(bin_dir, ignore_errors=True)

@@ -123,16 +123,32 @@ mod tests {
     use std::process::{Child, Command};
 
     fn sleeper(exe: &std::path::Path, env: &[(&str, &str)]) -> Child {
-        let child = Command::new(exe)
-            .arg("30")
-            .envs(env.iter().copied())
-            .spawn()
-            .unwrap();
-        // Until the child has executed the file.
-        while std::fs::read_link(format!("/proc/{}/exe", child.id()))
+        // A fresh copy can be busy for a moment: another test thread forking while the
+        // copy was open for writing holds it until that child executes.
+        let child = (0..100)
+            .find_map(|_| {
+                match Command::new(exe)
+                    .arg("30")
+                    .envs(env.iter().copied())
+                    .spawn()
+                {
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        None
+                    }
+                    other => Some(other.unwrap()),
+                }
+            })
+            .expect("the copy stayed busy");
+        // Until the child has executed the file and the kernel has laid out its new
+        // environment (the executable's link changes first; `environ` reads empty until
+        // then).
+        let pid = child.id();
+        while std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .as_deref()
             != Some(exe)
+            || procfs::read(&format!("/proc/{pid}/environ")).map_or(true, |e| e.is_empty())
         {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
@@ -149,7 +165,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tool = dir.path().join("tool");
         std::fs::copy("/usr/bin/sleep", &tool).unwrap();
-        let resolver = IdentityResolver::new(vec![]);
+        // Pinned (as a policy would): the copy lies where the test can write.
+        let resolver = IdentityResolver::new(vec![]).with_trust(crate::identity::TrustRules {
+            pinned: Box::new(|_, _| true),
+            ..crate::identity::TrustRules::strict()
+        });
         let known = KnownProcesses::default();
         let child = sleeper(&tool, &[]);
         let pid = child.id();
@@ -194,10 +214,8 @@ mod tests {
         known
             .lock()
             .insert(injected.id(), (key, r.identity.clone()));
-        assert!(matches!(
-            known.identity(&resolver, injected.id()),
-            Err(IdentityError::Injection(..))
-        ));
+        let got = known.identity(&resolver, injected.id()).map(|r| r.identity);
+        assert!(matches!(got, Err(IdentityError::Injection(..))), "{got:?}");
         stop(clean);
         stop(injected);
     }
