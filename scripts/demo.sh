@@ -32,11 +32,13 @@ mirror_pid=$!
 for _ in $(seq 50); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$port/stable" && break; sleep 0.1; done
 echo "mirror.corp.example:$port -> 127.0.0.1:$port"
 
-# corral's own files live in directories of their own, which the sandbox sees read-only.
-mkdir -p "$work/etc" "$work/logs"
+# corral's own files live in directories of their own, which the sandbox sees read-only;
+# the sandboxed commands run in a project directory of their own (the default view lets
+# them write it).
+mkdir -p "$work/etc" "$work/logs" "$work/project"
 
 step "corral run with the embedded default policy: everything is refused"
-(cd "$work" && "$corral" run --log "$work/logs/default.log" --connect-to "mirror.corp.example:$port:127.0.0.1:$port" \
+(cd "$work/project" && "$corral" run --log "$work/logs/default.log" --connect-to "mirror.corp.example:$port:127.0.0.1:$port" \
   -- curl -sS "http://mirror.corp.example:$port/stable") || true
 
 step "A policy that lets curl reach the mirror (corral policy check)"
@@ -53,7 +55,7 @@ cat "$work/etc/policy.yaml"
 "$corral" policy check "$work/etc/policy.yaml"
 
 step "corral run: curl may download from the mirror, and nothing else"
-(cd "$work" && "$corral" run --policy "$work/etc/policy.yaml" --log "$work/logs/decisions.log" \
+(cd "$work/project" && "$corral" run --policy "$work/etc/policy.yaml" --log "$work/logs/decisions.log" \
   --connect-to "mirror.corp.example:$port:127.0.0.1:$port" -- sh -c "
     echo '\$ curl http://mirror.corp.example:$port/stable'; curl -sS http://mirror.corp.example:$port/stable; echo
     echo '\$ curl http://unlisted.example/'; curl -sS http://unlisted.example/; echo
