@@ -131,12 +131,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.explain_fs {
         print!("{}", setting.fs_namespaces.view.explain());
         println!("  landlock: {}", setting.fs_namespaces.landlock.summary);
-        if let Some(fs) = &setting.fs_seccomp {
-            println!(
-                "in seccomp-only mode (no mount namespace to bind corral's executable read-only):"
-            );
-            print!("{}", fs.view.explain());
-        }
+        println!("in seccomp-only mode (no mount namespace):");
+        print!("{}", setting.fs_seccomp.view.explain());
+        println!("  landlock: {}", setting.fs_seccomp.landlock.summary);
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -156,11 +153,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .and_then(|f| f.try_clone().ok()),
         read_only: setting.read_only.clone(),
+        mounts: setting.ns_mounts.clone(),
     };
     let seccomp_only = launch::seccomp_only_is_safe(
         setting.fs(Mode::SeccompOnly).landlock.ruleset.is_some(),
         sys::yama_ptrace_scope(),
     );
+    // Without a mount namespace git's code files stay writable: what the sandbox changes
+    // there is undone when it ends (crate::git_guard).
+    let git_before = crate::git_guard::Snapshot::take(&setting.fs_seccomp.view.git);
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
     // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
     // could otherwise open /proc/PID/mem of its parent).
@@ -192,6 +193,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if started.mode == Mode::SeccompOnly {
         kill_leftovers();
+        for line in git_before.restore() {
+            eprintln!("corral: warning: {line}");
+        }
     }
     drain(&metrics);
     // Folded refusals still in their window get their summary lines now.

@@ -34,11 +34,13 @@ pub mod ca_env;
 pub mod cli;
 pub mod doctor;
 pub mod fs_view;
+pub mod git_guard;
 pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
 pub mod message;
 pub mod own_files;
+pub mod private_tmp;
 pub mod procfs;
 mod session;
 // The syscall layer: the only module allowed `unsafe` (each block with a SAFETY note).
