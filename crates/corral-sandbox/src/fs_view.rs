@@ -356,7 +356,7 @@ pub fn build(inp: &Inputs) -> View {
 }
 
 /// The paths of `paths` that no other one holds.
-fn outermost(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+pub(crate) fn outermost(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
     paths.sort();
     paths.dedup();
     let all = paths.clone();

@@ -171,8 +171,61 @@ fn secret_files(policy: &Policy, home: Option<&Path>) -> Vec<PathBuf> {
     files
 }
 
+/// Host sockets under `/tmp` that the policy lists under `unix_sockets` (a glob matched
+/// against what exists at start): carried over the private `/tmp` as the host's, since a
+/// socket reached through an overlay is not the one bound below it. Each socket alone,
+/// not its directory, which the sandbox could then write.
+fn listed_sockets_under_tmp(policy: &Policy, home: Option<&Path>) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket =
+        |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket());
+    let mut found = Vec::new();
+    for entry in &policy.unix_sockets {
+        let expanded = match (entry.strip_prefix("~/"), home) {
+            (Some(rest), Some(h)) => h.join(rest).display().to_string(),
+            (Some(_), None) => continue,
+            (None, _) => entry.clone(),
+        };
+        if !expanded.starts_with("/tmp/") {
+            continue;
+        }
+        if !corral_policy::glob::Glob::is_pattern(&expanded) {
+            if is_socket(Path::new(&expanded)) {
+                found.push(PathBuf::from(expanded));
+            }
+            continue;
+        }
+        let glob = corral_policy::glob::Glob::new(&expanded);
+        let fixed: PathBuf = Path::new(&expanded)
+            .components()
+            .take_while(|c| {
+                !corral_policy::glob::Glob::is_pattern(&c.as_os_str().to_string_lossy())
+            })
+            .collect();
+        let mut dirs = vec![(fixed, 0)];
+        let mut seen = 0;
+        while let Some((dir, depth)) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                seen += 1;
+                if seen > 10_000 {
+                    break;
+                }
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() && depth < 4 => dirs.push((p, depth + 1)),
+                    Ok(t) if t.is_socket() && glob.matches(&p.display().to_string()) => {
+                        found.push(p);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Namespace mode's mounts for a view.
-fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>) -> NsMounts {
+fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<PathBuf>) -> NsMounts {
     let view = &fs.view;
     NsMounts {
         pin: view.git.pin.clone(),
@@ -188,7 +241,7 @@ fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>) -> NsMounts {
                 upper: t.upper(),
                 work: t.work(),
                 bare: t.bare(),
-                carried: carried.clone(),
+                carried: fs_view::outermost(carried.iter().cloned().chain(sockets).collect()),
                 access: fs.landlock.write_access,
             }),
             _ => None,
@@ -236,7 +289,11 @@ pub(crate) fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::R
         &log_path,
         private_tmp.as_ref(),
     )?;
-    let ns_mounts = ns_mounts(&fs_namespaces, private_tmp.as_ref());
+    let ns_mounts = ns_mounts(
+        &fs_namespaces,
+        private_tmp.as_ref(),
+        listed_sockets_under_tmp(&policy.loaded.policy, home.as_deref()),
+    );
     let view = &fs_namespaces.view;
     for w in &view.warnings {
         eprintln!("corral: warning: {w}");
