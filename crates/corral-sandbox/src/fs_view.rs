@@ -6,7 +6,8 @@
 //!
 //! Everything is readable; the sandbox may write only
 //! - the working directory (`include_workdir`, default true): the project the agent works on;
-//! - `/tmp` (shared with the host: compilers, test runners and Claude Code put files there);
+//! - temporary files, private to the session ([`crate::private_tmp`]): `/tmp` as an
+//!   overlay in namespace mode, a private `TMPDIR` (and `/tmp` read-only) without one;
 //! - the agent's own state: Claude Code's `~/.claude` (or `$CLAUDE_CONFIG_DIR`). Claude Code
 //!   also rewrites `~/.claude.json` by creating a temporary file and a lock directory next
 //!   to it, in `HOME` itself, which no rule can allow without allowing all of `HOME`; so
@@ -19,6 +20,9 @@
 //! entry in it but the protected one is granted whole, recursively down to the protected
 //! path. Landlock grants rights to whole hierarchies and cannot subtract, so the price is
 //! that nothing new can be created directly in a split directory.
+//!
+//! A credential's `secret_file` is *hidden*: every read rule that would cover it is split
+//! around it the same way (the directories above it may only be listed).
 //!
 //! # What a policy changes
 //!

@@ -63,8 +63,10 @@ pub struct NsMounts {
     pub pin: Vec<PathBuf>,
     /// Bound read-only after the pins (git's config and hooks).
     pub read_only: Vec<PathBuf>,
-    /// Files covered by an empty one (credential secrets).
+    /// Files covered by `blank` (credential secrets; Landlock refuses them too).
     pub hide: Vec<PathBuf>,
+    /// An empty file no Landlock rule covers.
+    pub blank: Option<PathBuf>,
     /// The private `/tmp`.
     pub tmp: Option<TmpMount>,
 }
@@ -165,10 +167,14 @@ fn plan_mounts(plan: &mut ChildPlan, launch: &Launch) -> Result<(), StartError> 
     for path in &m.read_only {
         plan.read_only(cstring(path.as_os_str())?, locked(path)?);
     }
-    if !m.hide.is_empty() {
-        let dev = locked(Path::new("/dev/null"))?;
+    if let (Some(blank), false) = (&m.blank, m.hide.is_empty()) {
+        let flags = locked(blank)?;
         for file in &m.hide {
-            plan.hide(cstring(file.as_os_str())?, dev);
+            plan.hide(
+                cstring(file.as_os_str())?,
+                cstring(blank.as_os_str())?,
+                flags,
+            );
         }
     }
     if let Some(tmp) = &m.tmp {

@@ -18,7 +18,7 @@
 //! of sessions whose supervisor is gone are removed at the next start.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A session's private temporary directory; removed on drop.
@@ -79,6 +79,11 @@ impl PrivateTmp {
                 .mode(0o700)
                 .create(t.root.join(sub))?;
         }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(t.blank())?;
         // The sandbox's /tmp has the host's /tmp's mode (sticky, writable by all).
         std::fs::set_permissions(t.tmp(), std::fs::Permissions::from_mode(0o1777))?;
         std::fs::set_permissions(t.upper(), std::fs::Permissions::from_mode(0o700))?;
@@ -98,6 +103,12 @@ impl PrivateTmp {
     /// The overlay's work directory.
     pub fn work(&self) -> PathBuf {
         self.root.join("work")
+    }
+
+    /// An empty file, bound over hidden files in namespace mode: no Landlock rule covers
+    /// it, so reading it is refused like reading what it covers.
+    pub fn blank(&self) -> PathBuf {
+        self.root.join("blank")
     }
 
     /// The empty `/tmp` of namespace mode where no overlay can be mounted.

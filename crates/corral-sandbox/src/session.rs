@@ -236,6 +236,7 @@ fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<Path
             .filter(|h| h.is_file())
             .cloned()
             .collect(),
+        blank: private_tmp.map(PrivateTmp::blank),
         tmp: match (&view.tmp_overlay, private_tmp) {
             (Some(carried), Some(t)) => Some(TmpMount {
                 upper: t.upper(),

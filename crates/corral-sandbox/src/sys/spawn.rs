@@ -172,15 +172,15 @@ impl ChildPlan {
         });
     }
 
-    /// Binds `/dev/null` read-only over the file `path`: the sandbox reads nothing there.
-    /// `flags`: the locked flags of `/dev`'s mount.
-    pub fn hide(&mut self, path: CString, flags: libc::c_ulong) {
+    /// Binds the file `blank` read-only over the file `path`; `flags`: the locked flags of
+    /// `blank`'s mount.
+    pub fn hide(&mut self, path: CString, blank: CString, flags: libc::c_ulong) {
         let what = format!(
             "hiding {} from the sandbox",
             String::from_utf8_lossy(path.as_bytes())
         );
         self.binds.push(Bind {
-            source: c"/dev/null".to_owned(),
+            source: blank,
             target: path,
             read_only: true,
             flags,
