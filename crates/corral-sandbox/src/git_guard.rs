@@ -242,7 +242,7 @@ mod tests {
         std::fs::write(project.join(".git/hooks/pre-push.sample"), "#!/bin/sh\n").unwrap();
         let victim = d.path().join("bashrc");
         std::fs::write(&victim, "# rc\n").unwrap();
-        let g = git_guard(&[project.clone()]);
+        let g = git_guard(std::slice::from_ref(&project));
         let snap = Snapshot::take(&g);
         assert!(snap.restore().is_empty());
 

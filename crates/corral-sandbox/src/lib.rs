@@ -28,6 +28,7 @@
 //! calls; [`landlock_rules`] turns `filesystem_policy` into a ruleset; [`cli`] wires these
 //! to the embedded proxy; [`doctor`] probes the host.
 
+mod args;
 pub mod attribution;
 pub mod broker;
 pub mod ca_env;

@@ -183,7 +183,7 @@ mod tests {
         let closed = t.work().join("work");
         std::fs::create_dir(&closed).unwrap();
         std::fs::create_dir(closed.join("inner")).unwrap();
-        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
         drop(t);
         assert!(!root.exists());
         assert!(Path::new("/etc/passwd").exists(), "a link is not followed");

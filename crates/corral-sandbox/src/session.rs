@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use corral_policy::Policy;
 use corral_proxy::{DecisionLog, PolicyHandle, ProxyConfig};
 
-use crate::cli::{RunArgs, DEFAULT_POLICY};
+use crate::args::{RunArgs, DEFAULT_POLICY};
 use crate::fs_view;
 use crate::identity::TrustRules;
 use crate::landlock_rules::{self, FsSpec};
@@ -345,7 +345,7 @@ pub(crate) fn trust_rules(setting: &Setting, mode: Mode, policy: PolicyHandle) -
         .collect();
     let own_sha = std::env::current_exe()
         .and_then(std::fs::File::open)
-        .and_then(|mut f| crate::identity::sha256_of(&mut f))
+        .and_then(|mut f| crate::trust::sha256_of(&mut f))
         .ok();
     TrustRules {
         sandbox_writable: fs.landlock.ruleset.is_some().then_some(writable),
