@@ -703,11 +703,31 @@ mod tests {
         std::fs::create_dir_all(project.join("vendored/.git/hooks")).unwrap();
         std::fs::create_dir_all(project.join("worktree")).unwrap();
         std::fs::write(project.join("worktree/.git"), "gitdir: /elsewhere\n").unwrap();
+        std::fs::create_dir_all(project.join(".git/modules/sub/hooks")).unwrap();
+        std::fs::write(project.join(".git/modules/sub/config"), "").unwrap();
+        std::fs::create_dir_all(project.join(".git/worktrees/wt")).unwrap();
+        std::fs::write(project.join(".git/worktrees/wt/config.worktree"), "").unwrap();
         let v = view(&home, &project, FilesystemPolicy::default(), vec![]);
         assert_eq!(
             v.git.pin,
-            vec![project.join(".git"), project.join("vendored/.git")]
+            vec![
+                project.join(".git"),
+                project.join(".git/modules/sub"),
+                project.join("vendored/.git")
+            ]
         );
+        assert!(v
+            .git
+            .read_only
+            .contains(&project.join(".git/modules/sub/config")));
+        assert!(v
+            .git
+            .read_only
+            .contains(&project.join(".git/modules/sub/hooks")));
+        assert!(v
+            .git
+            .read_only
+            .contains(&project.join(".git/worktrees/wt/config.worktree")));
         assert!(v.git.read_only.contains(&project.join(".git/config")));
         assert!(v.git.read_only.contains(&project.join(".git/hooks")));
         assert!(v

@@ -12,9 +12,12 @@
 //!   Until then a git command run *on the host* in that repository would read what the
 //!   sandbox wrote: that window is the price of having no mount namespace.
 //!
-//! Guarded: the `.git` of each writable grant and of the directories directly in it.
-//! A repository the sandbox creates (`git init`) is its own, like any file it writes:
-//! check it before running git there outside the sandbox.
+//! Guarded: the `.git` of each writable grant and of the directories directly in it, with
+//! its worktrees' `config.worktree` and its submodules' git directories. Not guarded: a
+//! repository the sandbox creates (`git init`), and a submodule it plants (a `.git` file
+//! and an index entry pointing git at a directory it wrote) — git on the host reads that
+//! directory's config when it looks into the submodule. Both are files the sandbox wrote,
+//! like any other: check them before running git there outside the sandbox.
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -59,19 +62,49 @@ pub fn git_guard(grants: &[PathBuf]) -> GitGuard {
             // forged repository.
             g.read_only.push(dotgit);
         } else if meta.is_dir() {
-            for name in GIT_CODE {
-                let p = dotgit.join(name);
-                if p.exists() {
-                    g.read_only.push(p);
-                } else if *name == "hooks" {
-                    g.create.push(p.clone());
-                    g.read_only.push(p);
-                }
-            }
-            g.pin.push(dotgit);
+            guard_gitdir(&dotgit, 0, &mut g);
         }
     }
     g
+}
+
+/// A git directory's code files, its worktrees' configs and its submodules' git
+/// directories (`modules/NAME`, nested).
+fn guard_gitdir(dir: &Path, depth: usize, g: &mut GitGuard) {
+    for name in GIT_CODE {
+        let p = dir.join(name);
+        if p.exists() {
+            g.read_only.push(p);
+        } else if *name == "hooks" {
+            g.create.push(p.clone());
+            g.read_only.push(p);
+        }
+    }
+    g.pin.push(dir.to_path_buf());
+    let subdirs = |name: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    };
+    for wt in subdirs("worktrees") {
+        let p = wt.join("config.worktree");
+        if p.exists() {
+            g.read_only.push(p);
+        }
+    }
+    if depth < 3 {
+        for module in subdirs("modules") {
+            if module.join("config").is_file() {
+                guard_gitdir(&module, depth + 1, g);
+            }
+        }
+    }
 }
 
 /// The guarded files as they were before the sandbox started (seccomp-only mode).
