@@ -83,6 +83,8 @@ pub const PROTECTED: &[&str] = &[
 pub enum Origin {
     Workdir,
     Tmp,
+    /// `/dev/shm`.
+    Shm,
     AgentState,
     Policy,
 }
@@ -92,6 +94,9 @@ impl Origin {
         match self {
             Origin::Workdir => "working directory",
             Origin::Tmp => "temporary files, private to the session",
+            Origin::Shm => {
+                "POSIX shared memory: the session's own in namespace mode, the host's without one"
+            }
             Origin::AgentState => "agent state (Claude Code)",
             Origin::Policy => "policy read_write",
         }
@@ -246,6 +251,13 @@ pub fn build(inp: &Inputs) -> View {
             ),
         }
     }
+    // POSIX shared memory and semaphores (Python's multiprocessing, browsers): a tmpfs of
+    // the session's own in namespace mode, the host's without a mount namespace.
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && !covered_by_read_only(shm) && !read_write.iter().any(|p| shm.starts_with(p))
+    {
+        grants.push((shm.to_path_buf(), Origin::Shm));
+    }
     let agent = match (&inp.claude_config_dir, &home) {
         (Some(d), _) => Some(canonical(d)),
         (None, Some(h)) => Some(h.join(".claude")),
@@ -327,7 +339,7 @@ pub fn build(inp: &Inputs) -> View {
     let tmp_overlay = overlay.then(|| {
         let under_tmp: Vec<PathBuf> = grants
             .iter()
-            .filter(|(_, o)| *o != Origin::Tmp)
+            .filter(|(_, o)| !matches!(o, Origin::Tmp | Origin::Shm))
             .map(|(p, _)| p.clone())
             .chain(readable.iter().cloned())
             .filter(|p| p.starts_with("/tmp") && p != Path::new("/tmp"))

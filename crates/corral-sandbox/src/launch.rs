@@ -82,6 +82,8 @@ pub struct TmpMount {
     pub carried: Vec<PathBuf>,
     /// Landlock rights on the new `/tmp`.
     pub access: u64,
+    /// A private `/dev/shm` too.
+    pub shm: bool,
 }
 
 /// A started sandbox whose command may not have executed yet.
@@ -222,6 +224,7 @@ fn plan_mounts(plan: &mut ChildPlan, launch: &Launch) -> Result<(), StartError> 
             bare: cstring(tmp.bare.as_os_str())?,
             carried,
             access: tmp.access,
+            shm: tmp.shm,
         })
         .map_err(|e| StartError {
             message: format!("preparing the private /tmp: {e}"),

@@ -244,6 +244,7 @@ fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<Path
                 bare: t.bare(),
                 carried: fs_view::outermost(carried.iter().cloned().chain(sockets).collect()),
                 access: fs.landlock.write_access,
+                shm: view.grants.iter().any(|(_, o)| *o == fs_view::Origin::Shm),
             }),
             _ => None,
         },

@@ -435,6 +435,7 @@ fn temporary_files_are_private_to_the_session() {
             corral_testsupport::fs::write_readable(&host_file, b"host\n");
             sb.give_to_runner(shared.path());
             let marker = format!("/tmp/corral-private-{}-{mode}", std::process::id());
+            let shm = format!("/dev/shm/corral-private-{}-{mode}", std::process::id());
             let host = host_file.display();
             let out = sb.sh(&format!(
                 "{TRY}\
@@ -443,11 +444,19 @@ fn temporary_files_are_private_to_the_session() {
                  try slash-tmp 'echo x > {marker}'\n\
                  try host-file 'echo evil >> {host}'\n\
                  echo \"read $(cat {host})\"\n\
-                 d=$(mktemp -d) && echo made > \"$d/f\" && echo \"mktemp ok\"\n"
+                 d=$(mktemp -d) && echo made > \"$d/f\" && echo \"mktemp ok\"\n\
+                 try shm 'echo x > {shm}'\n\
+                 python3 -c 'import multiprocessing as m; m.Lock(); print(\"semaphore ok\")'\n"
             ));
             let text = stdout(&out);
             let ctx = sb.context(&out);
-            for want in ["tmpdir WRITTEN", "read host", "mktemp ok"] {
+            for want in [
+                "tmpdir WRITTEN",
+                "read host",
+                "mktemp ok",
+                "shm WRITTEN",
+                "semaphore ok",
+            ] {
                 assert!(text.contains(want), "{want}: {ctx}");
             }
             // Namespace mode: /tmp is an overlay, written privately. Without a mount
@@ -462,6 +471,14 @@ fn temporary_files_are_private_to_the_session() {
                 !Path::new(&marker).exists(),
                 "{marker} reached the host: {ctx}"
             );
+            // POSIX shared memory: the session's own in namespace mode; the host's without
+            // a mount namespace (docs/sandbox.md lists it among the shared channels).
+            assert_eq!(
+                Path::new(&shm).exists(),
+                mode != "namespaces",
+                "{shm}: {ctx}"
+            );
+            let _ = std::fs::remove_file(&shm);
             assert_eq!(
                 std::fs::read_to_string(&host_file).unwrap(),
                 "host\n",

@@ -79,8 +79,10 @@ pub struct TmpPlan {
     /// Paths under `/tmp` carried over the new `/tmp` (the host's files, writable or
     /// readable as the view says), at most [`MAX_CARRIED`].
     pub carried: Vec<CString>,
-    /// The Landlock rights granted on the new `/tmp`.
+    /// The Landlock rights granted on the new `/tmp` (and `/dev/shm`).
     pub access: u64,
+    /// Also mount a tmpfs of the sandbox's own on `/dev/shm`.
+    pub shm: bool,
 }
 
 /// How many paths under `/tmp` the child carries over the private `/tmp`.
@@ -443,21 +445,49 @@ fn make_tmp_private(tmp: &TmpPlan, ruleset: Option<RawFd>, rep: RawFd) {
         // SAFETY: our descriptor.
         unsafe { libc::close(trees[i]) };
     }
+    // SAFETY: mount with literal strings, in our namespace.
+    let shm = tmp.shm
+        && unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/dev/shm".as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=1777".as_ptr().cast(),
+            )
+        } == 0;
+    if tmp.shm && !shm {
+        report(
+            rep,
+            b'W',
+            b"mounting a private /dev/shm (POSIX shared memory is read-only in the sandbox)",
+            errno(),
+        );
+    }
     let Some(ruleset) = ruleset else {
         return;
     };
-    // SAFETY: open with a literal path; the descriptor is ours.
+    allow_writing(ruleset, c"/tmp", tmp.access, rep);
+    if shm {
+        allow_writing(ruleset, c"/dev/shm", tmp.access, rep);
+    }
+}
+
+/// Adds a Landlock rule letting the sandbox write below `path` (a mount made in the
+/// sandbox: a rule on the host's directory there does not reach through it).
+fn allow_writing(ruleset: RawFd, path: &CStr, access: u64, rep: RawFd) {
+    // SAFETY: open with a NUL-terminated path; the descriptor is ours.
     let dir = unsafe {
         libc::open(
-            c"/tmp".as_ptr(),
+            path.as_ptr(),
             libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     };
     if dir < 0 {
-        fail(rep, b"opening the private /tmp", errno());
+        fail(rep, b"opening a private directory of the sandbox", errno());
     }
     let attr = PathBeneathAttr {
-        allowed_access: tmp.access,
+        allowed_access: access,
         parent_fd: dir,
     };
     // SAFETY: landlock_add_rule reads the packed attribute struct on our stack.
@@ -473,7 +503,7 @@ fn make_tmp_private(tmp: &TmpPlan, ruleset: Option<RawFd>, rep: RawFd) {
     if r != 0 {
         fail(
             rep,
-            b"letting the sandbox write its private /tmp (Landlock)",
+            b"letting the sandbox write its private directories (Landlock)",
             errno(),
         );
     }
