@@ -140,6 +140,10 @@ pub(crate) fn fs_settings(
         create_state_dirs(&namespaces.create);
         create_state_dirs(&namespaces.git.create);
         for file in &namespaces.git.create_files {
+            // Where its directory could not be made, the sandbox cannot make it either.
+            if !file.parent().is_some_and(Path::is_dir) {
+                continue;
+            }
             if let Err(e) = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -241,8 +245,21 @@ fn listed_sockets_under_tmp(policy: &Policy, home: Option<&Path>) -> Vec<PathBuf
 fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<PathBuf>) -> NsMounts {
     let view = &fs.view;
     NsMounts {
-        pin: view.git.pin.clone(),
-        read_only: view.git.read_only.clone(),
+        // What cannot be reached (a HOME this user may not enter) needs no guard.
+        pin: view
+            .git
+            .pin
+            .iter()
+            .filter(|p| p.exists())
+            .cloned()
+            .collect(),
+        read_only: view
+            .git
+            .read_only
+            .iter()
+            .filter(|p| p.exists())
+            .cloned()
+            .collect(),
         hide: view
             .hidden
             .iter()

@@ -54,6 +54,18 @@ pub struct Untrusted {
 pub struct Verdicts {
     /// (file, mapped as the executable) → why it may not carry a grant.
     by_file: Mutex<HashMap<(FileKey, bool), Option<String>>>,
+    /// Mappings (device, inode, as the executable, path) of files the sandbox cannot
+    /// write: their contents cannot change under the sandbox, so they are trusted on
+    /// sight, without a `stat`.
+    out_of_reach: Mutex<std::collections::HashSet<(u64, u64, bool, String)>>,
+}
+
+/// One executable file mapping of a `/proc/PID/maps` line.
+#[derive(Debug, PartialEq, Eq)]
+struct Mapped<'a> {
+    path: &'a str,
+    dev: u64,
+    ino: u64,
 }
 
 /// (device, inode, size, mtime, ctime): a file's contents, as far as `stat` can tell.
@@ -125,17 +137,19 @@ impl TrustRules {
         for line in io::BufReader::new(file).lines() {
             lines.push(line.map_err(|e| MapsError::Unreadable(e.to_string()))?);
         }
+        let mut root: Option<File> = None;
         for line in &lines {
-            let Some(path) = executable_file(line) else {
+            let Some(mapped) = executable_file(line) else {
                 continue;
             };
-            if seen.contains(&path) {
+            if seen.contains(&mapped.path) {
                 continue;
             }
-            seen.push(path);
-            if let Some(why) = self.judge(pid, path, Path::new(path) == exe, verdicts) {
+            seen.push(mapped.path);
+            let is_exe = Path::new(mapped.path) == exe;
+            if let Some(why) = self.judge(pid, &mapped, is_exe, &mut root, verdicts) {
                 return Err(MapsError::Untrusted(Untrusted {
-                    path: path.trim_end_matches(" (deleted)").to_string(),
+                    path: mapped.path.trim_end_matches(" (deleted)").to_string(),
                     why,
                 }));
             }
@@ -143,18 +157,54 @@ impl TrustRules {
         Ok(())
     }
 
-    /// `None` when the mapped file may carry a grant, else why not.
-    fn judge(&self, pid: u32, path: &str, is_exe: bool, verdicts: &Verdicts) -> Option<String> {
+    /// `None` when the mapped file may carry a grant, else why not. The file is examined
+    /// as the caller sees it — its path resolved below its root (`/proc/PID/root`, the
+    /// sandbox's mount namespace) — and must be the very file mapped (device and inode).
+    fn judge(
+        &self,
+        pid: u32,
+        mapped: &Mapped,
+        is_exe: bool,
+        root: &mut Option<File>,
+        verdicts: &Verdicts,
+    ) -> Option<String> {
+        let path = mapped.path;
         if path.ends_with(" (deleted)") || path.starts_with("/memfd:") {
             return Some("is not a file on disk any more (deleted, or an in-memory file)".into());
         }
+        let sight = (mapped.dev, mapped.ino, is_exe, path.to_string());
+        if lock(&verdicts.out_of_reach).contains(&sight) {
+            return None;
+        }
         let p = Path::new(path);
-        let Ok(meta) = std::fs::metadata(p) else {
-            // Fail closed: what cannot be examined cannot be vouched for.
-            return Some(format!(
+        // Fail closed: what cannot be examined cannot be vouched for.
+        let unexamined = || {
+            Some(format!(
                 "cannot be examined from outside the sandbox (pid {pid})"
-            ));
+            ))
         };
+        if root.is_none() {
+            *root = File::open(format!("/proc/{pid}/root")).ok();
+        }
+        let Some(dir) = root.as_ref() else {
+            return unexamined();
+        };
+        let Ok(rel) = std::ffi::CString::new(path.trim_start_matches('/')) else {
+            return unexamined();
+        };
+        let Ok(fd) = crate::sys::open_path_beneath(std::os::fd::AsFd::as_fd(dir), &rel, true)
+        else {
+            return unexamined();
+        };
+        let opened = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let Ok(meta) = std::fs::metadata(&opened) else {
+            return unexamined();
+        };
+        if (meta.dev(), meta.ino()) != (mapped.dev, mapped.ino) {
+            return Some(format!(
+                "is not the file mapped at that path (pid {pid}: replaced since it was mapped)"
+            ));
+        }
         let key = (
             (
                 meta.dev(),
@@ -174,9 +224,10 @@ impl TrustRules {
             self.sandbox_could_write(p, &meta)
         };
         let verdict = if !reachable {
+            lock(&verdicts.out_of_reach).insert(sight);
             None
         } else {
-            match std::fs::File::open(p).and_then(|mut f| sha256_of(&mut f)) {
+            match std::fs::File::open(&opened).and_then(|mut f| sha256_of(&mut f)) {
                 Ok(sha) if self.vouched(p, &sha) => None,
                 Ok(_) => Some(format!(
                     "lies where {} can write, and no pin (the policy's sha256, corral install's record) vouches for its hash",
@@ -199,7 +250,7 @@ pub enum MapsError {
 }
 
 /// The file of a `/proc/PID/maps` line mapped executable, if any.
-fn executable_file(line: &str) -> Option<&str> {
+fn executable_file(line: &str) -> Option<Mapped<'_>> {
     // address perms offset dev inode [path]; the path may contain spaces.
     let mut rest = line;
     let mut fields = Vec::with_capacity(5);
@@ -215,7 +266,13 @@ fn executable_file(line: &str) -> Option<&str> {
         return None;
     }
     let path = rest.trim_start();
-    (path.starts_with('/')).then_some(path)
+    let (major, minor) = fields.get(3)?.split_once(':')?;
+    let dev = libc::makedev(
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+    );
+    let ino = inode.parse().ok()?;
+    (path.starts_with('/')).then_some(Mapped { path, dev, ino })
 }
 
 /// The hashes `corral install` recorded (`versions: {V: sha}`).
@@ -268,13 +325,17 @@ mod tests {
         let l = "7f1c2a000000-7f1c2a022000 r-xp 00002000 08:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6";
         assert_eq!(
             executable_file(l),
-            Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+            Some(Mapped {
+                path: "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                dev: libc::makedev(8, 1),
+                ino: 1234
+            })
         );
         let spaced =
-            "7f1c2a000000-7f1c2a022000 r-xp 00000000 08:01 99 /tmp/a dir/evil.so (deleted)";
+            "7f1c2a000000-7f1c2a022000 r-xp 00000000 fd:1a 99 /tmp/a dir/evil.so (deleted)";
         assert_eq!(
-            executable_file(spaced),
-            Some("/tmp/a dir/evil.so (deleted)")
+            executable_file(spaced).map(|m| (m.path, m.dev)),
+            Some(("/tmp/a dir/evil.so (deleted)", libc::makedev(0xfd, 0x1a)))
         );
         assert_eq!(
             executable_file(
