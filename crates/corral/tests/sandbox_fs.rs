@@ -436,6 +436,18 @@ fn temporary_files_are_private_to_the_session() {
             sb.give_to_runner(shared.path());
             let marker = format!("/tmp/corral-private-{}-{mode}", std::process::id());
             let shm = format!("/dev/shm/corral-private-{}-{mode}", std::process::id());
+            // A System V shared memory segment of the host's.
+            let ipcmk = std::process::Command::new("ipcmk")
+                .args(["-M", "64", "-p", "0644"])
+                .output()
+                .expect("ipcmk (util-linux)");
+            let segment = String::from_utf8_lossy(&ipcmk.stdout)
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            assert!(!segment.is_empty(), "{ipcmk:?}");
             let host = host_file.display();
             let out = sb.sh(&format!(
                 "{TRY}\
@@ -446,6 +458,7 @@ fn temporary_files_are_private_to_the_session() {
                  echo \"read $(cat {host})\"\n\
                  d=$(mktemp -d) && echo made > \"$d/f\" && echo \"mktemp ok\"\n\
                  try shm 'echo x > {shm}'\n\
+                 if ipcs -m | awk '{{print $2}}' | grep -qx {segment}; then echo 'ipc SHARED'; else echo 'ipc own'; fi\n\
                  python3 -c 'import multiprocessing as m; m.Lock(); print(\"semaphore ok\")'\n"
             ));
             let text = stdout(&out);
@@ -479,6 +492,16 @@ fn temporary_files_are_private_to_the_session() {
                 "{shm}: {ctx}"
             );
             let _ = std::fs::remove_file(&shm);
+            // System V IPC: the sandbox's own in namespace mode (an IPC namespace).
+            let _ = std::process::Command::new("ipcrm")
+                .args(["-m", &segment])
+                .status();
+            let ipc = if mode == "namespaces" {
+                "ipc own"
+            } else {
+                "ipc SHARED"
+            };
+            assert!(text.contains(ipc), "{ctx}");
             assert_eq!(
                 std::fs::read_to_string(&host_file).unwrap(),
                 "host\n",

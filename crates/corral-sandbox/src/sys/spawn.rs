@@ -37,7 +37,7 @@ const SUPERVISOR_GONE: libc::c_int = libc::SIGPWR;
 
 /// Everything the child needs, prepared (and allocated) by the parent.
 pub struct ChildPlan {
-    /// New user, network, mount and PID namespaces (else: seccomp and Landlock only).
+    /// New user, network, mount, PID and IPC namespaces (else: seccomp and Landlock only).
     pub namespaces: bool,
     exe: CString,
     argv: Vec<CString>,
@@ -213,7 +213,11 @@ pub struct Spawned {
 pub fn spawn(plan: &ChildPlan) -> io::Result<Spawned> {
     let (parent_end, child_end) = super::seqpacket_pair()?;
     let flags = if plan.namespaces {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::CLONE_NEWPID
+        libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWIPC
     } else {
         0
     } | libc::SIGCHLD;
