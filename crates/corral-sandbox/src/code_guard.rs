@@ -2,7 +2,8 @@
 //!
 //! - a repository's `.git`: the next `git status` on the host reads `.git/config`
 //!   (`core.fsmonitor`, `core.hooksPath`, `core.sshCommand`, filters…) and `git commit`
-//!   runs `.git/hooks/*`;
+//!   runs `.git/hooks/*` — or the directory `core.hooksPath` names (husky's `.husky` in
+//!   the working tree);
 //! - Claude Code's `settings.json` in its state directory: its `hooks`, `apiKeyHelper`,
 //!   `statusLine` and MCP servers run when you start `claude` — outside corral too.
 //!
@@ -75,9 +76,48 @@ pub fn guard(grants: &[PathBuf], agent_settings: Option<PathBuf>) -> CodeGuard {
             g.read_only.push(dotgit);
         } else if meta.is_dir() {
             guard_gitdir(&dotgit, 0, &mut g);
+            // `core.hooksPath` pointing into the working tree (husky's `.husky`): those
+            // hooks run on the host's next commit too.
+            if let (Some(hooks), Some(worktree)) =
+                (hooks_path(&dotgit.join("config")), dotgit.parent())
+            {
+                let hooks = worktree.join(hooks);
+                if hooks.is_dir() && !g.read_only.contains(&hooks) {
+                    g.read_only.push(hooks);
+                }
+            }
         }
     }
     g
+}
+
+/// `core.hooksPath` in a git config file, if set (relative to the working tree, or
+/// absolute).
+fn hooks_path(config: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let mut in_core = false;
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_core = line
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .eq_ignore_ascii_case("core");
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if in_core && key.trim().eq_ignore_ascii_case("hookspath") {
+            let value = value.trim().trim_matches('"');
+            if !value.is_empty() && !value.starts_with('~') {
+                found = Some(PathBuf::from(value));
+            }
+        }
+    }
+    found
 }
 
 /// A git directory's code files, its worktrees' configs and its submodules' git
@@ -161,7 +201,7 @@ impl Snapshot {
     pub fn take(g: &CodeGuard) -> Snapshot {
         let mut s = Snapshot::default();
         for p in &g.read_only {
-            if p.file_name().is_some_and(|n| n == "hooks") {
+            if p.is_dir() {
                 s.hooks.push((p.clone(), hooks_in(p)));
             } else {
                 s.files.push((p.clone(), saved(p)));
@@ -308,6 +348,17 @@ mod tests {
             std::fs::read_to_string(project.join(".git/hooks/pre-push.sample")).unwrap(),
             "#!/bin/sh\n"
         );
+
+        // husky's hooks in the working tree, named by core.hooksPath.
+        std::fs::create_dir_all(project.join(".husky")).unwrap();
+        std::fs::write(
+            project.join(".git/config"),
+            "[core]\n\thooksPath = .husky\n",
+        )
+        .unwrap();
+        let g2 = guard(std::slice::from_ref(&project), None);
+        assert!(g2.read_only.contains(&project.join(".husky")), "{g2:?}");
+        std::fs::write(project.join(".git/config"), "[core]\n").unwrap();
 
         // A forged .git in place of the original is named, and its code files reset.
         std::fs::rename(project.join(".git"), project.join(".git.moved")).unwrap();
