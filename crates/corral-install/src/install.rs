@@ -393,7 +393,11 @@ pub fn uninstall(layout: &Layout) -> anyhow::Result<Changes> {
         shell::placeholder_helper_script(&layout.key_file),
     ];
     let current = std::fs::read(&layout.helper).ok();
-    if record.helper && ours.iter().any(|h| current.as_deref() == Some(h.as_bytes())) {
+    if record.helper
+        && ours
+            .iter()
+            .any(|h| current.as_deref() == Some(h.as_bytes()))
+    {
         std::fs::remove_file(&layout.helper)
             .with_context(|| format!("cannot remove {}", layout.helper.display()))?;
         changes.push(format!("removed {}", layout.helper.display()));

@@ -6,10 +6,10 @@
 
 /// Where the test clients (Python venv, Claude Code) are installed.
 pub mod deps;
-/// `corral gateway serve` over TLS on loopback, with a test LLM upstream.
-pub mod gateway;
 /// Files and directories readable by the ordinary users the tests create.
 pub mod fs;
+/// `corral gateway serve` over TLS on loopback, with a test LLM upstream.
+pub mod gateway;
 /// A git smart-HTTP server (`git http-backend`) behind a small TLS front.
 pub mod git_server;
 /// A test upstream speaking the Anthropic Messages API (SSE) and Bedrock's event-stream.

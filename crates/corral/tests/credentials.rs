@@ -141,7 +141,11 @@ echo "@cat"; /usr/bin/cat "$HOME/{KEY_FILE}" >/dev/null 2>&1 && echo readable ||
                 );
                 assert!(env.contains("NODE_EXTRA_CA_CERTS="), "{part}: {}", ctx());
             }
-            assert!(!text.contains(&key), "the key reached the sandbox: {}", ctx());
+            assert!(
+                !text.contains(&key),
+                "the key reached the sandbox: {}",
+                ctx()
+            );
             // Node (no flag, no `ca`) through the terminated tunnel: the gateway got the
             // key and answered.
             assert_eq!(
@@ -166,7 +170,8 @@ echo "@cat"; /usr/bin/cat "$HOME/{KEY_FILE}" >/dev/null 2>&1 && echo readable ||
                 ctx()
             );
             assert!(
-                mine.iter().any(|r| r["status"] == 200 && r["stream"] == true),
+                mine.iter()
+                    .any(|r| r["status"] == 200 && r["stream"] == true),
                 "{}",
                 ctx()
             );
