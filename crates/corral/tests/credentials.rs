@@ -92,7 +92,7 @@ fn node_and_claude_code_reach_the_gateway_with_a_placeholder_and_never_hold_the_
 echo "@environ"; /usr/bin/tr '\0' '\n' </proc/self/environ
 echo "@node"; /usr/bin/node -e "$NODE_JS" gateway.test {port} "$AWS_BEARER_TOKEN_BEDROCK"
 echo "@claude"; /usr/bin/timeout 120 {claude} -p "say hello"
-echo "@curl"; /usr/bin/curl -sS -o /dev/null -w '%{{http_code}}\n' -H "x-api-key: $AWS_BEARER_TOKEN_BEDROCK" {url}/v1/models
+echo "@curl"; /usr/bin/curl -sS -w '\nstatus %{{http_code}}\n' -H "x-api-key: $AWS_BEARER_TOKEN_BEDROCK" {url}/v1/models
 echo "@files"; /usr/bin/grep -rlsI -F "cgw_{id}_" "$HOME" /tmp /var/tmp /dev/shm /run 2>/dev/null
 echo "@cat"; /usr/bin/cat "$HOME/{KEY_FILE}" >/dev/null 2>&1 && echo readable || echo refused
 "#,
@@ -157,8 +157,14 @@ echo "@cat"; /usr/bin/cat "$HOME/{KEY_FILE}" >/dev/null 2>&1 && echo readable ||
             // Claude Code printed the upstream's answer.
             assert!(section("claude").contains(ANSWER), "{}", ctx());
             // curl is allowed to the gateway but not bound to the key: the placeholder
-            // went through as it was, and the gateway refused it.
-            assert_eq!(section("curl").trim(), "401", "{}", ctx());
+            // went through as it was, and the gateway refused it, saying why.
+            let curl = section("curl");
+            assert!(curl.trim_end().ends_with("status 401"), "{}", ctx());
+            assert!(
+                curl.contains("the credential is a corral placeholder"),
+                "{}",
+                ctx()
+            );
             // The gateway accepted the real key: Node's listing and Claude Code's
             // streamed message are on record under its id.
             let audit = gw.audit();
