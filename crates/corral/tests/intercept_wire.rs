@@ -271,8 +271,8 @@ for path in ["/ws/chat", "/other"]:
         print(path, t.recv(100).decode())
 "#;
 
-#[test]
-fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
+/// The echoing WebSocket server on a free loopback port, its CA, and the port.
+fn ws_server() -> (corral_testsupport::process::Background, TestCa, u16) {
     use corral_testsupport::process::{free_port, Background};
     let ca = TestCa::new();
     let leaf = ca.leaf(&["ws.test"]);
@@ -288,7 +288,11 @@ fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
         std::net::SocketAddr::new(localhost, port),
         std::time::Duration::from_secs(20),
     );
-    let policy = format!(
+    (server, ca, port)
+}
+
+fn ws_policy(port: u16) -> String {
+    format!(
         r#"version: 1
 network_policies:
   ws:
@@ -302,7 +306,13 @@ network_policies:
     binaries:
       - path: /usr/bin/python3
 "#
-    );
+    )
+}
+
+#[test]
+fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
+    let (_server, ca, port) = ws_server();
+    let policy = ws_policy(port);
     let resolve = vec![format!("ws.test:{port}:127.0.0.1")];
     for runner in runners() {
         for mode in MODES {
@@ -320,4 +330,74 @@ network_policies:
             );
         }
     }
+}
+
+/// An upgraded connection, once silent both ways, is closed after the idle timeout like a
+/// blind tunnel (it would otherwise hold its sockets for ever). The client itself waits
+/// far longer than the proxy's timeout: only the proxy can end its wait.
+const WS_IDLE_CLIENT: &str = r#"
+import socket, ssl, sys
+proxy, port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+s = socket.create_connection(("127.0.0.1", proxy))
+s.sendall(f"CONNECT ws.test:{port} HTTP/1.1\r\nHost: ws.test:{port}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+t = ctx.wrap_socket(s, server_hostname="ws.test")
+t.sendall(f"GET /ws/idle HTTP/1.1\r\nHost: ws.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += t.recv(1)
+print(head.split(b"\r\n")[0].decode())
+t.sendall(b"hello")
+print(t.recv(100).decode())
+t.settimeout(300)
+try:
+    d = t.recv(100)
+    print("closed" if not d else "data " + d.decode())
+except socket.timeout:
+    print("still open")
+except (ssl.SSLError, OSError):
+    print("closed")
+"#;
+
+#[test]
+fn a_silent_websocket_is_closed_after_the_idle_timeout() {
+    use corral_testsupport::process::output;
+    use corral_testsupport::proxy::Proxy;
+    let (_server, ca, port) = ws_server();
+    let proxy_ca = TestCa::new();
+    let key = proxy_ca.key_path();
+    let flags = [
+        "--ca-cert",
+        proxy_ca.ca_path().to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--upstream-ca",
+        ca.ca_path().to_str().unwrap(),
+        "--idle-timeout",
+        "1",
+    ];
+    let resolve = vec![format!("ws.test:{port}:127.0.0.1")];
+    let proxy = Proxy::start(&ws_policy(port), "/usr/bin/python3", &resolve, &flags);
+    let out = output(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", WS_IDLE_CLIENT])
+            .arg(proxy.listen.port().to_string())
+            .arg(port.to_string())
+            .arg(proxy_ca.ca_path()),
+    );
+    assert_eq!(
+        stdout(&out),
+        "HTTP/1.1 101 Switching Protocols\necho:hello\nclosed\n",
+        "{out:?}\n--- proxy ---\n{}",
+        proxy.process.stderr()
+    );
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"path\":\"/ws/idle\"") && l.contains("\"status\":101")),
+        "{log}"
+    );
 }
