@@ -401,3 +401,236 @@ fn a_silent_websocket_is_closed_after_the_idle_timeout() {
         "{log}"
     );
 }
+
+/// Node's http2 client on one connection through the tunnel: `/x`, then (once the file
+/// `gate` exists, after the test's reload) `/x` and `/public/a` again on the same session.
+/// Each line: path, status, `x-corral-error` (or `-`).
+const H2_RELOAD_CLIENT: &str = r#"
+const http = require('http'), http2 = require('http2'), tls = require('tls'), fs = require('fs');
+const [proxyPort, host, port, ca, gate] = process.argv.slice(1);
+const connect = http.request({ host: '127.0.0.1', port: +proxyPort, method: 'CONNECT', path: `${host}:${port}` });
+connect.on('connect', (res, socket) => {
+  const session = http2.connect(`https://${host}:${port}`, { createConnection: () =>
+    tls.connect({ socket, servername: host, ALPNProtocols: ['h2'], ca: fs.readFileSync(ca) }) });
+  session.on('error', (e) => console.log('session error', e.code));
+  const get = (path, then) => {
+    const req = session.request({ ':path': path });
+    let status, error;
+    req.on('response', (h) => { status = h[':status']; error = h['x-corral-error'] || '-'; });
+    req.on('data', () => {});
+    req.on('end', () => { console.log(path, status, error); then(); });
+    req.on('error', (e) => console.log(path, 'stream error', e.code));
+    req.end();
+  };
+  get('/x', () => {
+    console.log('ready');
+    const wait = setInterval(() => {
+      if (!fs.existsSync(gate)) return;
+      clearInterval(wait);
+      get('/x', () => get('/public/a', () => session.close()));
+    }, 20);
+  });
+});
+connect.on('error', (e) => console.log('proxy error', e.message));
+connect.end();
+"#;
+
+/// HTTP/2 multiplexes requests on one connection that stays open across a reload: every
+/// stream is decided on its own, with the policy in force when it starts, so a reload that
+/// narrows the rules refuses the next forbidden stream on the open connection, while the
+/// streams the new policy allows still pass on it.
+#[test]
+fn a_reload_that_narrows_the_rules_refuses_the_next_stream_on_an_open_h2_connection() {
+    use corral_testsupport::process::Background;
+    use corral_testsupport::proxy::Proxy;
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["api.test", "other.test"]);
+    let h2 = Upstream::https_h2(&leaf, |req| {
+        Reply::ok(format!("upstream saw {} {}\n", req.method, req.target))
+    });
+    let up = Api { ca, https: h2 };
+    let proxy_ca = TestCa::new();
+    let key = proxy_ca.key_path();
+    let flags = [
+        "--ca-cert",
+        proxy_ca.ca_path().to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--upstream-ca",
+        up.ca.ca_path().to_str().unwrap(),
+    ];
+    let wide = rules_policy(up.port(), &["/usr/bin/node"]);
+    let narrow = wide.replace("          - allow: { method: GET, path: \"/x\" }\n", "");
+    assert_ne!(wide, narrow);
+    let mut proxy = Proxy::start(&wide, "/usr/bin/node", &up.resolve(), &flags);
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("reloaded");
+    let mut cmd = std::process::Command::new("/usr/bin/node");
+    cmd.args(["-e", H2_RELOAD_CLIENT])
+        .arg(proxy.listen.port().to_string())
+        .arg("api.test")
+        .arg(up.port().to_string())
+        .arg(proxy_ca.ca_path())
+        .arg(&gate);
+    let mut client = Background::spawn("node http2 client", cmd);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !client.stdout().contains("ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never got its first answer: {}\n{}\n--- proxy ---\n{}",
+            client.stdout(),
+            client.stderr(),
+            proxy.process.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    proxy.reload(&narrow);
+    std::fs::write(&gate, b"").unwrap();
+    let status = client.wait();
+    assert!(status.success(), "{}", client.stderr());
+    assert_eq!(
+        client.stdout(),
+        "/x 200 -\nready\n/x 403 l7_rule_not_matched\n/public/a 200 -\n",
+        "{}\n--- proxy ---\n{}",
+        client.stderr(),
+        proxy.process.stderr()
+    );
+    // The server saw the two allowed streams over HTTP/2, and not the refused one.
+    let seen: Vec<(String, String)> = up
+        .https
+        .requests()
+        .iter()
+        .map(|r| (r.target.clone(), r.version.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/x".to_string(), "HTTP/2.0".to_string()),
+            ("/public/a".to_string(), "HTTP/2.0".to_string())
+        ]
+    );
+}
+
+/// Node's http2 client streams one answer through the tunnel and says how the stream
+/// ended: `complete` (the whole answer arrived) or `reset` (cut before its end).
+const H2_STREAM_CLIENT: &str = r#"
+const http = require('http'), http2 = require('http2'), tls = require('tls'), fs = require('fs');
+const [proxyPort, host, port, ca] = process.argv.slice(1);
+const connect = http.request({ host: '127.0.0.1', port: +proxyPort, method: 'CONNECT', path: `${host}:${port}` });
+connect.on('connect', (res, socket) => {
+  const session = http2.connect(`https://${host}:${port}`, { createConnection: () =>
+    tls.connect({ socket, servername: host, ALPNProtocols: ['h2'], ca: fs.readFileSync(ca) }) });
+  session.on('error', () => {});
+  const req = session.request({ ':method': 'POST', ':path': '/v1/messages', 'content-type': 'application/json' });
+  let body = '', first = true;
+  req.on('response', (h) => console.log('status', h[':status']));
+  req.on('data', (d) => { body += d; if (first) { first = false; console.log('streaming'); } });
+  req.on('error', () => {});
+  req.on('close', () => {
+    console.log(body.includes('message_stop') ? 'complete' : 'reset');
+    session.close();
+  });
+  req.end(JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, stream: true, messages: [{ role: 'user', content: 'hi' }] }));
+});
+connect.on('error', (e) => console.log('proxy error', e.message));
+connect.end();
+"#;
+
+/// A stream still answering when a reload refuses its request is cut (reset), as an
+/// HTTP/1.1 exchange would be; the cut is logged as `revoked`. Without the reload the same
+/// stream runs to its end.
+#[test]
+fn a_reload_that_refuses_an_h2_stream_in_flight_resets_it() {
+    use corral_testsupport::llm_upstream::{LlmUpstream, Script};
+    use corral_testsupport::process::Background;
+    use corral_testsupport::proxy::Proxy;
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["llm.test"]);
+    let mut tls = (*leaf.server_config()).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let slow = Script {
+        event_delay: std::time::Duration::from_millis(1500),
+        ..Script::default()
+    };
+    let up = LlmUpstream::start_on(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        Some(std::sync::Arc::new(tls)),
+        slow,
+    );
+    let port = up.addr().port();
+    let policy = |path: &str| {
+        format!(
+            r#"version: 1
+network_policies:
+  llm:
+    endpoints:
+      - host: llm.test
+        port: {port}
+        protocol: rest
+        allowed_ips: [127.0.0.0/8]
+        rules:
+          - allow: {{ method: POST, path: "{path}" }}
+    binaries:
+      - path: /usr/bin/node
+"#
+        )
+    };
+    let proxy_ca = TestCa::new();
+    let key = proxy_ca.key_path();
+    let flags = [
+        "--ca-cert",
+        proxy_ca.ca_path().to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--upstream-ca",
+        ca.ca_path().to_str().unwrap(),
+    ];
+    let resolve = vec![format!("llm.test:{port}:127.0.0.1")];
+    let mut proxy = Proxy::start(&policy("/v1/messages"), "/usr/bin/node", &resolve, &flags);
+    let stream = |proxy: &Proxy| {
+        let mut cmd = std::process::Command::new("/usr/bin/node");
+        cmd.args(["-e", H2_STREAM_CLIENT])
+            .arg(proxy.listen.port().to_string())
+            .arg("llm.test")
+            .arg(port.to_string())
+            .arg(proxy_ca.ca_path());
+        Background::spawn("node http2 stream", cmd)
+    };
+    // Untouched, the stream runs to its end.
+    let mut whole = stream(&proxy);
+    assert!(whole.wait().success(), "{}", whole.stderr());
+    assert_eq!(
+        whole.stdout(),
+        "status 200\nstreaming\ncomplete\n",
+        "{}",
+        proxy.process.stderr()
+    );
+    // A reload that no longer allows it, once the answer has begun: cut.
+    let mut cut = stream(&proxy);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cut.stdout().contains("streaming") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer began: {}\n{}\n--- proxy ---\n{}",
+            cut.stdout(),
+            cut.stderr(),
+            proxy.process.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    proxy.reload(&policy("/v1/other"));
+    assert!(cut.wait().success(), "{}", cut.stderr());
+    assert_eq!(
+        cut.stdout(),
+        "status 200\nstreaming\nreset\n",
+        "{}",
+        proxy.process.stderr()
+    );
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"decision\":\"revoked\"")
+                && l.contains("\"path\":\"/v1/messages\"")),
+        "{log}"
+    );
+}
