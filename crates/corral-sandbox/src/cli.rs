@@ -20,68 +20,11 @@ use crate::sys;
 use crate::sys::net::DiagSocket;
 use crate::unix_guard::{UnixGuard, UnixScope};
 
-/// `corral run --policy P [--] CMD ARGS…`
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// The policy file (reloaded when it changes). Without one, the embedded default
-    /// policy applies: it allows no connection, and every refusal says what to add.
-    #[arg(long, short = 'p', value_name = "FILE", env = "CORRAL_POLICY")]
-    pub policy: Option<PathBuf>,
-
-    /// Refuse to run unless the sandbox gets its own network namespace.
-    #[arg(long)]
-    pub require_netns: bool,
-
-    /// Isolation mode: `auto` (namespaces when the host allows them), `namespaces`, or
-    /// `seccomp-only`.
-    #[arg(
-        long,
-        value_name = "MODE",
-        env = "CORRAL_SANDBOX_MODE",
-        default_value = "auto"
-    )]
-    pub mode: String,
-
-    /// Append decision records (JSON lines) to FILE
-    /// [default: $XDG_STATE_HOME/corral/decisions.jsonl].
-    #[arg(long, value_name = "FILE")]
-    pub log: Option<PathBuf>,
-
-    /// Rotate the decision log to FILE.1 before it grows past BYTES (0: never).
-    /// See docs/logs.md.
-    #[arg(long, value_name = "BYTES", env = "CORRAL_LOG_MAX_BYTES", default_value_t = corral_proxy::DEFAULT_MAX_BYTES)]
-    pub log_max_bytes: u64,
-
-    #[command(flatten)]
-    pub names: corral_proxy::NameOverrides,
-
-    /// Also trust this CA bundle (PEM) for upstream servers whose TLS corral terminates
-    /// (`tls: terminate`, request rules on a TLS port), besides the system roots. Repeatable.
-    #[arg(long = "upstream-ca", value_name = "FILE", env = "CORRAL_UPSTREAM_CA")]
-    pub upstream_ca: Vec<PathBuf>,
-
-    /// Do not print a notice on stderr for each refused connection (for full-screen
-    /// programs); the decision log still records every one.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-
-    /// Print the filesystem view (what the sandbox may read and write, and why) and exit
-    /// without running anything.
-    #[arg(long)]
-    pub explain_fs: bool,
-
-    /// The command to run in the sandbox, with its arguments.
-    #[arg(trailing_var_arg = true, required_unless_present = "explain_fs")]
-    pub command: Vec<OsString>,
-}
-
+pub use crate::args::RunArgs;
 pub use crate::doctor::DoctorArgs;
 
 /// The proxy address programs in the sandbox use.
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
-
-/// The policy `corral run` enforces without `--policy`: no connection is allowed.
-pub(crate) const DEFAULT_POLICY: &str = include_str!("default-policy.yaml");
 
 /// Watches `path`; each new valid policy is swapped into the handle once it exists.
 fn watch_policy(
@@ -131,12 +74,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.explain_fs {
         print!("{}", setting.fs_namespaces.view.explain());
         println!("  landlock: {}", setting.fs_namespaces.landlock.summary);
-        if let Some(fs) = &setting.fs_seccomp {
-            println!(
-                "in seccomp-only mode (no mount namespace to bind corral's executable read-only):"
-            );
-            print!("{}", fs.view.explain());
-        }
+        println!("in seccomp-only mode (no mount namespace):");
+        print!("{}", setting.fs_seccomp.view.explain());
+        println!("  landlock: {}", setting.fs_seccomp.landlock.summary);
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -156,11 +96,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .and_then(|f| f.try_clone().ok()),
         read_only: setting.read_only.clone(),
+        mounts: setting.ns_mounts.clone(),
     };
     let seccomp_only = launch::seccomp_only_is_safe(
         setting.fs(Mode::SeccompOnly).landlock.ruleset.is_some(),
         sys::yama_ptrace_scope(),
     );
+    // Without a mount namespace git's code files stay writable: what the sandbox changes
+    // there is undone when it ends (crate::git_guard).
+    let git_before = crate::git_guard::Snapshot::take(&setting.fs_seccomp.view.git);
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
     // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
     // could otherwise open /proc/PID/mem of its parent).
@@ -192,6 +136,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if started.mode == Mode::SeccompOnly {
         kill_leftovers();
+        for line in git_before.restore() {
+            eprintln!("corral: warning: {line}");
+        }
     }
     drain(&metrics);
     // Folded refusals still in their window get their summary lines now.

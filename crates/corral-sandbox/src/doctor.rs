@@ -243,6 +243,7 @@ fn probe_namespaces() -> Result<(), String> {
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         landlock: None,
         read_only: Vec::new(),
+        mounts: Default::default(),
     };
     match crate::launch::start(&launch, crate::launch::Mode::Namespaces) {
         Ok(started) => {

@@ -6,7 +6,8 @@
 //!
 //! Everything is readable; the sandbox may write only
 //! - the working directory (`include_workdir`, default true): the project the agent works on;
-//! - `/tmp` (shared with the host: compilers, test runners and Claude Code put files there);
+//! - temporary files, private to the session ([`crate::private_tmp`]): `/tmp` as an
+//!   overlay in namespace mode, a private `TMPDIR` (and `/tmp` read-only) without one;
 //! - the agent's own state: Claude Code's `~/.claude` (or `$CLAUDE_CONFIG_DIR`). Claude Code
 //!   also rewrites `~/.claude.json` by creating a temporary file and a lock directory next
 //!   to it, in `HOME` itself, which no rule can allow without allowing all of `HOME`; so
@@ -19,6 +20,9 @@
 //! entry in it but the protected one is granted whole, recursively down to the protected
 //! path. Landlock grants rights to whole hierarchies and cannot subtract, so the price is
 //! that nothing new can be created directly in a split directory.
+//!
+//! A credential's `secret_file` is *hidden*: every read rule that would cover it is split
+//! around it the same way (the directories above it may only be listed).
 //!
 //! # What a policy changes
 //!
@@ -42,6 +46,8 @@ use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use corral_policy::model::FilesystemPolicy;
+
+use crate::git_guard::{git_guard, GitGuard};
 
 /// Paths under `HOME` that configure or run code outside the sandbox.
 pub const PROTECTED: &[&str] = &[
@@ -77,6 +83,8 @@ pub const PROTECTED: &[&str] = &[
 pub enum Origin {
     Workdir,
     Tmp,
+    /// `/dev/shm`.
+    Shm,
     AgentState,
     Policy,
 }
@@ -85,18 +93,49 @@ impl Origin {
     fn label(self) -> &'static str {
         match self {
             Origin::Workdir => "working directory",
-            Origin::Tmp => "temporary files",
+            Origin::Tmp => "temporary files, private to the session",
+            Origin::Shm => {
+                "POSIX shared memory: the session's own in namespace mode, the host's without one"
+            }
             Origin::AgentState => "agent state (Claude Code)",
             Origin::Policy => "policy read_write",
         }
     }
 }
 
-/// One Landlock rule: a path and whether it may be written (else read and executed).
+/// What a Landlock rule grants beneath its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Listing directories only (a directory split around a hidden file).
+    List,
+    /// Reading and executing.
+    Read,
+    /// Everything.
+    Write,
+}
+
+/// One Landlock rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub path: PathBuf,
-    pub write: bool,
+    pub access: Access,
+}
+
+impl Rule {
+    pub fn writes(&self) -> bool {
+        self.access == Access::Write
+    }
+}
+
+/// Where the sandbox's temporary files go ([`crate::private_tmp`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tmp {
+    /// Namespace mode: `/tmp` is an overlay private to the session.
+    Overlay,
+    /// Seccomp-only mode: `TMPDIR` is this private directory, `/tmp` is read-only.
+    Dir(PathBuf),
+    /// No private directory could be made: `/tmp` is read-only, `TMPDIR` unchanged.
+    Unavailable,
 }
 
 /// What `corral run` needs to know about its environment to build the view.
@@ -108,6 +147,10 @@ pub struct Inputs<'a> {
     pub anchors: Vec<PathBuf>,
     /// `CLAUDE_CONFIG_DIR` as set for `corral run`, if any.
     pub claude_config_dir: Option<PathBuf>,
+    /// Where temporary files go.
+    pub tmp: Tmp,
+    /// Files the sandbox may not even read: the secrets of the policy's `credentials`.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// The effective view.
@@ -131,6 +174,15 @@ pub struct View {
     pub env: Vec<(OsString, OsString)>,
     /// Directories to create before the sandbox starts (a Landlock rule needs a path).
     pub create: Vec<PathBuf>,
+    /// Namespace mode with a private `/tmp` overlay: the paths under `/tmp` that are
+    /// carried over it (so that writing them writes the host's files).
+    pub tmp_overlay: Option<Vec<PathBuf>>,
+    /// Files the sandbox may not read.
+    pub hidden: Vec<PathBuf>,
+    /// Git's code-running files in writable repositories ([`crate::git_guard`]).
+    pub git: GitGuard,
+    /// Where temporary files go (as asked).
+    pub tmp: Tmp,
     pub warnings: Vec<String>,
 }
 
@@ -179,8 +231,32 @@ pub fn build(inp: &Inputs) -> View {
     if fs.include_workdir {
         grants.push((canonical(inp.cwd), Origin::Workdir));
     }
-    if !covered_by_read_only(Path::new("/tmp")) {
-        grants.push((PathBuf::from("/tmp"), Origin::Tmp));
+    // `/tmp` itself, or a parent of it, named by `read_write`: the host's /tmp, shared.
+    let shared_tmp = read_write.iter().any(|p| Path::new("/tmp").starts_with(p));
+    let mut overlay = false;
+    if !shared_tmp && !covered_by_read_only(Path::new("/tmp")) {
+        match &inp.tmp {
+            Tmp::Overlay => {
+                overlay = true;
+                grants.push((PathBuf::from("/tmp"), Origin::Tmp));
+                env.push((OsString::from("TMPDIR"), OsString::from("/tmp")));
+            }
+            Tmp::Dir(d) => {
+                grants.push((d.clone(), Origin::Tmp));
+                env.push((OsString::from("TMPDIR"), d.clone().into_os_string()));
+            }
+            Tmp::Unavailable => warnings.push(
+                "no private temporary directory could be made: /tmp is read-only in the sandbox"
+                    .into(),
+            ),
+        }
+    }
+    // POSIX shared memory and semaphores (Python's multiprocessing, browsers): a tmpfs of
+    // the session's own in namespace mode, the host's without a mount namespace.
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && !covered_by_read_only(shm) && !read_write.iter().any(|p| shm.starts_with(p))
+    {
+        grants.push((shm.to_path_buf(), Origin::Shm));
     }
     let agent = match (&inp.claude_config_dir, &home) {
         (Some(d), _) => Some(canonical(d)),
@@ -208,6 +284,7 @@ pub fn build(inp: &Inputs) -> View {
         .flat_map(|h| PROTECTED.iter().map(move |p| h.join(p)))
         .collect();
     let anchors: Vec<PathBuf> = inp.anchors.iter().map(|a| canonical(a)).collect();
+    let hidden: Vec<PathBuf> = inp.hidden.iter().map(|h| canonical(h)).collect();
 
     let mut rules = Vec::new();
     let mut kept = Vec::new();
@@ -223,6 +300,7 @@ pub fn build(inp: &Inputs) -> View {
         // A protected path is granted only when named (by the policy) at or below it.
         let inside: Vec<&PathBuf> = anchors
             .iter()
+            .chain(&hidden)
             .chain(
                 protected
                     .iter()
@@ -243,15 +321,38 @@ pub fn build(inp: &Inputs) -> View {
     split.sort();
     split.dedup();
     let mut readable = Vec::new();
-    if !read_only.is_empty() {
+    if read_only.is_empty() {
+        rules.push(Rule {
+            path: PathBuf::from("/"),
+            access: Access::Read,
+        });
+    } else {
         readable = read_only.clone();
         for p in &read_only {
             rules.push(Rule {
                 path: p.clone(),
-                write: false,
+                access: Access::Read,
             });
         }
     }
+    let rules = hide(rules, &hidden);
+    let tmp_overlay = overlay.then(|| {
+        let under_tmp: Vec<PathBuf> = grants
+            .iter()
+            .filter(|(_, o)| !matches!(o, Origin::Tmp | Origin::Shm))
+            .map(|(p, _)| p.clone())
+            .chain(readable.iter().cloned())
+            .filter(|p| p.starts_with("/tmp") && p != Path::new("/tmp"))
+            .collect();
+        outermost(under_tmp)
+    });
+    let git = git_guard(
+        &grants
+            .iter()
+            .filter(|(_, o)| matches!(o, Origin::Workdir | Origin::Policy))
+            .map(|(p, _)| p.clone())
+            .collect::<Vec<_>>(),
+    );
     View {
         source,
         read_everything: read_only.is_empty(),
@@ -262,7 +363,74 @@ pub fn build(inp: &Inputs) -> View {
         split,
         env,
         create,
+        tmp_overlay,
+        hidden,
+        git,
+        tmp: inp.tmp.clone(),
         warnings,
+    }
+}
+
+/// The paths of `paths` that no other one holds.
+pub(crate) fn outermost(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort();
+    paths.dedup();
+    let all = paths.clone();
+    paths.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    paths
+}
+
+/// `rules` with every read right that would cover a hidden file split around it: the
+/// directories above it may be listed, their other entries keep the rule's right.
+fn hide(rules: Vec<Rule>, hidden: &[PathBuf]) -> Vec<Rule> {
+    if hidden.is_empty() {
+        return rules;
+    }
+    let mut out = Vec::new();
+    for rule in rules {
+        let inside: Vec<&PathBuf> = hidden
+            .iter()
+            .filter(|h| h.starts_with(&rule.path) && **h != rule.path)
+            .collect();
+        if hidden.contains(&rule.path) {
+            continue;
+        }
+        if inside.is_empty() || rule.access == Access::List {
+            out.push(rule);
+            continue;
+        }
+        split_read(&rule.path, rule.access, &inside, &mut out);
+    }
+    out
+}
+
+fn split_read(path: &Path, access: Access, inside: &[&PathBuf], out: &mut Vec<Rule>) {
+    out.push(Rule {
+        path: path.to_path_buf(),
+        access: Access::List,
+    });
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    names.sort();
+    for entry in names {
+        if inside.iter().any(|h| **h == entry) {
+            continue;
+        }
+        let below: Vec<&PathBuf> = inside
+            .iter()
+            .copied()
+            .filter(|h| h.starts_with(&entry))
+            .collect();
+        if below.is_empty() {
+            out.push(Rule {
+                path: entry,
+                access,
+            });
+        } else {
+            split_read(&entry, access, &below, out);
+        }
     }
 }
 
@@ -277,7 +445,7 @@ fn grant_around(
     if inside.is_empty() {
         rules.push(Rule {
             path: path.to_path_buf(),
-            write: true,
+            access: Access::Write,
         });
         return;
     }
@@ -285,7 +453,7 @@ fn grant_around(
     // Reading the split directory itself is covered by the read rules.
     rules.push(Rule {
         path: path.to_path_buf(),
-        write: false,
+        access: Access::Read,
     });
     let Ok(entries) = std::fs::read_dir(path) else {
         return;
@@ -344,7 +512,7 @@ impl View {
     pub fn writable(&self, path: &Path) -> bool {
         self.rules
             .iter()
-            .filter(|r| r.write)
+            .filter(|r| r.writes())
             .any(|r| path.starts_with(&r.path))
     }
 
@@ -404,6 +572,48 @@ impl View {
         for p in &self.kept {
             let _ = writeln!(s, "  kept read-only: {}", p.display());
         }
+        match (&self.tmp, &self.tmp_overlay) {
+            (Tmp::Overlay, Some(carried)) => {
+                let _ = writeln!(
+                    s,
+                    "  tmp:   /tmp is private: an overlay (the host's files show through, what the sandbox writes stays in the session and is removed when it ends)"
+                );
+                for p in carried {
+                    let _ = writeln!(
+                        s,
+                        "         carried over it, as the host's: {}",
+                        p.display()
+                    );
+                }
+            }
+            (Tmp::Dir(d), _) if self.grants.iter().any(|(g, _)| g == d) => {
+                let _ = writeln!(
+                    s,
+                    "  tmp:   /tmp is read-only; TMPDIR={} is private to the session (removed when it ends)",
+                    d.display()
+                );
+            }
+            _ => {}
+        }
+        for p in &self.hidden {
+            let _ = writeln!(
+                s,
+                "  hidden: {} (a credential's secret: not readable)",
+                p.display()
+            );
+        }
+        let how = match self.tmp {
+            Tmp::Overlay => "read-only, .git cannot be renamed",
+            Tmp::Dir(_) => {
+                "writable (no mount namespace): corral undoes changes when the sandbox ends"
+            }
+            Tmp::Unavailable => {
+                "read-only in namespace mode; in seccomp-only mode undone when the sandbox ends"
+            }
+        };
+        for p in &self.git.read_only {
+            let _ = writeln!(s, "  git:   {} ({how})", p.display());
+        }
         for (k, v) in &self.env {
             let _ = writeln!(
                 s,
@@ -432,7 +642,130 @@ mod tests {
             cwd,
             anchors,
             claude_config_dir: None,
+            tmp: Tmp::Overlay,
+            hidden: vec![],
         })
+    }
+
+    #[test]
+    fn without_a_mount_namespace_tmp_is_read_only_and_tmpdir_is_private() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let home = canonical(d.path());
+        let private = home.join("session-tmp");
+        std::fs::create_dir(&private).unwrap();
+        let v = build(&Inputs {
+            policy: &FilesystemPolicy::default(),
+            home: Some(&home),
+            cwd: &home.join("project"),
+            anchors: vec![],
+            claude_config_dir: None,
+            tmp: Tmp::Dir(private.clone()),
+            hidden: vec![],
+        });
+        assert!(!v.writable(Path::new("/tmp/x")));
+        assert!(v.writable(&private.join("x")));
+        assert!(v.tmp_overlay.is_none());
+        assert!(v
+            .env
+            .contains(&(OsString::from("TMPDIR"), private.into_os_string())));
+    }
+
+    #[test]
+    fn a_hidden_file_is_neither_readable_nor_writable_and_its_siblings_are() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let home = canonical(d.path());
+        for dir in [".config/corral", "project"] {
+            std::fs::create_dir_all(home.join(dir)).unwrap();
+        }
+        let secret = home.join(".config/corral/gateway.key");
+        std::fs::write(&secret, "sk").unwrap();
+        std::fs::write(home.join(".config/corral/policy.yaml"), "").unwrap();
+        let v = build(&Inputs {
+            policy: &FilesystemPolicy::default(),
+            home: Some(&home),
+            cwd: &home,
+            anchors: vec![],
+            claude_config_dir: None,
+            tmp: Tmp::Overlay,
+            hidden: vec![secret.clone()],
+        });
+        let covers = |p: &Path| {
+            v.rules
+                .iter()
+                .filter(|r| r.access != Access::List)
+                .any(|r| p.starts_with(&r.path))
+        };
+        assert!(!covers(&secret), "{:#?}", v.rules);
+        assert!(covers(&home.join(".config/corral/policy.yaml")));
+        assert!(covers(Path::new("/usr/bin/env")));
+        assert!(v.writable(&home.join("project/x")));
+        assert!(!v
+            .rules
+            .iter()
+            .any(|r| r.path == Path::new("/") && r.access != Access::List));
+    }
+
+    #[test]
+    fn git_code_in_a_writable_repository_is_guarded() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let home = canonical(d.path());
+        let project = home.join("project");
+        std::fs::create_dir_all(project.join(".git/objects")).unwrap();
+        std::fs::write(project.join(".git/config"), "").unwrap();
+        std::fs::create_dir_all(project.join("vendored/.git/hooks")).unwrap();
+        std::fs::create_dir_all(project.join("worktree")).unwrap();
+        std::fs::write(project.join("worktree/.git"), "gitdir: /elsewhere\n").unwrap();
+        std::fs::create_dir_all(project.join(".git/modules/sub/hooks")).unwrap();
+        std::fs::write(project.join(".git/modules/sub/config"), "").unwrap();
+        std::fs::create_dir_all(project.join(".git/worktrees/wt")).unwrap();
+        std::fs::write(project.join(".git/worktrees/wt/config.worktree"), "").unwrap();
+        let v = view(&home, &project, FilesystemPolicy::default(), vec![]);
+        assert_eq!(
+            v.git.pin,
+            vec![
+                project.join(".git"),
+                project.join(".git/modules/sub"),
+                project.join("vendored/.git")
+            ]
+        );
+        assert!(v
+            .git
+            .read_only
+            .contains(&project.join(".git/modules/sub/config")));
+        assert!(v
+            .git
+            .read_only
+            .contains(&project.join(".git/modules/sub/hooks")));
+        assert!(v
+            .git
+            .read_only
+            .contains(&project.join(".git/worktrees/wt/config.worktree")));
+        assert!(v.git.read_only.contains(&project.join(".git/config")));
+        assert!(v.git.read_only.contains(&project.join(".git/hooks")));
+        assert!(v
+            .git
+            .read_only
+            .contains(&project.join("vendored/.git/hooks")));
+        assert!(v.git.read_only.contains(&project.join("worktree/.git")));
+        assert_eq!(v.git.create, vec![project.join(".git/hooks")]);
+    }
+
+    #[test]
+    fn paths_under_tmp_that_the_view_names_are_carried_over_the_overlay() {
+        let d = tempfile::tempdir().unwrap();
+        let project = canonical(d.path()).join("p");
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        let home = tempfile::tempdir_in("/var/tmp").unwrap();
+        let v = view(home.path(), &project, FilesystemPolicy::default(), vec![]);
+        assert_eq!(v.tmp_overlay, Some(vec![project.clone()]));
+        // Named by read_write, the host's /tmp is shared: no overlay.
+        let fs = FilesystemPolicy {
+            read_write: vec![PathBuf::from("/tmp")],
+            ..FilesystemPolicy::default()
+        };
+        let v = view(home.path(), &project, fs, vec![]);
+        assert!(v.tmp_overlay.is_none());
+        assert!(v.writable(Path::new("/tmp/x")));
     }
 
     #[test]
@@ -450,7 +783,10 @@ mod tests {
         assert!(!v.writable(&home.join(".bashrc")));
         assert!(!v.writable(&home.join(".claude.json")));
         assert_eq!(v.create, vec![home.join(".claude")]);
-        assert_eq!(v.env[0].1, home.join(".claude").into_os_string());
+        assert!(v.env.contains(&(
+            OsString::from("CLAUDE_CONFIG_DIR"),
+            home.join(".claude").into_os_string()
+        )));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,7 @@ use corral_policy::identity::Unidentifiable;
 use corral_policy::Identity;
 
 pub use crate::trust::TrustRules;
-use crate::trust::{MapsError, Verdicts};
-use sha2::{Digest, Sha256};
+use crate::trust::{sha256_of, MapsError, Verdicts};
 
 /// Why a caller cannot be given an identity (its connect is refused).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -318,19 +317,6 @@ fn injects(name: &str, value: &str) -> bool {
 
 fn parent_of(pid: u32) -> Option<u32> {
     crate::procfs::stat(pid).ok().map(|s| s.ppid)
-}
-
-pub(crate) fn sha256_of(file: &mut File) -> io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

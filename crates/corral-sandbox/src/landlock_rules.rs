@@ -18,6 +18,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+
+use crate::fs_view::Access as Grant;
 use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, Scope, ABI,
@@ -38,9 +40,9 @@ pub const IMPLICIT_READ_ONLY: &[&str] = &["/dev/urandom", "/dev/random", "/proc"
 /// What to enforce.
 #[derive(Clone, Debug, Default)]
 pub struct FsSpec {
-    /// The view's rules (path, writable).
+    /// The view's rules (reading everything is a rule on `/`).
     pub rules: Vec<crate::fs_view::Rule>,
-    /// Grant reading and executing everything (no `read_only` list).
+    /// Everything is readable (no `read_only` list): no implicit read-only paths needed.
     pub read_everything: bool,
     /// `landlock.compatibility: hard_requirement`.
     pub hard_requirement: bool,
@@ -54,6 +56,9 @@ pub struct Prepared {
     pub warnings: Vec<String>,
     /// One line for the start banner, e.g. "landlock ABI 7: filesystem (12 paths), tcp connect".
     pub summary: String,
+    /// The rights of a writable path, as this kernel's ruleset handles them (for a rule
+    /// the child adds itself: the private `/tmp`).
+    pub write_access: u64,
 }
 
 const FS_ABI: ABI = ABI::V5;
@@ -71,6 +76,7 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
             ruleset: None,
             warnings,
             summary: "landlock unavailable: files NOT confined".into(),
+            write_access: 0,
         });
     }
     let compat = if spec.hard_requirement {
@@ -97,23 +103,20 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
             .context("preparing the Landlock scopes")?;
     }
     let mut created = ruleset.create().context("creating the Landlock ruleset")?;
-    // (path, write, listed by the view — a missing one is worth a warning)
-    let mut rules: Vec<(PathBuf, bool, bool)> = Vec::new();
-    if spec.read_everything {
-        rules.push((PathBuf::from("/"), false, false));
-    }
+    // (path, access, listed by the view — a missing one is worth a warning)
+    let mut rules: Vec<(PathBuf, Grant, bool)> = Vec::new();
     for r in &spec.rules {
-        rules.push((r.path.clone(), r.write, true));
+        rules.push((r.path.clone(), r.access, r.path != Path::new("/")));
     }
     for p in IMPLICIT_READ_WRITE {
-        rules.push((PathBuf::from(p), true, false));
+        rules.push((PathBuf::from(p), Grant::Write, false));
     }
     if !spec.read_everything {
         for p in IMPLICIT_READ_ONLY {
-            rules.push((PathBuf::from(p), false, false));
+            rules.push((PathBuf::from(p), Grant::Read, false));
         }
     }
-    for (path, write, listed) in rules {
+    for (path, access, listed) in rules {
         let fd = match PathFd::new(&path) {
             Ok(fd) => fd,
             Err(e) => {
@@ -131,10 +134,10 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
                 continue;
             }
         };
-        let access = if write {
-            AccessFs::from_all(FS_ABI)
-        } else {
-            AccessFs::from_read(FS_ABI)
+        let access = match access {
+            Grant::Write => AccessFs::from_all(FS_ABI),
+            Grant::Read => AccessFs::from_read(FS_ABI),
+            Grant::List => AccessFs::ReadDir.into(),
         };
         let access = if is_dir(&path) {
             access
@@ -162,6 +165,7 @@ pub fn prepare(spec: &FsSpec) -> anyhow::Result<Prepared> {
         ruleset: fd,
         warnings,
         summary: format!("landlock ABI {kernel_abi}: {}", parts.join(", ")),
+        write_access: AccessFs::from_all(ABI::from(kernel_abi.min(5))).bits(),
     })
 }
 

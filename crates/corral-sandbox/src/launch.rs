@@ -52,6 +52,38 @@ pub struct Launch {
     /// Directories the sandbox may read but not change (namespace mode): the policy's and
     /// the decision log's.
     pub read_only: Vec<PathBuf>,
+    /// What else namespace mode mounts: git's guard, hidden secrets, the private `/tmp`.
+    pub mounts: NsMounts,
+}
+
+/// Mounts of namespace mode beyond the read-only directories (none in seccomp-only mode).
+#[derive(Clone, Debug, Default)]
+pub struct NsMounts {
+    /// Made mount points, so they cannot be renamed (a repository's `.git`).
+    pub pin: Vec<PathBuf>,
+    /// Bound read-only after the pins (git's config and hooks).
+    pub read_only: Vec<PathBuf>,
+    /// Files covered by `blank` (credential secrets; Landlock refuses them too).
+    pub hide: Vec<PathBuf>,
+    /// An empty file no Landlock rule covers.
+    pub blank: Option<PathBuf>,
+    /// The private `/tmp`.
+    pub tmp: Option<TmpMount>,
+}
+
+/// The private `/tmp` of namespace mode ([`crate::private_tmp`]).
+#[derive(Clone, Debug)]
+pub struct TmpMount {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Bound on `/tmp` when no overlay can be mounted.
+    pub bare: PathBuf,
+    /// Paths under `/tmp` carried over it.
+    pub carried: Vec<PathBuf>,
+    /// Landlock rights on the new `/tmp`.
+    pub access: u64,
+    /// A private `/dev/shm` too.
+    pub shm: bool,
 }
 
 /// A started sandbox whose command may not have executed yet.
@@ -120,6 +152,88 @@ fn cstring(s: &OsStr) -> Result<CString, StartError> {
     })
 }
 
+fn plan_mounts(plan: &mut ChildPlan, launch: &Launch) -> Result<(), StartError> {
+    let locked = |path: &Path| {
+        sys::locked_mount_flags(path).map_err(|e| StartError {
+            message: format!("cannot protect {} in the sandbox: {e}", path.display()),
+            namespace_setup: false,
+        })
+    };
+    for dir in &launch.read_only {
+        plan.read_only(cstring(dir.as_os_str())?, locked(dir)?);
+    }
+    let m = &launch.mounts;
+    for dir in &m.pin {
+        plan.pin(cstring(dir.as_os_str())?);
+    }
+    for path in &m.read_only {
+        plan.read_only(cstring(path.as_os_str())?, locked(path)?);
+    }
+    if let (Some(blank), false) = (&m.blank, m.hide.is_empty()) {
+        let flags = locked(blank)?;
+        for file in &m.hide {
+            plan.hide(
+                cstring(file.as_os_str())?,
+                cstring(blank.as_os_str())?,
+                flags,
+            );
+        }
+    }
+    if let Some(tmp) = &m.tmp {
+        // Overlay options are separated by commas and colons; a path holding one (or a
+        // backslash) would need escaping: such a host gets the empty private /tmp.
+        let plain = |p: &Path| !p.as_os_str().as_bytes().iter().any(|b| b",:\\".contains(b));
+        let overlay = (plain(&tmp.upper) && plain(&tmp.work)).then(|| {
+            let mut data = OsString::from("lowerdir=/tmp,upperdir=");
+            data.push(&tmp.upper);
+            data.push(",workdir=");
+            data.push(&tmp.work);
+            data.push(",userxattr");
+            data
+        });
+        for path in &tmp.carried {
+            // The empty /tmp needs somewhere to put them back.
+            if let Ok(rel) = path.strip_prefix("/tmp") {
+                let stand_in = tmp.bare.join(rel);
+                let made = if path.is_dir() {
+                    std::fs::create_dir_all(&stand_in)
+                } else {
+                    stand_in
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::write(&stand_in, b""))
+                };
+                if let Err(e) = made {
+                    return Err(StartError {
+                        message: format!(
+                            "preparing the private /tmp ({}): {e}",
+                            stand_in.display()
+                        ),
+                        namespace_setup: false,
+                    });
+                }
+            }
+        }
+        let carried = tmp
+            .carried
+            .iter()
+            .map(|p| cstring(p.as_os_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        plan.private_tmp(sys::spawn::TmpPlan {
+            overlay: overlay.map(|d| cstring(&d)).transpose()?,
+            bare: cstring(tmp.bare.as_os_str())?,
+            carried,
+            access: tmp.access,
+            shm: tmp.shm,
+        })
+        .map_err(|e| StartError {
+            message: format!("preparing the private /tmp: {e}"),
+            namespace_setup: false,
+        })?;
+    }
+    Ok(())
+}
+
 /// Starts the command in one mode. In namespace mode the proxy listener is created inside;
 /// in seccomp-only mode the caller provides its own on host loopback.
 pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
@@ -165,13 +279,7 @@ pub fn start(launch: &Launch, mode: Mode) -> Result<Started, StartError> {
         PROXY_PORT,
     );
     if mode == Mode::Namespaces {
-        for dir in &launch.read_only {
-            let flags = sys::locked_mount_flags(dir).map_err(|e| StartError {
-                message: format!("cannot protect {} in the sandbox: {e}", dir.display()),
-                namespace_setup: false,
-            })?;
-            plan.read_only(cstring(dir.as_os_str())?, flags);
-        }
+        plan_mounts(&mut plan, launch)?;
     }
     let Spawned { pid, report } = sys::spawn::spawn(&plan).map_err(|e| StartError {
         message: match (mode, e.raw_os_error()) {

@@ -28,17 +28,20 @@
 //! calls; [`landlock_rules`] turns `filesystem_policy` into a ruleset; [`cli`] wires these
 //! to the embedded proxy; [`doctor`] probes the host.
 
+mod args;
 pub mod attribution;
 pub mod broker;
 pub mod ca_env;
 pub mod cli;
 pub mod doctor;
 pub mod fs_view;
+pub mod git_guard;
 pub mod identity;
 pub mod landlock_rules;
 pub mod launch;
 pub mod message;
 pub mod own_files;
+pub mod private_tmp;
 pub mod procfs;
 mod session;
 // The syscall layer: the only module allowed `unsafe` (each block with a SAFETY note).

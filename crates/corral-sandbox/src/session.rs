@@ -9,12 +9,13 @@ use anyhow::{anyhow, Context};
 use corral_policy::Policy;
 use corral_proxy::{DecisionLog, PolicyHandle, ProxyConfig};
 
-use crate::cli::{RunArgs, DEFAULT_POLICY};
+use crate::args::{RunArgs, DEFAULT_POLICY};
 use crate::fs_view;
 use crate::identity::TrustRules;
 use crate::landlock_rules::{self, FsSpec};
-use crate::launch::Mode;
+use crate::launch::{Mode, NsMounts, TmpMount};
 use crate::own_files;
+use crate::private_tmp::PrivateTmp;
 
 /// The policy as read at start: that reading decides the filesystem view and the first
 /// network policy; the watcher then takes over from it.
@@ -54,12 +55,17 @@ pub(crate) fn load_policy(path: Option<&Path>) -> anyhow::Result<StartPolicy> {
 pub(crate) struct Setting {
     pub(crate) home: Option<PathBuf>,
     pub(crate) log_path: PathBuf,
-    /// The filesystem view in namespace mode, and in seccomp-only mode when it differs.
+    /// The filesystem view in namespace mode and in seccomp-only mode (they differ in
+    /// where temporary files go, and in corral's executable when a grant holds it).
     pub(crate) fs_namespaces: FsSetting,
-    pub(crate) fs_seccomp: Option<FsSetting>,
+    pub(crate) fs_seccomp: FsSetting,
     /// Directories (and corral's executable, when a grant holds it) bound read-only in
     /// namespace mode.
     pub(crate) read_only: Vec<PathBuf>,
+    /// The other mounts of namespace mode (git's guard, hidden secrets, private `/tmp`).
+    pub(crate) ns_mounts: NsMounts,
+    /// The session's temporary files, removed when the setting is dropped.
+    pub(crate) _private_tmp: Option<PrivateTmp>,
     /// The embedded proxy's configuration, with the decision log opened before the sandbox
     /// starts. The broker and the proxy write through this one log, so its folding and
     /// size bound cover both.
@@ -74,9 +80,9 @@ pub(crate) struct FsSetting {
 
 impl Setting {
     pub(crate) fn fs(&self, mode: Mode) -> &FsSetting {
-        match (mode, &self.fs_seccomp) {
-            (Mode::SeccompOnly, Some(fs)) => fs,
-            _ => &self.fs_namespaces,
+        match mode {
+            Mode::SeccompOnly => &self.fs_seccomp,
+            Mode::Namespaces => &self.fs_namespaces,
         }
     }
 }
@@ -91,10 +97,12 @@ pub(crate) fn fs_settings(
     home: Option<&Path>,
     cwd: &Path,
     log_path: &Path,
-) -> anyhow::Result<(FsSetting, Option<FsSetting>, Option<PathBuf>)> {
+    private_tmp: Option<&PrivateTmp>,
+) -> anyhow::Result<(FsSetting, FsSetting, Option<PathBuf>)> {
     let anchors = own_files::trust_anchors(args.policy.as_deref(), log_path, cwd);
     let own_exe = std::env::current_exe().ok().map(|e| fs_view::canonical(&e));
-    let build = |with_exe: bool| {
+    let hidden = secret_files(&policy.loaded.policy, home);
+    let build = |with_exe: bool, tmp: fs_view::Tmp| {
         let mut anchors = anchors.clone();
         if with_exe {
             anchors.extend(own_exe.clone());
@@ -107,6 +115,8 @@ pub(crate) fn fs_settings(
             claude_config_dir: std::env::var_os("CLAUDE_CONFIG_DIR")
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
+            tmp,
+            hidden: hidden.clone(),
         })
     };
     let prepare = |view: fs_view::View| -> anyhow::Result<FsSetting> {
@@ -119,19 +129,126 @@ pub(crate) fn fs_settings(
         })?;
         Ok(FsSetting { view, landlock })
     };
-    let namespaces = build(false);
+    let namespaces = build(
+        false,
+        match private_tmp {
+            Some(_) => fs_view::Tmp::Overlay,
+            None => fs_view::Tmp::Unavailable,
+        },
+    );
     if !args.explain_fs {
         create_state_dirs(&namespaces.create);
+        create_state_dirs(&namespaces.git.create);
     }
     let exe_reachable = own_exe
         .as_deref()
         .filter(|e| namespaces.writable(e))
         .map(Path::to_path_buf);
-    let seccomp = match exe_reachable {
-        Some(_) => Some(prepare(build(true))?),
-        None => None,
-    };
-    Ok((prepare(namespaces)?, seccomp, exe_reachable))
+    let seccomp = build(
+        exe_reachable.is_some(),
+        match private_tmp {
+            Some(t) => fs_view::Tmp::Dir(t.tmp()),
+            None => fs_view::Tmp::Unavailable,
+        },
+    );
+    Ok((prepare(namespaces)?, prepare(seccomp)?, exe_reachable))
+}
+
+/// The secrets of the policy's `credentials`: the sandbox may not read them.
+fn secret_files(policy: &Policy, home: Option<&Path>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = policy
+        .network_policies
+        .iter()
+        .flat_map(|g| &g.credentials)
+        .filter_map(|c| match (c.secret_file.strip_prefix("~"), home) {
+            (Ok(rest), Some(h)) => Some(h.join(rest)),
+            (Ok(_), None) => None,
+            (Err(_), _) => Some(c.secret_file.clone()),
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Host sockets under `/tmp` that the policy lists under `unix_sockets` (a glob matched
+/// against what exists at start): carried over the private `/tmp` as the host's, since a
+/// socket reached through an overlay is not the one bound below it. Each socket alone,
+/// not its directory, which the sandbox could then write.
+fn listed_sockets_under_tmp(policy: &Policy, home: Option<&Path>) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket =
+        |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket());
+    let mut found = Vec::new();
+    for entry in &policy.unix_sockets {
+        let expanded = match (entry.strip_prefix("~/"), home) {
+            (Some(rest), Some(h)) => h.join(rest).display().to_string(),
+            (Some(_), None) => continue,
+            (None, _) => entry.clone(),
+        };
+        if !expanded.starts_with("/tmp/") {
+            continue;
+        }
+        if !corral_policy::glob::Glob::is_pattern(&expanded) {
+            if is_socket(Path::new(&expanded)) {
+                found.push(PathBuf::from(expanded));
+            }
+            continue;
+        }
+        let glob = corral_policy::glob::Glob::new(&expanded);
+        let fixed: PathBuf = Path::new(&expanded)
+            .components()
+            .take_while(|c| {
+                !corral_policy::glob::Glob::is_pattern(&c.as_os_str().to_string_lossy())
+            })
+            .collect();
+        let mut dirs = vec![(fixed, 0)];
+        let mut seen = 0;
+        while let Some((dir, depth)) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                seen += 1;
+                if seen > 10_000 {
+                    break;
+                }
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() && depth < 4 => dirs.push((p, depth + 1)),
+                    Ok(t) if t.is_socket() && glob.matches(&p.display().to_string()) => {
+                        found.push(p);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Namespace mode's mounts for a view.
+fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<PathBuf>) -> NsMounts {
+    let view = &fs.view;
+    NsMounts {
+        pin: view.git.pin.clone(),
+        read_only: view.git.read_only.clone(),
+        hide: view
+            .hidden
+            .iter()
+            .filter(|h| h.is_file())
+            .cloned()
+            .collect(),
+        blank: private_tmp.map(PrivateTmp::blank),
+        tmp: match (&view.tmp_overlay, private_tmp) {
+            (Some(carried), Some(t)) => Some(TmpMount {
+                upper: t.upper(),
+                work: t.work(),
+                bare: t.bare(),
+                carried: fs_view::outermost(carried.iter().cloned().chain(sockets).collect()),
+                access: fs.landlock.write_access,
+                shm: view.grants.iter().any(|(_, o)| *o == fs_view::Origin::Shm),
+            }),
+            _ => None,
+        },
+    }
 }
 
 /// Creates the agent's state directory before the ruleset is made: a Landlock rule needs
@@ -159,8 +276,26 @@ pub(crate) fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::R
         Some(p) => p.clone(),
         None => default_log_path()?,
     };
-    let (fs_namespaces, fs_seccomp, exe_reachable) =
-        fs_settings(args, policy, home.as_deref(), &cwd, &log_path)?;
+    let private_tmp = match PrivateTmp::create(home.as_deref()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("corral: warning: cannot make the session's private temporary directory ({e}): /tmp is read-only in the sandbox");
+            None
+        }
+    };
+    let (fs_namespaces, fs_seccomp, exe_reachable) = fs_settings(
+        args,
+        policy,
+        home.as_deref(),
+        &cwd,
+        &log_path,
+        private_tmp.as_ref(),
+    )?;
+    let ns_mounts = ns_mounts(
+        &fs_namespaces,
+        private_tmp.as_ref(),
+        listed_sockets_under_tmp(&policy.loaded.policy, home.as_deref()),
+    );
     let view = &fs_namespaces.view;
     for w in &view.warnings {
         eprintln!("corral: warning: {w}");
@@ -181,6 +316,8 @@ pub(crate) fn prepare_session(args: &RunArgs, policy: &StartPolicy) -> anyhow::R
         fs_namespaces,
         fs_seccomp,
         read_only,
+        ns_mounts,
+        _private_tmp: private_tmp,
         proxy: Arc::new(proxy),
     })
 }
@@ -204,12 +341,12 @@ pub(crate) fn trust_rules(setting: &Setting, mode: Mode, policy: PolicyHandle) -
         .view
         .rules
         .iter()
-        .filter(|r| r.write)
+        .filter(|r| r.writes())
         .map(|r| r.path.clone())
         .collect();
     let own_sha = std::env::current_exe()
         .and_then(std::fs::File::open)
-        .and_then(|mut f| crate::identity::sha256_of(&mut f))
+        .and_then(|mut f| crate::trust::sha256_of(&mut f))
         .ok();
     TrustRules {
         sandbox_writable: fs.landlock.ruleset.is_some().then_some(writable),

@@ -16,10 +16,13 @@
 //! world-writable directory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead};
+use std::fs::File;
+use std::io::{self, BufRead, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
 
 /// Decides whether a file the sandbox could write is vouched for by its hash.
 pub type PinCheck = dyn Fn(&Path, &str) -> bool + Send + Sync;
@@ -173,7 +176,7 @@ impl TrustRules {
         let verdict = if !reachable {
             None
         } else {
-            match std::fs::File::open(p).and_then(|mut f| crate::identity::sha256_of(&mut f)) {
+            match std::fs::File::open(p).and_then(|mut f| sha256_of(&mut f)) {
                 Ok(sha) if self.vouched(p, &sha) => None,
                 Ok(_) => Some(format!(
                     "lies where {} can write, and no pin (the policy's sha256, corral install's record) vouches for its hash",
@@ -242,6 +245,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The SHA-256 of what `file` holds, in hex.
+pub fn sha256_of(file: &mut File) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,7 +308,7 @@ mod tests {
             Err(MapsError::Untrusted(u)) => assert!(u.why.contains("no pin"), "{u:?}"),
             other => panic!("{other:?}"),
         }
-        let sha = crate::identity::sha256_of(&mut std::fs::File::open(&exe).unwrap()).unwrap();
+        let sha = sha256_of(&mut std::fs::File::open(&exe).unwrap()).unwrap();
         let pinned_all = TrustRules {
             sandbox_writable: Some(vec![PathBuf::from("/")]),
             pinned: Box::new(|_, _| true),

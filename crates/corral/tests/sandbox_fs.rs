@@ -69,7 +69,7 @@ fn the_default_view_writes_the_project_tmp_and_claudes_state_and_nothing_else() 
                  try rename-config 'mv ~/.config ~/.config.moved'\n\
                  try rename-local 'mv ~/.local ~/.local.moved'\n\
                  try homefile 'echo x > ~/new-file'\n\
-                 try tmp 'echo x > /tmp/corral-fs-test-$$ && rm /tmp/corral-fs-test-$$'\n\
+                 try tmp 'echo x > \"$TMPDIR/corral-fs-test-$$\" && rm \"$TMPDIR/corral-fs-test-$$\"'\n\
                  try claude 'mkdir -p ~/.claude/projects && echo {{}} > ~/.claude/projects/s.json'\n\
                  echo \"config dir $CLAUDE_CONFIG_DIR\"\n\
                  printf 'int main(void){{return 42;}}\\n' > main.c && cc -o main main.c && ./main; echo \"built $?\"\n\
@@ -416,6 +416,189 @@ fn a_binary_in_a_directory_the_user_can_write_needs_a_pin() {
             std::fs::write(&sb.policy, pinned).unwrap();
             let out = sb.sh(&fetch);
             assert!(stdout(&out).contains("CONNECTED"), "{}", sb.context(&out));
+        }
+    }
+}
+
+/// `try NAME 'COMMAND'`: prints `NAME WRITTEN` or `NAME refused`.
+const TRY: &str =
+    "try() { if sh -c \"$2\" 2>/dev/null; then echo \"$1 WRITTEN\"; else echo \"$1 refused\"; fi; }\n";
+
+#[test]
+fn temporary_files_are_private_to_the_session() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            // A file of the host's under /tmp that the sandbox's user owns.
+            let shared = corral_testsupport::fs::world_readable_tempdir();
+            let host_file = shared.path().join("host-file");
+            corral_testsupport::fs::write_readable(&host_file, b"host\n");
+            sb.give_to_runner(shared.path());
+            let marker = format!("/tmp/corral-private-{}-{mode}", std::process::id());
+            let shm = format!("/dev/shm/corral-private-{}-{mode}", std::process::id());
+            let host = host_file.display();
+            let out = sb.sh(&format!(
+                "{TRY}\
+                 try tmpdir 'echo mine > \"$TMPDIR/mine\" && test \"$(cat \"$TMPDIR/mine\")\" = mine'\n\
+                 echo \"tmpdir=$TMPDIR\"\n\
+                 try slash-tmp 'echo x > {marker}'\n\
+                 try host-file 'echo evil >> {host}'\n\
+                 echo \"read $(cat {host})\"\n\
+                 d=$(mktemp -d) && echo made > \"$d/f\" && echo \"mktemp ok\"\n\
+                 try shm 'echo x > {shm}'\n\
+                 python3 -c 'import multiprocessing as m; m.Lock(); print(\"semaphore ok\")'\n"
+            ));
+            let text = stdout(&out);
+            let ctx = sb.context(&out);
+            for want in [
+                "tmpdir WRITTEN",
+                "read host",
+                "mktemp ok",
+                "shm WRITTEN",
+                "semaphore ok",
+            ] {
+                assert!(text.contains(want), "{want}: {ctx}");
+            }
+            // Namespace mode: /tmp is an overlay, written privately. Without a mount
+            // namespace: read-only, TMPDIR is the private place.
+            let slash_tmp = if mode == "namespaces" {
+                "slash-tmp WRITTEN"
+            } else {
+                "slash-tmp refused"
+            };
+            assert!(text.contains(slash_tmp), "{ctx}");
+            assert!(
+                !Path::new(&marker).exists(),
+                "{marker} reached the host: {ctx}"
+            );
+            // POSIX shared memory: the session's own in namespace mode; the host's without
+            // a mount namespace (docs/sandbox.md lists it among the shared channels).
+            assert_eq!(
+                Path::new(&shm).exists(),
+                mode != "namespaces",
+                "{shm}: {ctx}"
+            );
+            let _ = std::fs::remove_file(&shm);
+            assert_eq!(
+                std::fs::read_to_string(&host_file).unwrap(),
+                "host\n",
+                "{ctx}"
+            );
+            let tmpdir = text
+                .lines()
+                .find_map(|l| l.strip_prefix("tmpdir="))
+                .unwrap_or_default();
+            assert!(!tmpdir.is_empty(), "{ctx}");
+            if mode != "namespaces" {
+                assert!(
+                    !Path::new(tmpdir).exists(),
+                    "the private TMPDIR outlived the session: {ctx}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn git_code_written_inside_never_runs_outside() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            let git = |args: &[&str]| {
+                let out = sb
+                    .runner
+                    .command("git")
+                    .current_dir(&sb.work)
+                    .env("HOME", sb.home.path())
+                    .args(["-c", "user.email=a@b.example", "-c", "user.name=a"])
+                    .args(args)
+                    .output()
+                    .expect("git");
+                assert!(
+                    out.status.success(),
+                    "git {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            git(&["init", "-q"]);
+            git(&["commit", "-q", "--allow-empty", "-m", "first"]);
+            let config = std::fs::read(sb.work.join(".git/config")).unwrap();
+            // Only a hook or a config run on the host could make it: HOME is read-only inside.
+            let flag = sb.home.join("ran-outside");
+            let flag_s = flag.display();
+            let out = sb.sh(&format!(
+                "{TRY}\
+                 try config 'git config core.fsmonitor \"touch {flag_s}\"'\n\
+                 try append 'echo \"[core] fsmonitor = touch {flag_s}\" >> .git/config'\n\
+                 try hook 'printf \"#!/bin/sh\\ntouch {flag_s}\\n\" > .git/hooks/post-commit && chmod +x .git/hooks/post-commit'\n\
+                 try forged 'mv .git .git.moved && cp -r .git.moved .git && printf \"[core]\\n\\tfsmonitor = touch {flag_s}\\n\" >> .git/config'\n\
+                 git -c user.email=a@b.example -c user.name=a commit -q --allow-empty -m inside && echo committed\n"
+            ));
+            let text = stdout(&out);
+            let ctx = sb.context(&out);
+            assert!(text.contains("committed"), "{ctx}");
+            if mode == "namespaces" {
+                for refused in [
+                    "config refused",
+                    "append refused",
+                    "hook refused",
+                    "forged refused",
+                ] {
+                    assert!(text.contains(refused), "{refused}: {ctx}");
+                }
+            } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(err.contains("restored"), "{ctx}");
+            }
+            // What the user does next, outside: git in that repository.
+            git(&["status", "--short"]);
+            git(&["commit", "-q", "--allow-empty", "-m", "outside"]);
+            assert!(
+                !flag.exists(),
+                "code from the sandbox ran outside it: {ctx}"
+            );
+            assert_eq!(
+                std::fs::read(sb.work.join(".git/config")).unwrap(),
+                config,
+                "{ctx}"
+            );
+            assert!(!sb.work.join(".git/hooks/post-commit").exists(), "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn a_credentials_secret_file_is_never_readable_inside() {
+    for runner in runners() {
+        for mode in MODES {
+            let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            let dir = sb.home.join("secrets");
+            std::fs::create_dir(&dir).unwrap();
+            let secret = dir.join("gateway.key");
+            std::fs::write(&secret, "sk-corral-test-secret\n").unwrap();
+            std::fs::write(dir.join("notes"), "readable\n").unwrap();
+            sb.give_to_runner(&dir);
+            std::fs::write(
+                &sb.policy,
+                format!(
+                    "version: 1\nnetwork_policies:\n  gateway:\n    endpoints:\n      - {{ host: gw.test, port: 443, tls: terminate }}\n    binaries:\n      - {{ path: /usr/bin/curl }}\n    credentials:\n      - placeholder: corral-placeholder-key\n        secret_file: {}\n",
+                    secret.display()
+                ),
+            )
+            .unwrap();
+            let out = sb.sh(&format!(
+                "cat {s}; echo \"cat $?\"\n\
+                 cp {s} copy 2>/dev/null; cat copy 2>/dev/null\n\
+                 grep -rs sk-corral ~ 2>/dev/null\n\
+                 echo \"notes $(cat {d}/notes)\"\n",
+                s = secret.display(),
+                d = dir.display()
+            ));
+            let text = stdout(&out);
+            let ctx = sb.context(&out);
+            assert!(!text.contains("sk-corral-test-secret"), "{ctx}");
+            assert!(text.contains("notes readable"), "{ctx}");
+            assert!(text.contains("cat ") && !text.contains("cat 0"), "{ctx}");
         }
     }
 }

@@ -52,18 +52,53 @@ pub struct ChildPlan {
     proxy_port: u16,
     /// In seccomp-only mode, the supervisor's pid (to detect its death before PDEATHSIG).
     supervisor_pid: libc::pid_t,
-    /// Directories bound read-only over themselves in the sandbox's mount namespace.
-    read_only: Vec<ReadOnlyBind>,
+    /// Bind mounts made in the sandbox's mount namespace, in order.
+    binds: Vec<Bind>,
+    /// The private `/tmp` (namespace mode).
+    tmp: Option<TmpPlan>,
 }
 
-/// A directory the sandbox may read but not change (namespace mode).
-struct ReadOnlyBind {
-    path: CString,
-    /// The locked flags of its mount, repeated in the remount.
+/// A bind mount in the sandbox's mount namespace.
+struct Bind {
+    source: CString,
+    target: CString,
+    /// Remounted read-only (else only made a mount point, which cannot be renamed).
+    read_only: bool,
+    /// The locked flags of the source's mount, repeated in the remount.
     flags: libc::c_ulong,
     /// What the child reports if it fails.
     what: Vec<u8>,
 }
+
+/// How the child makes `/tmp` private ([`crate::private_tmp`]).
+pub struct TmpPlan {
+    /// `overlay` mount data (lower `/tmp`); `None`: use `bare` directly.
+    pub overlay: Option<CString>,
+    /// An empty directory bound on `/tmp` when the overlay cannot be mounted.
+    pub bare: CString,
+    /// Paths under `/tmp` carried over the new `/tmp` (the host's files, writable or
+    /// readable as the view says), at most [`MAX_CARRIED`].
+    pub carried: Vec<CString>,
+    /// The Landlock rights granted on the new `/tmp` (and `/dev/shm`).
+    pub access: u64,
+    /// Also mount a tmpfs of the sandbox's own on `/dev/shm`.
+    pub shm: bool,
+}
+
+/// How many paths under `/tmp` the child carries over the private `/tmp`.
+pub const MAX_CARRIED: usize = 32;
+
+/// `struct landlock_path_beneath_attr`.
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
 
 // SAFETY: the raw pointers point into the CStrings owned by the same plan; they are only
 // dereferenced by execve in the child.
@@ -95,7 +130,8 @@ impl ChildPlan {
             landlock,
             proxy_port,
             supervisor_pid: std::process::id() as libc::pid_t,
-            read_only: Vec::new(),
+            binds: Vec::new(),
+            tmp: None,
         };
         plan.argv_ptrs = plan.argv.iter().map(|s| s.as_ptr()).collect();
         plan.argv_ptrs.push(std::ptr::null());
@@ -112,9 +148,57 @@ impl ChildPlan {
         let what = format!(
             "making {} read-only in the sandbox",
             String::from_utf8_lossy(path.as_bytes())
-        )
-        .into_bytes();
-        self.read_only.push(ReadOnlyBind { path, flags, what });
+        );
+        self.binds.push(Bind {
+            source: path.clone(),
+            target: path,
+            read_only: true,
+            flags,
+            what: what.into_bytes(),
+        });
+    }
+
+    /// Makes `path` a mount point (bound over itself, writable): it cannot be renamed,
+    /// removed or replaced from inside.
+    pub fn pin(&mut self, path: CString) {
+        let what = format!(
+            "pinning {} in the sandbox",
+            String::from_utf8_lossy(path.as_bytes())
+        );
+        self.binds.push(Bind {
+            source: path.clone(),
+            target: path,
+            read_only: false,
+            flags: 0,
+            what: what.into_bytes(),
+        });
+    }
+
+    /// Binds the file `blank` read-only over the file `path`; `flags`: the locked flags of
+    /// `blank`'s mount.
+    pub fn hide(&mut self, path: CString, blank: CString, flags: libc::c_ulong) {
+        let what = format!(
+            "hiding {} from the sandbox",
+            String::from_utf8_lossy(path.as_bytes())
+        );
+        self.binds.push(Bind {
+            source: blank,
+            target: path,
+            read_only: true,
+            flags,
+            what: what.into_bytes(),
+        });
+    }
+
+    /// Makes `/tmp` private to the sandbox (namespace mode).
+    pub fn private_tmp(&mut self, tmp: TmpPlan) -> io::Result<()> {
+        if tmp.carried.len() > MAX_CARRIED {
+            return Err(io::Error::other(format!(
+                "more than {MAX_CARRIED} paths under /tmp to carry into the sandbox"
+            )));
+        }
+        self.tmp = Some(tmp);
+        Ok(())
     }
 }
 
@@ -279,6 +363,154 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     }
 }
 
+/// Mounts the private `/tmp`: the paths to carry are taken (as detached copies of their
+/// mounts, with what is mounted below them) before it covers them, and put back on it
+/// after; then the new `/tmp` gets its Landlock write rule (a rule on the host's `/tmp`
+/// does not reach through the mount that covers it).
+fn make_tmp_private(tmp: &TmpPlan, ruleset: Option<RawFd>, rep: RawFd) {
+    let mut trees = [-1 as RawFd; MAX_CARRIED];
+    for (i, path) in tmp.carried.iter().enumerate() {
+        // SAFETY: open_tree with a NUL-terminated path the plan owns.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            fail(
+                rep,
+                b"taking a path under /tmp into the private /tmp",
+                errno(),
+            );
+        }
+        trees[i] = fd as RawFd;
+    }
+    let overlaid = tmp.overlay.as_ref().is_some_and(|data| {
+        // SAFETY: mount with NUL-terminated strings the plan owns, in our namespace.
+        let r = unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                c"/tmp".as_ptr(),
+                c"overlay".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            report(
+                rep,
+                b'W',
+                b"mounting the private /tmp as an overlay (it is empty instead: the host's files there are not visible)",
+                errno(),
+            );
+        }
+        r == 0
+    });
+    // SAFETY: mount with NUL-terminated paths the plan owns, in our namespace.
+    if !overlaid
+        && unsafe {
+            libc::mount(
+                tmp.bare.as_ptr(),
+                c"/tmp".as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV,
+                std::ptr::null(),
+            )
+        } != 0
+    {
+        fail(rep, b"mounting the private /tmp", errno());
+    }
+    for (i, path) in tmp.carried.iter().enumerate() {
+        // SAFETY: move_mount of a tree descriptor we opened onto a path the plan owns.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                trees[i],
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r != 0 {
+            fail(
+                rep,
+                b"putting a path under /tmp back over the private /tmp",
+                errno(),
+            );
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(trees[i]) };
+    }
+    // SAFETY: mount with literal strings, in our namespace.
+    let shm = tmp.shm
+        && unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/dev/shm".as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=1777".as_ptr().cast(),
+            )
+        } == 0;
+    if tmp.shm && !shm {
+        report(
+            rep,
+            b'W',
+            b"mounting a private /dev/shm (POSIX shared memory is read-only in the sandbox)",
+            errno(),
+        );
+    }
+    let Some(ruleset) = ruleset else {
+        return;
+    };
+    allow_writing(ruleset, c"/tmp", tmp.access, rep);
+    if shm {
+        allow_writing(ruleset, c"/dev/shm", tmp.access, rep);
+    }
+}
+
+/// Adds a Landlock rule letting the sandbox write below `path` (a mount made in the
+/// sandbox: a rule on the host's directory there does not reach through it).
+fn allow_writing(ruleset: RawFd, path: &CStr, access: u64, rep: RawFd) {
+    // SAFETY: open with a NUL-terminated path; the descriptor is ours.
+    let dir = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        fail(rep, b"opening a private directory of the sandbox", errno());
+    }
+    let attr = PathBeneathAttr {
+        allowed_access: access,
+        parent_fd: dir,
+    };
+    // SAFETY: landlock_add_rule reads the packed attribute struct on our stack.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            LANDLOCK_RULE_PATH_BENEATH,
+            std::ptr::addr_of!(attr),
+            0,
+        )
+    };
+    if r != 0 {
+        fail(
+            rep,
+            b"letting the sandbox write its private directories (Landlock)",
+            errno(),
+        );
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(dir) };
+}
+
 fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
     let mut supervised = sigset(SUPERVISED_SIGNALS);
     // SAFETY: sigaddset on the set we own.
@@ -349,30 +581,34 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
             ),
             Err(e) => fail(rep, b"hiding the host's /sys", e),
         }
-        for bind in &plan.read_only {
+        for bind in &plan.binds {
             // SAFETY: mount with NUL-terminated paths the plan owns; the namespace is
             // private (above), so nothing propagates to the host.
             unsafe {
                 // MS_REC keeps what is mounted below visible (the remount makes only the
                 // top read-only).
                 if libc::mount(
-                    bind.path.as_ptr(),
-                    bind.path.as_ptr(),
+                    bind.source.as_ptr(),
+                    bind.target.as_ptr(),
                     std::ptr::null(),
                     libc::MS_BIND | libc::MS_REC,
                     std::ptr::null(),
                 ) != 0
-                    || libc::mount(
-                        std::ptr::null(),
-                        bind.path.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | bind.flags,
-                        std::ptr::null(),
-                    ) != 0
+                    || (bind.read_only
+                        && libc::mount(
+                            std::ptr::null(),
+                            bind.target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | bind.flags,
+                            std::ptr::null(),
+                        ) != 0)
                 {
                     fail(rep, &bind.what, errno());
                 }
             }
+        }
+        if let Some(tmp) = &plan.tmp {
+            make_tmp_private(tmp, plan.landlock.as_ref().map(AsRawFd::as_raw_fd), rep);
         }
         if let Err(e) = loopback_up() {
             fail(rep, b"bringing up the loopback interface", e);

@@ -1,0 +1,311 @@
+//! A repository's `.git` inside a writable directory is where the sandbox could plant code
+//! that runs *outside* it: the next `git status` on the host reads `.git/config`
+//! (`core.fsmonitor`, `core.hooksPath`, `core.sshCommand`, filters…) and `git commit` runs
+//! `.git/hooks/*`.
+//!
+//! - In namespace mode those files are bound read-only, and `.git` itself is a mount
+//!   point, so it cannot be renamed or replaced by a forged one; the rest of `.git`
+//!   (objects, refs, the index) stays writable, so `git commit` works inside.
+//! - Without a mount namespace Landlock cannot take a file out of a writable directory, so
+//!   corral takes a [`Snapshot`] before the sandbox starts and, when the sandbox has ended
+//!   (all of it: the whole tree is killed first), undoes every change to them and says so.
+//!   Until then a git command run *on the host* in that repository would read what the
+//!   sandbox wrote: that window is the price of having no mount namespace.
+//!
+//! Guarded: the `.git` of each writable grant and of the directories directly in it, with
+//! its worktrees' `config.worktree` and its submodules' git directories. Not guarded: a
+//! repository the sandbox creates (`git init`), and a submodule it plants (a `.git` file
+//! and an index entry pointing git at a directory it wrote) — git on the host reads that
+//! directory's config when it looks into the submodule. Both are files the sandbox wrote,
+//! like any other: check them before running git there outside the sandbox.
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// What guards the repositories of a writable directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitGuard {
+    /// `.git` directories to make mount points (bound over themselves, writable).
+    pub pin: Vec<PathBuf>,
+    /// Files and directories to bind read-only.
+    pub read_only: Vec<PathBuf>,
+    /// `hooks` directories that do not exist yet: made (empty) before the sandbox starts,
+    /// or the sandbox could make them.
+    pub create: Vec<PathBuf>,
+}
+
+/// Git's files that configure or run code, relative to a `.git` directory.
+const GIT_CODE: &[&str] = &["config", "config.worktree", "hooks"];
+
+/// The `.git` of each writable grant and of the directories directly in it.
+pub fn git_guard(grants: &[PathBuf]) -> GitGuard {
+    let mut g = GitGuard::default();
+    let mut repos: Vec<PathBuf> = Vec::new();
+    for grant in grants {
+        repos.push(grant.join(".git"));
+        if let Ok(entries) = std::fs::read_dir(grant) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    repos.push(e.path().join(".git"));
+                }
+            }
+        }
+    }
+    repos.sort();
+    repos.dedup();
+    for dotgit in repos {
+        let Ok(meta) = std::fs::symlink_metadata(&dotgit) else {
+            continue;
+        };
+        if meta.is_file() {
+            // `gitdir: …` of a worktree or submodule: rewritten, it would point git at a
+            // forged repository.
+            g.read_only.push(dotgit);
+        } else if meta.is_dir() {
+            guard_gitdir(&dotgit, 0, &mut g);
+        }
+    }
+    g
+}
+
+/// A git directory's code files, its worktrees' configs and its submodules' git
+/// directories (`modules/NAME`, nested).
+fn guard_gitdir(dir: &Path, depth: usize, g: &mut GitGuard) {
+    for name in GIT_CODE {
+        let p = dir.join(name);
+        if p.exists() {
+            g.read_only.push(p);
+        } else if *name == "hooks" {
+            g.create.push(p.clone());
+            g.read_only.push(p);
+        }
+    }
+    g.pin.push(dir.to_path_buf());
+    let subdirs = |name: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    };
+    for wt in subdirs("worktrees") {
+        let p = wt.join("config.worktree");
+        if p.exists() {
+            g.read_only.push(p);
+        }
+    }
+    if depth < 3 {
+        for module in subdirs("modules") {
+            if module.join("config").is_file() {
+                guard_gitdir(&module, depth + 1, g);
+            }
+        }
+    }
+}
+
+/// The guarded files as they were before the sandbox started (seccomp-only mode).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    files: Vec<(PathBuf, Option<Saved>)>,
+    /// `hooks` directories and the hooks they held.
+    hooks: Vec<(PathBuf, Vec<(PathBuf, Saved)>)>,
+    /// Each pinned `.git` and its identity (device, inode).
+    dirs: Vec<(PathBuf, (u64, u64))>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Saved {
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+fn saved(path: &Path) -> Option<Saved> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    Some(Saved {
+        bytes: std::fs::read(path).ok()?,
+        mode: meta.mode() & 0o7777,
+    })
+}
+
+fn hooks_in(dir: &Path) -> Vec<(PathBuf, Saved)> {
+    let mut hooks: Vec<(PathBuf, Saved)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| saved(&e.path()).map(|s| (e.path(), s)))
+        .collect();
+    hooks.sort_by(|a, b| a.0.cmp(&b.0));
+    hooks
+}
+
+impl Snapshot {
+    pub fn take(g: &GitGuard) -> Snapshot {
+        let mut s = Snapshot::default();
+        for p in &g.read_only {
+            if p.file_name().is_some_and(|n| n == "hooks") {
+                s.hooks.push((p.clone(), hooks_in(p)));
+            } else {
+                s.files.push((p.clone(), saved(p)));
+            }
+        }
+        for d in &g.pin {
+            if let Ok(m) = std::fs::symlink_metadata(d) {
+                s.dirs.push((d.clone(), (m.dev(), m.ino())));
+            }
+        }
+        s
+    }
+
+    /// Undoes what the sandbox changed; one line per change undone (or not undoable).
+    /// Never follows a link the sandbox may have put in place of a file.
+    pub fn restore(&self) -> Vec<String> {
+        let mut done = Vec::new();
+        for (dir, id) in &self.dirs {
+            let now = std::fs::symlink_metadata(dir).map(|m| (m.dev(), m.ino()));
+            if now.as_ref().ok() != Some(id) {
+                done.push(format!(
+                    "{} was replaced from inside the sandbox (the original was moved or removed); its config and hooks are restored below, but check the repository before running git there",
+                    dir.display()
+                ));
+            }
+        }
+        for (path, before) in &self.files {
+            if saved(path).as_ref() == before.as_ref() && !is_link(path) {
+                continue;
+            }
+            let restored = match before {
+                Some(b) => put(path, b),
+                None => remove(path),
+            };
+            done.push(match restored {
+                Ok(()) => format!("{} was changed inside the sandbox: restored", path.display()),
+                Err(e) => format!(
+                    "{} was changed inside the sandbox and could NOT be restored ({e}): do not run git there before checking it",
+                    path.display()
+                ),
+            });
+        }
+        for (dir, before) in &self.hooks {
+            if is_link(dir) || (dir.exists() && !dir.is_dir()) {
+                let _ = remove(dir);
+            }
+            let _ = std::fs::create_dir_all(dir);
+            let now = hooks_in(dir);
+            let mut extras: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| !before.iter().any(|(b, _)| b == p))
+                .collect();
+            extras.sort();
+            for extra in &extras {
+                let r = remove(extra);
+                done.push(match r {
+                    Ok(()) => format!("{} was added inside the sandbox: removed", extra.display()),
+                    Err(e) => format!("{} was added inside the sandbox and could NOT be removed ({e}): remove it before running git there", extra.display()),
+                });
+            }
+            for (path, b) in before {
+                if now.iter().any(|(p, s)| p == path && s == b) {
+                    continue;
+                }
+                let r = put(path, b);
+                done.push(match r {
+                    Ok(()) => format!(
+                        "{} was changed inside the sandbox: restored",
+                        path.display()
+                    ),
+                    Err(e) => format!(
+                        "{} was changed inside the sandbox and could NOT be restored ({e})",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        done
+    }
+}
+
+fn is_link(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Removes what is at `path` (a link as a link, a directory with its contents).
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `saved` at `path` as a new file (whatever was there removed first, never
+/// followed).
+fn put(path: &Path, saved: &Saved) -> std::io::Result<()> {
+    use std::io::Write as _;
+    remove(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(saved.mode)
+        .open(path)?;
+    f.write_all(&saved.bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(saved.mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_sandbox_changed_in_git_is_undone_without_following_links() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let project = d.path().join("p");
+        std::fs::create_dir_all(project.join(".git/hooks")).unwrap();
+        std::fs::write(project.join(".git/config"), "[core]\n").unwrap();
+        std::fs::write(project.join(".git/hooks/pre-push.sample"), "#!/bin/sh\n").unwrap();
+        let victim = d.path().join("bashrc");
+        std::fs::write(&victim, "# rc\n").unwrap();
+        let g = git_guard(std::slice::from_ref(&project));
+        let snap = Snapshot::take(&g);
+        assert!(snap.restore().is_empty());
+
+        std::fs::remove_file(project.join(".git/config")).unwrap();
+        std::os::unix::fs::symlink(&victim, project.join(".git/config")).unwrap();
+        std::fs::write(project.join(".git/hooks/pre-commit"), "#!/bin/sh\nevil\n").unwrap();
+        std::fs::write(project.join(".git/hooks/pre-push.sample"), "evil").unwrap();
+        let done = snap.restore();
+        assert_eq!(done.len(), 3, "{done:?}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "# rc\n");
+        assert!(!is_link(&project.join(".git/config")));
+        assert_eq!(
+            std::fs::read_to_string(project.join(".git/config")).unwrap(),
+            "[core]\n"
+        );
+        assert!(!project.join(".git/hooks/pre-commit").exists());
+        assert_eq!(
+            std::fs::read_to_string(project.join(".git/hooks/pre-push.sample")).unwrap(),
+            "#!/bin/sh\n"
+        );
+
+        // A forged .git in place of the original is named, and its code files reset.
+        std::fs::rename(project.join(".git"), project.join(".git.moved")).unwrap();
+        std::fs::create_dir_all(project.join(".git/hooks")).unwrap();
+        std::fs::write(project.join(".git/config"), "[core]\n\tfsmonitor = evil\n").unwrap();
+        let done = snap.restore();
+        assert!(done[0].contains("was replaced"), "{done:?}");
+        assert_eq!(
+            std::fs::read_to_string(project.join(".git/config")).unwrap(),
+            "[core]\n"
+        );
+    }
+}
