@@ -126,10 +126,15 @@ echo "@cat"; /usr/bin/cat "$HOME/{KEY_FILE}" >/dev/null 2>&1 && echo readable ||
                 )
             };
             let text = stdout(&out);
+            // The lines after `@name`, up to the next `@` line.
             let section = |name: &str| -> String {
-                let start = format!("@{name}\n");
-                let rest = text.split(&start).nth(1).unwrap_or("");
-                rest.split("\n@").next().unwrap_or("").to_string()
+                let marker = format!("@{name}");
+                text.lines()
+                    .skip_while(|l| *l != marker)
+                    .skip(1)
+                    .take_while(|l| !l.starts_with('@'))
+                    .map(|l| format!("{l}\n"))
+                    .collect()
             };
             // The sandbox holds the placeholder, in its environment, and never the key.
             for part in ["env", "environ"] {
