@@ -103,8 +103,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sys::yama_ptrace_scope(),
     );
     // Without a mount namespace git's code files stay writable: what the sandbox changes
-    // there is undone when it ends (crate::git_guard).
-    let git_before = crate::git_guard::Snapshot::take(&setting.fs_seccomp.view.git);
+    // there is undone when it ends (crate::code_guard).
+    let git_before = crate::code_guard::Snapshot::take(&setting.fs_seccomp.view.git);
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
     // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
     // could otherwise open /proc/PID/mem of its parent).

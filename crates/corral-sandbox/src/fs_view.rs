@@ -47,7 +47,7 @@ use std::path::{Component, Path, PathBuf};
 
 use corral_policy::model::FilesystemPolicy;
 
-use crate::git_guard::{git_guard, GitGuard};
+use crate::code_guard::{guard, CodeGuard};
 
 /// Paths under `HOME` that configure or run code outside the sandbox.
 pub const PROTECTED: &[&str] = &[
@@ -179,8 +179,8 @@ pub struct View {
     pub tmp_overlay: Option<Vec<PathBuf>>,
     /// Files the sandbox may not read.
     pub hidden: Vec<PathBuf>,
-    /// Git's code-running files in writable repositories ([`crate::git_guard`]).
-    pub git: GitGuard,
+    /// Git's code-running files in writable repositories ([`crate::code_guard`]).
+    pub git: CodeGuard,
     /// Where temporary files go (as asked).
     pub tmp: Tmp,
     pub warnings: Vec<String>,
@@ -276,6 +276,12 @@ pub fn build(inp: &Inputs) -> View {
         grants.push((agent, Origin::AgentState));
     }
     for p in &read_write {
+        // Naming a file that does not exist yet inside a writable directory (an installer
+        // policy's `~/.claude/settings.json`) only lifts its guard: the directory's rule
+        // covers it.
+        if !p.exists() && grants.iter().any(|(g, _)| p.starts_with(g)) {
+            continue;
+        }
         grants.push((p.clone(), Origin::Policy));
     }
 
@@ -346,12 +352,20 @@ pub fn build(inp: &Inputs) -> View {
             .collect();
         outermost(under_tmp)
     });
-    let git = git_guard(
+    // Claude Code's settings run code when `claude` starts (hooks, apiKeyHelper…): read-only
+    // unless the policy names the file itself (an installer session writes it).
+    let agent_settings = grants
+        .iter()
+        .find(|(_, o)| *o == Origin::AgentState)
+        .map(|(p, _)| p.join("settings.json"))
+        .filter(|s| !read_write.contains(s));
+    let git = guard(
         &grants
             .iter()
             .filter(|(_, o)| matches!(o, Origin::Workdir | Origin::Policy))
             .map(|(p, _)| p.clone())
             .collect::<Vec<_>>(),
+        agent_settings,
     );
     View {
         source,
@@ -603,7 +617,7 @@ impl View {
             );
         }
         let how = match self.tmp {
-            Tmp::Overlay => "read-only, .git cannot be renamed",
+            Tmp::Overlay => "read-only; a .git cannot be renamed",
             Tmp::Dir(_) => {
                 "writable (no mount namespace): corral undoes changes when the sandbox ends"
             }
@@ -612,7 +626,7 @@ impl View {
             }
         };
         for p in &self.git.read_only {
-            let _ = writeln!(s, "  git:   {} ({how})", p.display());
+            let _ = writeln!(s, "  code:  {} ({how})", p.display());
         }
         for (k, v) in &self.env {
             let _ = writeln!(

@@ -139,6 +139,19 @@ pub(crate) fn fs_settings(
     if !args.explain_fs {
         create_state_dirs(&namespaces.create);
         create_state_dirs(&namespaces.git.create);
+        for file in &namespaces.git.create_files {
+            if let Err(e) = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(file)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, b"{}\n"))
+            {
+                eprintln!(
+                    "corral: warning: cannot create {} ({e}); the sandbox could create it",
+                    file.display()
+                );
+            }
+        }
     }
     let exe_reachable = own_exe
         .as_deref()

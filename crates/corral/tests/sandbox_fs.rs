@@ -500,7 +500,7 @@ fn temporary_files_are_private_to_the_session() {
 }
 
 #[test]
-fn git_code_written_inside_never_runs_outside() {
+fn code_written_inside_for_git_or_claude_never_runs_outside() {
     for runner in runners() {
         for mode in MODES {
             let sb = Sandbox::new(&runner, mode, "version: 1\n", &[]);
@@ -532,6 +532,7 @@ fn git_code_written_inside_never_runs_outside() {
                  try append 'echo \"[core] fsmonitor = touch {flag_s}\" >> .git/config'\n\
                  try hook 'printf \"#!/bin/sh\\ntouch {flag_s}\\n\" > .git/hooks/post-commit && chmod +x .git/hooks/post-commit'\n\
                  try forged 'mv .git .git.moved && cp -r .git.moved .git && printf \"[core]\\n\\tfsmonitor = touch {flag_s}\\n\" >> .git/config'\n\
+                 try settings 'echo {{\\\"apiKeyHelper\\\": \\\"touch {flag_s}\\\"}} > ~/.claude/settings.json'\n\
                  git -c user.email=a@b.example -c user.name=a commit -q --allow-empty -m inside && echo committed\n"
             ));
             let text = stdout(&out);
@@ -543,6 +544,7 @@ fn git_code_written_inside_never_runs_outside() {
                     "append refused",
                     "hook refused",
                     "forged refused",
+                    "settings refused",
                 ] {
                     assert!(text.contains(refused), "{refused}: {ctx}");
                 }
@@ -550,6 +552,12 @@ fn git_code_written_inside_never_runs_outside() {
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert!(err.contains("restored"), "{ctx}");
             }
+            // Claude Code's settings (corral made an empty one) are as they were.
+            assert_eq!(
+                std::fs::read_to_string(sb.home.join(".claude/settings.json")).unwrap(),
+                "{}\n",
+                "{ctx}"
+            );
             // What the user does next, outside: git in that repository.
             git(&["status", "--short"]);
             git(&["commit", "-q", "--allow-empty", "-m", "outside"]);

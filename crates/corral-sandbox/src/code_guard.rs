@@ -1,7 +1,10 @@
-//! A repository's `.git` inside a writable directory is where the sandbox could plant code
-//! that runs *outside* it: the next `git status` on the host reads `.git/config`
-//! (`core.fsmonitor`, `core.hooksPath`, `core.sshCommand`, filters…) and `git commit` runs
-//! `.git/hooks/*`.
+//! Files inside writable directories that make programs *outside* the sandbox run code:
+//!
+//! - a repository's `.git`: the next `git status` on the host reads `.git/config`
+//!   (`core.fsmonitor`, `core.hooksPath`, `core.sshCommand`, filters…) and `git commit`
+//!   runs `.git/hooks/*`;
+//! - Claude Code's `settings.json` in its state directory: its `hooks`, `apiKeyHelper`,
+//!   `statusLine` and MCP servers run when you start `claude` — outside corral too.
 //!
 //! - In namespace mode those files are bound read-only, and `.git` itself is a mount
 //!   point, so it cannot be renamed or replaced by a forged one; the rest of `.git`
@@ -22,9 +25,9 @@
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// What guards the repositories of a writable directory.
+/// What guards the code files of the writable directories.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GitGuard {
+pub struct CodeGuard {
     /// `.git` directories to make mount points (bound over themselves, writable).
     pub pin: Vec<PathBuf>,
     /// Files and directories to bind read-only.
@@ -32,14 +35,23 @@ pub struct GitGuard {
     /// `hooks` directories that do not exist yet: made (empty) before the sandbox starts,
     /// or the sandbox could make them.
     pub create: Vec<PathBuf>,
+    /// Settings files that do not exist yet: made (`{}`) before the sandbox starts.
+    pub create_files: Vec<PathBuf>,
 }
 
 /// Git's files that configure or run code, relative to a `.git` directory.
 const GIT_CODE: &[&str] = &["config", "config.worktree", "hooks"];
 
-/// The `.git` of each writable grant and of the directories directly in it.
-pub fn git_guard(grants: &[PathBuf]) -> GitGuard {
-    let mut g = GitGuard::default();
+/// The `.git` of each writable grant and of the directories directly in it, and the
+/// agent's settings file.
+pub fn guard(grants: &[PathBuf], agent_settings: Option<PathBuf>) -> CodeGuard {
+    let mut g = CodeGuard::default();
+    if let Some(settings) = agent_settings {
+        if !settings.exists() {
+            g.create_files.push(settings.clone());
+        }
+        g.read_only.push(settings);
+    }
     let mut repos: Vec<PathBuf> = Vec::new();
     for grant in grants {
         repos.push(grant.join(".git"));
@@ -70,7 +82,7 @@ pub fn git_guard(grants: &[PathBuf]) -> GitGuard {
 
 /// A git directory's code files, its worktrees' configs and its submodules' git
 /// directories (`modules/NAME`, nested).
-fn guard_gitdir(dir: &Path, depth: usize, g: &mut GitGuard) {
+fn guard_gitdir(dir: &Path, depth: usize, g: &mut CodeGuard) {
     for name in GIT_CODE {
         let p = dir.join(name);
         if p.exists() {
@@ -146,7 +158,7 @@ fn hooks_in(dir: &Path) -> Vec<(PathBuf, Saved)> {
 }
 
 impl Snapshot {
-    pub fn take(g: &GitGuard) -> Snapshot {
+    pub fn take(g: &CodeGuard) -> Snapshot {
         let mut s = Snapshot::default();
         for p in &g.read_only {
             if p.file_name().is_some_and(|n| n == "hooks") {
@@ -275,7 +287,7 @@ mod tests {
         std::fs::write(project.join(".git/hooks/pre-push.sample"), "#!/bin/sh\n").unwrap();
         let victim = d.path().join("bashrc");
         std::fs::write(&victim, "# rc\n").unwrap();
-        let g = git_guard(std::slice::from_ref(&project));
+        let g = guard(std::slice::from_ref(&project), None);
         let snap = Snapshot::take(&g);
         assert!(snap.restore().is_empty());
 
