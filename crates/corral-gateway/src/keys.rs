@@ -21,6 +21,9 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 
 pub const KEY_PREFIX: &str = "cgw_";
+/// How corral's placeholders for a gateway key begin (`corral install` uses
+/// `corral-placeholder-gateway-key`; docs/policy.md suggests the prefix).
+pub const PLACEHOLDER_PREFIX: &str = "corral-placeholder";
 
 /// Requests and tokens per minute; absent means unlimited.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -234,6 +237,9 @@ pub enum AuthError {
     SigV4Unsupported,
     #[error("the credential is not a corral gateway key (expected cgw_<id>_<secret>)")]
     Malformed,
+    /// A placeholder of corral's `credentials`, which reached the gateway unreplaced.
+    #[error("the credential is a corral placeholder, not a gateway key: corral run's proxy puts the key in its place only in requests of the programs its policy's `credentials` bind it to, to the endpoint they bind it to (with `tls: terminate`). Run the client inside corral run with such a policy (docs/gateway.md, \"The key the sandbox never holds\")")]
+    Placeholder,
     #[error("unknown or wrong gateway key (key id {0})")]
     Unknown(String),
     #[error("gateway key {0} was revoked")]
@@ -318,6 +324,9 @@ impl KeyStore {
     /// Checks a presented key.
     pub fn authenticate(&self, presented: &str) -> Result<Caller, AuthError> {
         let presented = presented.trim();
+        if presented.starts_with(PLACEHOLDER_PREFIX) {
+            return Err(AuthError::Placeholder);
+        }
         let rest = presented
             .strip_prefix(KEY_PREFIX)
             .ok_or(AuthError::Malformed)?;
@@ -411,6 +420,12 @@ mod tests {
         assert_eq!(
             store.authenticate("sk-ant-xyz").unwrap_err(),
             AuthError::Malformed
+        );
+        assert_eq!(
+            store
+                .authenticate("corral-placeholder-gateway-key")
+                .unwrap_err(),
+            AuthError::Placeholder
         );
     }
 

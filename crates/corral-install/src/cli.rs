@@ -35,11 +35,20 @@ pub struct InstallArgs {
     /// `stable`, `latest`, or an exact version.
     #[arg(long, default_value = "stable")]
     pub channel: String,
-    /// Extra CA certificate(s) to trust (PEM): for the mirror, and for Claude Code's calls to
-    /// the gateway (written to settings.json as NODE_EXTRA_CA_CERTS). SSL_CERT_FILE is
-    /// honoured too.
+    /// Extra CA certificate(s) to trust (PEM) for the mirror (SSL_CERT_FILE is honoured
+    /// too). With --real-key, also for Claude Code's calls to the gateway (written to
+    /// settings.json as NODE_EXTRA_CA_CERTS); by default corral run's proxy checks the
+    /// gateway's certificate instead: give it this file with `corral run --upstream-ca`.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Give Claude Code the real gateway key (its api-key helper reads
+    /// ~/.config/corral/gateway-key). By default it holds only the placeholder
+    /// `corral-placeholder-gateway-key`, which corral run's proxy replaces with the key in
+    /// requests to the gateway (a policy `credentials` entry with `tls: terminate`), so
+    /// nothing in the sandbox can read the key; Claude Code then works only inside
+    /// corral run. With this flag it works outside too, and the sandbox can read the key.
+    #[arg(long)]
+    pub real_key: bool,
     /// The gateway speaks the Anthropic API: set ANTHROPIC_BASE_URL instead of Bedrock mode.
     #[arg(long)]
     pub first_party: bool,
@@ -50,7 +59,7 @@ pub struct InstallArgs {
     #[arg(long)]
     pub no_modify_path: bool,
     /// Switch back to the previously installed version.
-    #[arg(long, conflicts_with_all = ["mirror", "gateway", "model", "channel", "first_party", "platform"])]
+    #[arg(long, conflicts_with_all = ["mirror", "gateway", "model", "channel", "first_party", "platform", "real_key"])]
     pub rollback: bool,
 }
 
@@ -75,6 +84,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             channel: args.channel,
             ca_file: args.ca_file.map(|f| std::path::absolute(&f).unwrap_or(f)),
             first_party: args.first_party,
+            real_key: args.real_key,
             platform: args.platform,
             modify_path: !args.no_modify_path,
         };
@@ -97,6 +107,9 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             layout.key_file.display()
         );
     }
+    if !args.rollback && !args.real_key {
+        eprintln!("{}", placeholder_note(&layout.key_file));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -110,6 +123,19 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         "corral has not installed Claude Code for this user; nothing to remove",
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What placeholder mode needs from the policy `corral run` uses.
+fn placeholder_note(key_file: &std::path::Path) -> String {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let shown = match home.as_deref().and_then(|h| key_file.strip_prefix(h).ok()) {
+        Some(rel) => format!("~/{}", rel.display()),
+        None => key_file.display().to_string(),
+    };
+    format!(
+        "note: Claude Code holds the placeholder {}, not your gateway key: run it with corral run, whose policy puts the key from {shown} in its requests to the gateway (a `credentials` entry on a `tls: terminate` endpoint: docs/gateway.md, \"The key the sandbox never holds\"). --real-key gives Claude Code the key itself.",
+        crate::shell::PLACEHOLDER,
+    )
 }
 
 fn report(changes: &[String], none: &str) {

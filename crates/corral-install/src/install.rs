@@ -24,6 +24,8 @@ pub struct Plan {
     pub channel: String,
     pub ca_file: Option<PathBuf>,
     pub first_party: bool,
+    /// Claude Code gets the key itself, not the placeholder.
+    pub real_key: bool,
     pub platform: Option<String>,
     pub modify_path: bool,
 }
@@ -138,7 +140,11 @@ pub fn install(layout: &Layout, plan: &Plan) -> anyhow::Result<Changes> {
     prune(layout, &mut record, &mut changes);
 
     // The api-key helper, and the key itself when given in the environment.
-    let helper = shell::key_helper_script(&layout.key_file);
+    let helper = if plan.real_key {
+        shell::key_helper_script(&layout.key_file)
+    } else {
+        shell::placeholder_helper_script(&layout.key_file)
+    };
     if fsx::write_if_changed(&layout.helper, helper.as_bytes(), 0o755)? {
         changes.push(format!(
             "wrote the api-key helper {}",
@@ -170,7 +176,10 @@ pub fn install(layout: &Layout, plan: &Plan) -> anyhow::Result<Changes> {
         model: plan.model.as_deref(),
         first_party: plan.first_party,
         helper: &layout.helper,
-        ca_file: plan.ca_file.as_deref(),
+        // With the placeholder, the proxy terminates TLS to the gateway: Claude Code must
+        // trust corral's session CA, which corral run gives it in NODE_EXTRA_CA_CERTS (the
+        // settings' value would replace it).
+        ca_file: plan.ca_file.as_deref().filter(|_| plan.real_key),
     });
     if write_settings(layout, existing_settings, &desired, &mut record)? {
         changes.push(format!(
@@ -379,8 +388,16 @@ pub fn uninstall(layout: &Layout) -> anyhow::Result<Changes> {
     if let Some(parent) = layout.versions.parent() {
         fsx::remove_dir_if_empty(parent);
     }
-    let helper = shell::key_helper_script(&layout.key_file);
-    if record.helper && std::fs::read(&layout.helper).ok().as_deref() == Some(helper.as_bytes()) {
+    let ours = [
+        shell::key_helper_script(&layout.key_file),
+        shell::placeholder_helper_script(&layout.key_file),
+    ];
+    let current = std::fs::read(&layout.helper).ok();
+    if record.helper
+        && ours
+            .iter()
+            .any(|h| current.as_deref() == Some(h.as_bytes()))
+    {
         std::fs::remove_file(&layout.helper)
             .with_context(|| format!("cannot remove {}", layout.helper.display()))?;
         changes.push(format!("removed {}", layout.helper.display()));

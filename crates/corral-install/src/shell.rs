@@ -125,6 +125,35 @@ printf '%s\n' "$key"
     )
 }
 
+/// What Claude Code holds instead of the gateway key by default: inside `corral run`, the
+/// proxy replaces it with the key in requests to the gateway (a policy `credentials` entry
+/// binds it to the gateway endpoint and the claude binary).
+pub const PLACEHOLDER: &str = "corral-placeholder-gateway-key";
+
+/// The api-key helper of placeholder mode (the default): prints [`PLACEHOLDER`] inside a
+/// corral sandbox (`CORRAL_SANDBOX` is set there), and outside says why Claude Code has no
+/// key rather than letting the gateway answer 401. It never reads `key_file`.
+pub fn placeholder_helper_script(key_file: &Path) -> String {
+    let key_file = key_file.to_string_lossy();
+    let quoted = shlex::try_quote(&key_file).unwrap_or_default();
+    format!(
+        r#"#!/bin/sh
+# corral api-key helper for Claude Code (settings.json "apiKeyHelper"), written by
+# `corral install` (placeholder mode, the default). It prints a placeholder, never the
+# gateway key: the key stays in the file below, which corral reads and the sandbox
+# cannot; in `corral run`, the proxy puts it in place of the placeholder in Claude Code's
+# requests to the gateway (the policy's `credentials`, docs/gateway.md).
+# `corral install claude --real-key` writes a helper that prints the key itself.
+key_file={quoted}
+if [ -z "${{CORRAL_SANDBOX:-}}" ]; then
+    echo "corral-api-key-helper: Claude Code holds only a placeholder for the gateway key: run it inside corral run, whose policy puts the key from $key_file in its requests (corral run --policy ~/.config/corral/policy.yaml -- claude), or reinstall with corral install claude --real-key" >&2
+    exit 1
+fi
+printf '%s\n' {PLACEHOLDER}
+"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

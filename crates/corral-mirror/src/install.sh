@@ -23,6 +23,7 @@ MODEL="${CORRAL_MODEL:-$BAKED_MODEL}"
 CHANNEL="${CORRAL_CHANNEL:-$BAKED_CHANNEL}"
 FIRST_PARTY="${CORRAL_FIRST_PARTY:-$BAKED_FIRST_PARTY}"
 CA_FILE="${CORRAL_CA_FILE:-}"
+REAL_KEY="${CORRAL_REAL_KEY:-}"
 
 say() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -36,7 +37,8 @@ while [ $# -gt 0 ]; do
         --model) [ $# -ge 2 ] || die "--model needs a value"; MODEL="$2"; shift 2 ;;
         --channel) [ $# -ge 2 ] || die "--channel needs a value"; CHANNEL="$2"; shift 2 ;;
         --first-party) FIRST_PARTY=1; shift ;;
-        *) die "unknown option $1 (known: --ca-file F --mirror URL --gateway URL --region R --model M --channel C --first-party)" ;;
+        --real-key) REAL_KEY=1; shift ;;
+        *) die "unknown option $1 (known: --ca-file F --mirror URL --gateway URL --region R --model M --channel C --first-party --real-key)" ;;
     esac
 done
 
@@ -126,6 +128,7 @@ set -- install claude --mirror "$MIRROR" --gateway "$GATEWAY"
 [ -z "$CHANNEL" ] || set -- "$@" --channel "$CHANNEL"
 [ -z "$CA_FILE" ] || set -- "$@" --ca-file "$CA_FILE"
 [ "$FIRST_PARTY" != 1 ] || set -- "$@" --first-party
+[ "$REAL_KEY" != 1 ] || set -- "$@" --real-key
 status=0
 "$bindir/corral" "$@" || status=$?
 exit "$status"

@@ -244,12 +244,14 @@ impl Conn {
                 {
                     return Err((bytes, true));
                 }
-                let relayed =
-                    tokio::io::copy_bidirectional(&mut self.client.inner, &mut up.inner).await;
-                let (u, d) = relayed.unwrap_or((0, 0));
-                bytes.up += u + client_early.len() as u64;
-                bytes.down += d + up_early.len() as u64;
+                // Silent both ways for the idle timeout: closed, like a blind tunnel.
+                let idle = self.config().limits.idle_timeout;
+                let (relayed, _) =
+                    relay::relay_streams(&mut self.client.inner, &mut up.inner, idle).await;
+                bytes.up += relayed.up + client_early.len() as u64;
+                bytes.down += relayed.down + up_early.len() as u64;
                 let _ = self.client.inner.shutdown().await;
+                let _ = up.inner.shutdown().await;
                 return Ok((bytes, status, false, None));
             }
             if (100..200).contains(&status) {

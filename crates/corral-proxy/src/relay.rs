@@ -111,3 +111,104 @@ async fn one_way(
     // on the other task notices).
     let _ = to.shutdown().await;
 }
+
+/// Relays between two streams of any kind (TLS included) until both directions end,
+/// either fails, or nothing moved either way for `idle`: an upgraded connection
+/// (WebSocket) inside a terminated tunnel. Returns the bytes each way (`up`: read from
+/// `client`) and whether the idle timeout ended it.
+pub(crate) async fn relay_streams<A, B>(
+    client: &mut A,
+    upstream: &mut B,
+    idle: Duration,
+) -> (Relayed, bool)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let mut a = Touched {
+        inner: client,
+        start,
+        last: &last,
+        total: &up,
+    };
+    let mut b = Touched {
+        inner: upstream,
+        start,
+        last: &last,
+        total: &down,
+    };
+    let watch = async {
+        loop {
+            let quiet = start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Relaxed)));
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    let idled = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => false,
+        () = watch => true,
+    };
+    let bytes = Relayed {
+        up: up.load(Relaxed),
+        down: down.load(Relaxed),
+    };
+    (bytes, idled)
+}
+
+/// A stream whose reads count bytes and note when data last moved.
+struct Touched<'a, S: ?Sized> {
+    inner: &'a mut S,
+    start: Instant,
+    last: &'a AtomicU64,
+    total: &'a AtomicU64,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin + ?Sized> tokio::io::AsyncRead for Touched<'_, S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.total.fetch_add(n as u64, Relaxed);
+            this.last
+                .store(this.start.elapsed().as_millis() as u64, Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin + ?Sized> tokio::io::AsyncWrite for Touched<'_, S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
+}

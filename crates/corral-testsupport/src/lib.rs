@@ -8,6 +8,8 @@
 pub mod deps;
 /// Files and directories readable by the ordinary users the tests create.
 pub mod fs;
+/// `corral gateway serve` over TLS on loopback, with a test LLM upstream.
+pub mod gateway;
 /// A git smart-HTTP server (`git http-backend`) behind a small TLS front.
 pub mod git_server;
 /// A test upstream speaking the Anthropic Messages API (SSE) and Bedrock's event-stream.

@@ -80,6 +80,22 @@ impl<'a> Sandbox<'a> {
         s
     }
 
+    /// Replaces the policy (for one that names files in the sandbox's home).
+    pub fn write_policy(&self, policy_yaml: &str) {
+        std::fs::write(&self.policy, policy_yaml).unwrap();
+        self.give_to_runner(&self.policy);
+    }
+
+    /// Writes `contents` to `rel` in HOME, owned by the runner, with `mode`.
+    pub fn write_home_file(&self, rel: &str, contents: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.home.join(rel);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        self.give_to_runner(&path);
+        path
+    }
+
     pub fn give_to_runner(&self, path: &Path) {
         if let Runner::Ordinary(u) = self.runner {
             crate::user::chown(path, u.uid, u.gid);

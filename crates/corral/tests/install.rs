@@ -160,7 +160,52 @@ fn install_verifies_links_configures_and_uninstall_removes_only_its_own_work() {
         USER_SETTINGS
     );
 
-    // The key helper prints the key from a 0600 file, and refuses a file others can read.
+    // By default Claude Code holds a placeholder: the helper prints it inside a corral
+    // sandbox and says what to do outside one. No CA in the settings: corral run gives
+    // Claude Code its session CA, and the settings' value would replace it.
+    assert!(!env.contains_key("NODE_EXTRA_CA_CERTS"), "{settings:#}");
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("placeholder corral-placeholder-gateway-key")
+            && note.contains("~/.config/corral/gateway-key")
+            && note.contains("--real-key"),
+        "{}",
+        text(&out)
+    );
+    let helper_out = |sandboxed: bool| {
+        let mut cmd = as_user(&runner, &home, "/bin/sh");
+        cmd.arg(&helper).env_remove("CORRAL_SANDBOX");
+        if sandboxed {
+            cmd.env("CORRAL_SANDBOX", "namespaces");
+        }
+        output(&mut cmd)
+    };
+    let out = helper_out(true);
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "corral-placeholder-gateway-key\n"
+    );
+    let out = helper_out(false);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "nothing on stdout when refusing");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corral run") && err.contains("--real-key"),
+        "{}",
+        text(&out)
+    );
+
+    // --real-key: the helper prints the key from a 0600 file, and refuses a file others
+    // can read; the CA goes into the settings for Claude Code's own TLS.
+    let out = install(&runner, &home, &mirror, &["--real-key"]);
+    assert_ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("placeholder"));
+    let settings = read_json(&settings_path);
+    assert_eq!(
+        settings["env"]["NODE_EXTRA_CA_CERTS"],
+        mirror.ca_path().to_str().unwrap()
+    );
     let key_dir = home.join(".config/corral");
     std::fs::create_dir_all(&key_dir).unwrap();
     let key_file = key_dir.join("gateway-key");
@@ -190,7 +235,7 @@ fn install_verifies_links_configures_and_uninstall_removes_only_its_own_work() {
 
     // Second run: nothing changes.
     let before = snapshot(home.path());
-    let out = install(&runner, &home, &mirror, &[]);
+    let out = install(&runner, &home, &mirror, &["--real-key"]);
     assert_ok(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("nothing changed"),

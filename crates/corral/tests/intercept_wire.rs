@@ -271,8 +271,8 @@ for path in ["/ws/chat", "/other"]:
         print(path, t.recv(100).decode())
 "#;
 
-#[test]
-fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
+/// The echoing WebSocket server on a free loopback port, its CA, and the port.
+fn ws_server() -> (corral_testsupport::process::Background, TestCa, u16) {
     use corral_testsupport::process::{free_port, Background};
     let ca = TestCa::new();
     let leaf = ca.leaf(&["ws.test"]);
@@ -288,7 +288,11 @@ fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
         std::net::SocketAddr::new(localhost, port),
         std::time::Duration::from_secs(20),
     );
-    let policy = format!(
+    (server, ca, port)
+}
+
+fn ws_policy(port: u16) -> String {
+    format!(
         r#"version: 1
 network_policies:
   ws:
@@ -302,7 +306,13 @@ network_policies:
     binaries:
       - path: /usr/bin/python3
 "#
-    );
+    )
+}
+
+#[test]
+fn a_websocket_upgrade_passes_where_the_rules_allow_its_path() {
+    let (_server, ca, port) = ws_server();
+    let policy = ws_policy(port);
     let resolve = vec![format!("ws.test:{port}:127.0.0.1")];
     for runner in runners() {
         for mode in MODES {
@@ -320,4 +330,307 @@ network_policies:
             );
         }
     }
+}
+
+/// An upgraded connection, once silent both ways, is closed after the idle timeout like a
+/// blind tunnel (it would otherwise hold its sockets for ever). The client itself waits
+/// far longer than the proxy's timeout: only the proxy can end its wait.
+const WS_IDLE_CLIENT: &str = r#"
+import socket, ssl, sys
+proxy, port, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+s = socket.create_connection(("127.0.0.1", proxy))
+s.sendall(f"CONNECT ws.test:{port} HTTP/1.1\r\nHost: ws.test:{port}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+t = ctx.wrap_socket(s, server_hostname="ws.test")
+t.sendall(f"GET /ws/idle HTTP/1.1\r\nHost: ws.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += t.recv(1)
+print(head.split(b"\r\n")[0].decode())
+t.sendall(b"hello")
+print(t.recv(100).decode())
+t.settimeout(300)
+try:
+    d = t.recv(100)
+    print("closed" if not d else "data " + d.decode())
+except socket.timeout:
+    print("still open")
+except (ssl.SSLError, OSError):
+    print("closed")
+"#;
+
+#[test]
+fn a_silent_websocket_is_closed_after_the_idle_timeout() {
+    use corral_testsupport::process::output;
+    use corral_testsupport::proxy::Proxy;
+    let (_server, ca, port) = ws_server();
+    let proxy_ca = TestCa::new();
+    let key = proxy_ca.key_path();
+    let flags = [
+        "--ca-cert",
+        proxy_ca.ca_path().to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--upstream-ca",
+        ca.ca_path().to_str().unwrap(),
+        "--idle-timeout",
+        "1",
+    ];
+    let resolve = vec![format!("ws.test:{port}:127.0.0.1")];
+    let proxy = Proxy::start(&ws_policy(port), "/usr/bin/python3", &resolve, &flags);
+    let out = output(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", WS_IDLE_CLIENT])
+            .arg(proxy.listen.port().to_string())
+            .arg(port.to_string())
+            .arg(proxy_ca.ca_path()),
+    );
+    assert_eq!(
+        stdout(&out),
+        "HTTP/1.1 101 Switching Protocols\necho:hello\nclosed\n",
+        "{out:?}\n--- proxy ---\n{}",
+        proxy.process.stderr()
+    );
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"path\":\"/ws/idle\"") && l.contains("\"status\":101")),
+        "{log}"
+    );
+}
+
+/// Node's http2 client on one connection through the tunnel: `/x`, then (once the file
+/// `gate` exists, after the test's reload) `/x` and `/public/a` again on the same session.
+/// Each line: path, status, `x-corral-error` (or `-`).
+const H2_RELOAD_CLIENT: &str = r#"
+const http = require('http'), http2 = require('http2'), tls = require('tls'), fs = require('fs');
+const [proxyPort, host, port, ca, gate] = process.argv.slice(1);
+const connect = http.request({ host: '127.0.0.1', port: +proxyPort, method: 'CONNECT', path: `${host}:${port}` });
+connect.on('connect', (res, socket) => {
+  const session = http2.connect(`https://${host}:${port}`, { createConnection: () =>
+    tls.connect({ socket, servername: host, ALPNProtocols: ['h2'], ca: fs.readFileSync(ca) }) });
+  session.on('error', (e) => console.log('session error', e.code));
+  const get = (path, then) => {
+    const req = session.request({ ':path': path });
+    let status, error;
+    req.on('response', (h) => { status = h[':status']; error = h['x-corral-error'] || '-'; });
+    req.on('data', () => {});
+    req.on('end', () => { console.log(path, status, error); then(); });
+    req.on('error', (e) => console.log(path, 'stream error', e.code));
+    req.end();
+  };
+  get('/x', () => {
+    console.log('ready');
+    const wait = setInterval(() => {
+      if (!fs.existsSync(gate)) return;
+      clearInterval(wait);
+      get('/x', () => get('/public/a', () => session.close()));
+    }, 20);
+  });
+});
+connect.on('error', (e) => console.log('proxy error', e.message));
+connect.end();
+"#;
+
+/// HTTP/2 multiplexes requests on one connection that stays open across a reload: every
+/// stream is decided on its own, with the policy in force when it starts, so a reload that
+/// narrows the rules refuses the next forbidden stream on the open connection, while the
+/// streams the new policy allows still pass on it.
+#[test]
+fn a_reload_that_narrows_the_rules_refuses_the_next_stream_on_an_open_h2_connection() {
+    use corral_testsupport::process::Background;
+    use corral_testsupport::proxy::Proxy;
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["api.test", "other.test"]);
+    let h2 = Upstream::https_h2(&leaf, |req| {
+        Reply::ok(format!("upstream saw {} {}\n", req.method, req.target))
+    });
+    let up = Api { ca, https: h2 };
+    let proxy_ca = TestCa::new();
+    let key = proxy_ca.key_path();
+    let flags = [
+        "--ca-cert",
+        proxy_ca.ca_path().to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--upstream-ca",
+        up.ca.ca_path().to_str().unwrap(),
+    ];
+    let wide = rules_policy(up.port(), &["/usr/bin/node"]);
+    let narrow = wide.replace("          - allow: { method: GET, path: \"/x\" }\n", "");
+    assert_ne!(wide, narrow);
+    let mut proxy = Proxy::start(&wide, "/usr/bin/node", &up.resolve(), &flags);
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("reloaded");
+    let mut cmd = std::process::Command::new("/usr/bin/node");
+    cmd.args(["-e", H2_RELOAD_CLIENT])
+        .arg(proxy.listen.port().to_string())
+        .arg("api.test")
+        .arg(up.port().to_string())
+        .arg(proxy_ca.ca_path())
+        .arg(&gate);
+    let mut client = Background::spawn("node http2 client", cmd);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !client.stdout().contains("ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never got its first answer: {}\n{}\n--- proxy ---\n{}",
+            client.stdout(),
+            client.stderr(),
+            proxy.process.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    proxy.reload(&narrow);
+    std::fs::write(&gate, b"").unwrap();
+    let status = client.wait();
+    assert!(status.success(), "{}", client.stderr());
+    assert_eq!(
+        client.stdout(),
+        "/x 200 -\nready\n/x 403 l7_rule_not_matched\n/public/a 200 -\n",
+        "{}\n--- proxy ---\n{}",
+        client.stderr(),
+        proxy.process.stderr()
+    );
+    // The server saw the two allowed streams over HTTP/2, and not the refused one.
+    let seen: Vec<(String, String)> = up
+        .https
+        .requests()
+        .iter()
+        .map(|r| (r.target.clone(), r.version.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/x".to_string(), "HTTP/2.0".to_string()),
+            ("/public/a".to_string(), "HTTP/2.0".to_string())
+        ]
+    );
+}
+
+/// Node's http2 client streams one answer through the tunnel and says how the stream
+/// ended: `complete` (the whole answer arrived) or `reset` (cut before its end).
+const H2_STREAM_CLIENT: &str = r#"
+const http = require('http'), http2 = require('http2'), tls = require('tls'), fs = require('fs');
+const [proxyPort, host, port, ca] = process.argv.slice(1);
+const connect = http.request({ host: '127.0.0.1', port: +proxyPort, method: 'CONNECT', path: `${host}:${port}` });
+connect.on('connect', (res, socket) => {
+  const session = http2.connect(`https://${host}:${port}`, { createConnection: () =>
+    tls.connect({ socket, servername: host, ALPNProtocols: ['h2'], ca: fs.readFileSync(ca) }) });
+  session.on('error', () => {});
+  const req = session.request({ ':method': 'POST', ':path': '/v1/messages', 'content-type': 'application/json' });
+  let body = '', first = true;
+  req.on('response', (h) => console.log('status', h[':status']));
+  req.on('data', (d) => { body += d; if (first) { first = false; console.log('streaming'); } });
+  req.on('error', () => {});
+  req.on('close', () => {
+    console.log(body.includes('message_stop') ? 'complete' : 'reset');
+    session.close();
+  });
+  req.end(JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, stream: true, messages: [{ role: 'user', content: 'hi' }] }));
+});
+connect.on('error', (e) => console.log('proxy error', e.message));
+connect.end();
+"#;
+
+/// A stream still answering when a reload refuses its request is cut (reset), as an
+/// HTTP/1.1 exchange would be; the cut is logged as `revoked`. Without the reload the same
+/// stream runs to its end.
+#[test]
+fn a_reload_that_refuses_an_h2_stream_in_flight_resets_it() {
+    use corral_testsupport::llm_upstream::{LlmUpstream, Script};
+    use corral_testsupport::process::Background;
+    use corral_testsupport::proxy::Proxy;
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["llm.test"]);
+    let mut tls = (*leaf.server_config()).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let slow = Script {
+        event_delay: std::time::Duration::from_millis(1500),
+        ..Script::default()
+    };
+    let up = LlmUpstream::start_on(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        Some(std::sync::Arc::new(tls)),
+        slow,
+    );
+    let port = up.addr().port();
+    let policy = |path: &str| {
+        format!(
+            r#"version: 1
+network_policies:
+  llm:
+    endpoints:
+      - host: llm.test
+        port: {port}
+        protocol: rest
+        allowed_ips: [127.0.0.0/8]
+        rules:
+          - allow: {{ method: POST, path: "{path}" }}
+    binaries:
+      - path: /usr/bin/node
+"#
+        )
+    };
+    let proxy_ca = TestCa::new();
+    let key = proxy_ca.key_path();
+    let flags = [
+        "--ca-cert",
+        proxy_ca.ca_path().to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--upstream-ca",
+        ca.ca_path().to_str().unwrap(),
+    ];
+    let resolve = vec![format!("llm.test:{port}:127.0.0.1")];
+    let mut proxy = Proxy::start(&policy("/v1/messages"), "/usr/bin/node", &resolve, &flags);
+    let stream = |proxy: &Proxy| {
+        let mut cmd = std::process::Command::new("/usr/bin/node");
+        cmd.args(["-e", H2_STREAM_CLIENT])
+            .arg(proxy.listen.port().to_string())
+            .arg("llm.test")
+            .arg(port.to_string())
+            .arg(proxy_ca.ca_path());
+        Background::spawn("node http2 stream", cmd)
+    };
+    // Untouched, the stream runs to its end.
+    let mut whole = stream(&proxy);
+    assert!(whole.wait().success(), "{}", whole.stderr());
+    assert_eq!(
+        whole.stdout(),
+        "status 200\nstreaming\ncomplete\n",
+        "{}",
+        proxy.process.stderr()
+    );
+    // A reload that no longer allows it, once the answer has begun: cut.
+    let mut cut = stream(&proxy);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cut.stdout().contains("streaming") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer began: {}\n{}\n--- proxy ---\n{}",
+            cut.stdout(),
+            cut.stderr(),
+            proxy.process.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    proxy.reload(&policy("/v1/other"));
+    assert!(cut.wait().success(), "{}", cut.stderr());
+    assert_eq!(
+        cut.stdout(),
+        "status 200\nstreaming\nreset\n",
+        "{}",
+        proxy.process.stderr()
+    );
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"decision\":\"revoked\"")
+                && l.contains("\"path\":\"/v1/messages\"")),
+        "{log}"
+    );
 }

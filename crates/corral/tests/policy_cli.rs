@@ -45,10 +45,38 @@ fn write_policy(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// Its gateway key is `~/.config/corral/gateway-key` of the user running corral: once
+/// stored, no warning; before, a warning that requests keep the placeholder.
 #[test]
 fn check_accepts_the_corporate_example_with_exit_0() {
     let ex = repo_root().join("examples/policies/corporate.yaml");
-    let out = run(&["policy", "check", ex.to_str().unwrap()]);
+    let home = tempfile::tempdir().unwrap();
+    let check = || {
+        corral()
+            .args(["policy", "check", ex.to_str().unwrap()])
+            .env("HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("corporate.yaml: ok (5 network policies, 1 warning"),
+        "{}",
+        text(&out.stdout)
+    );
+    let key = home.path().join(".config/corral/gateway-key");
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "secret_file {} cannot be read: requests keep the placeholder",
+            key.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, "cgw_alice_0123\n").unwrap();
+    let out = check();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("corporate.yaml: ok (5 network policies, 0 warnings)"),

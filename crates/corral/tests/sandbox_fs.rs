@@ -633,3 +633,41 @@ fn a_credentials_secret_file_is_never_readable_inside() {
         }
     }
 }
+
+/// In namespace mode the sandbox mounts a /proc of its own, which Landlock rules made on
+/// the host's /proc do not reach: it stays readable in every view — the default one, one
+/// split around a hidden secret, and a `read_only` list (where /proc is implicit).
+/// (Claude Code's runtime aborts without it.)
+#[test]
+fn the_sandbox_reads_its_own_proc_in_every_view() {
+    for runner in runners() {
+        for mode in MODES {
+            let probe = Sandbox::new(&runner, mode, "version: 1\n", &[]);
+            let secret = probe.write_home_file("gateway-key", b"sk-corral-test-secret\n", 0o600);
+            let views = [
+                ("default", "version: 1\n".to_string()),
+                (
+                    "hidden secret",
+                    format!(
+                        "version: 1\nnetwork_policies:\n  gateway:\n    endpoints:\n      - {{ host: gw.test, port: 443, tls: terminate }}\n    binaries:\n      - {{ path: /usr/bin/curl }}\n    credentials:\n      - placeholder: corral-placeholder-key\n        secret_file: {}\n",
+                        secret.display()
+                    ),
+                ),
+                (
+                    "read_only list",
+                    "version: 1\nfilesystem_policy:\n  read_only: [/usr, /etc, /lib, /bin]\n".to_string(),
+                ),
+            ];
+            for (view, yaml) in views {
+                probe.write_policy(&yaml);
+                let out = probe.sh("head -n 1 /proc/self/status; head -c 6 /proc/version; echo");
+                assert_eq!(
+                    stdout(&out),
+                    "Name:\thead\nLinux \n",
+                    "{view}: {}",
+                    probe.context(&out)
+                );
+            }
+        }
+    }
+}

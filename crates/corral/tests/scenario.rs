@@ -37,6 +37,7 @@ const STEPS: &[&str] = &[
     "hello",
     "audit",
     "session",
+    "placeholder",
     "unlisted",
     "suggest",
     "retry",
@@ -395,15 +396,6 @@ fn the_guide_deploys_claude_code_behind_corral() {
         connect_to,
         home,
     };
-    let setting = |k: &str| {
-        world
-            .settings
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
-
     // --- the steps ---------------------------------------------------------------------
     let mut services: HashMap<&str, Background> = HashMap::new();
     let mut session: Option<Session> = None;
@@ -479,7 +471,7 @@ fn the_guide_deploys_claude_code_behind_corral() {
         for line in ran.output.lines() {
             eprintln!("scenario:   | {line}");
         }
-        let expect_ok = !matches!(step, "unlisted" | "git-only");
+        let expect_ok = !matches!(step, "unlisted" | "git-only" | "placeholder");
         assert_eq!(ran.ok, expect_ok, "{}", context());
         match step {
             "mirror" => {
@@ -521,9 +513,16 @@ fn the_guide_deploys_claude_code_behind_corral() {
                     "{settings:#}"
                 );
                 assert_eq!(env["ANTHROPIC_MODEL"], MODEL, "{settings:#}");
+                // Claude Code holds the placeholder (the helper prints it), and trusts the
+                // session CA corral run gives it: no CA of its own that would replace it.
+                assert!(env.get("NODE_EXTRA_CA_CERTS").is_none(), "{settings:#}");
                 assert_eq!(
-                    env["NODE_EXTRA_CA_CERTS"],
-                    setting("CORP_CA"),
+                    settings["apiKeyHelper"],
+                    world
+                        .home
+                        .join(".local/bin/corral-api-key-helper")
+                        .to_str()
+                        .unwrap(),
                     "{settings:#}"
                 );
                 assert_eq!(env["DISABLE_AUTOUPDATER"], "1", "{settings:#}");
@@ -583,6 +582,20 @@ fn the_guide_deploys_claude_code_behind_corral() {
                     "{}",
                     context()
                 );
+                // Claude Code sent the placeholder; neither it nor the decision log held
+                // the key (the gateway got it: step `audit`).
+                let key = world.file(".config/corral/gateway-key");
+                let key = key.trim();
+                assert!(
+                    !std::fs::read_to_string(
+                        world.home.join(".local/state/corral/decisions.jsonl")
+                    )
+                    .unwrap()
+                    .contains(key),
+                    "{}",
+                    context()
+                );
+                assert!(!ran.output.contains(key), "{}", context());
                 // The upstream got the gateway's own signature, never the user's key.
                 let calls = bedrock.requests();
                 assert!(!calls.is_empty(), "{}", context());
@@ -734,7 +747,31 @@ fn the_guide_deploys_claude_code_behind_corral() {
                     context()
                 );
             }
-            "key" => {}
+            "key" => {
+                assert!(
+                    world
+                        .file(".config/corral/gateway-key")
+                        .starts_with("cgw_alice_"),
+                    "{}",
+                    context()
+                );
+            }
+            "placeholder" => {
+                // The helper gives the placeholder; the key file cannot be read.
+                assert!(
+                    ran.output
+                        .lines()
+                        .any(|l| l == "corral-placeholder-gateway-key"),
+                    "{}",
+                    context()
+                );
+                assert!(!ran.output.contains("cgw_"), "{}", context());
+                assert!(
+                    ran.output.contains(".config/corral/gateway-key"),
+                    "{}",
+                    context()
+                );
+            }
             other => panic!("no check for step {other}"),
         }
         if step == "hello-again" {

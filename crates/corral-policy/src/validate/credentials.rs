@@ -55,15 +55,22 @@ impl Ctx<'_> {
                             ok = false;
                             continue;
                         };
-                        if !p.starts_with('/') {
-                            self.error(
-                                e.value.pos,
-                                format!("secret_file `{p}` is not absolute"),
-                                "write the full path of a file the sandbox cannot read",
-                            );
-                            ok = false;
+                        // `~/` is the home of the user running corral (who reads the
+                        // file), expanded here: what hides the file from the sandbox and
+                        // what reads it see one absolute path.
+                        let home = std::env::var_os("HOME").map(PathBuf::from);
+                        let expanded = crate::matcher::expand_home(&p, home.as_deref());
+                        match expanded.filter(|x| x.starts_with('/')) {
+                            Some(x) => secret_file = Some(PathBuf::from(x)),
+                            None => {
+                                self.error(
+                                    e.value.pos,
+                                    format!("secret_file `{p}` is not absolute"),
+                                    "write the full path of a file the sandbox cannot read, or one starting with `~/` (HOME must then be set)",
+                                );
+                                ok = false;
+                            }
                         }
-                        secret_file = Some(PathBuf::from(p));
                     }
                     _ => {
                         if let Kind::Seq(_) = e.value.kind {
@@ -109,5 +116,32 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Policy;
+
+    fn policy(secret_file: &str) -> String {
+        format!(
+            "version: 1\nnetwork_policies:\n  gw:\n    endpoints:\n      - {{ host: gw.example, port: 443, tls: terminate }}\n    binaries:\n      - {{ path: /usr/bin/curl }}\n    credentials:\n      - {{ placeholder: corral-placeholder-gateway-key, secret_file: \"{secret_file}\" }}\n"
+        )
+    }
+
+    #[test]
+    fn a_secret_file_in_home_is_expanded_once_and_a_relative_one_refused() {
+        let home = std::env::var("HOME").expect("HOME is set for the tests");
+        let loaded = Policy::parse(&policy("~/.config/corral/gateway-key"), "p.yaml").unwrap();
+        let c = &loaded.policy.network_policies[0].credentials[0];
+        assert_eq!(
+            c.secret_file,
+            std::path::Path::new(&home).join(".config/corral/gateway-key")
+        );
+        assert_eq!(c.headers, ["authorization", "x-api-key"]);
+        let err = Policy::parse(&policy("keys/gateway-key"), "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not absolute"), "{err}");
     }
 }

@@ -1,14 +1,23 @@
 //! HTTP/2 inside a terminated tunnel, when the server chose `h2` and so did the client:
 //! one upstream connection carries every stream, and each request is decided on its own
-//! (method, canonical path) by the same decision as HTTP/1.1 before it is sent.
+//! (method, canonical path) by the same decision as HTTP/1.1 before it is sent — with the
+//! policy in force when the stream starts, so after a reload the open connection carries
+//! only what the new policy allows. A stream still in flight when a reload refuses its
+//! request is reset (its response cut), like an HTTP/1.1 exchange; the connection and its
+//! other streams go on.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::Incoming;
+use corral_policy::Report;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
@@ -17,7 +26,8 @@ use super::accept::Prefixed;
 use crate::conn::{report_body, Ctx, Outcome, Refusal};
 use crate::head::{self, RequestHead, Target};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
 type Upstream = hyper::client::conn::http2::SendRequest<Incoming>;
 
 /// Headers that describe one hop (RFC 9113 §8.2.2 forbids them in HTTP/2 anyway).
@@ -37,6 +47,7 @@ pub(crate) async fn serve(
     upstream: tokio_rustls::client::TlsStream<TcpStream>,
     host: String,
     port: u16,
+    dialled: (SocketAddr, bool),
 ) {
     let Ok((send, connection)) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(upstream)).await
@@ -48,7 +59,7 @@ pub(crate) async fn serve(
     let target = Arc::new((host, port));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (ctx, send, target) = (ctx.clone(), send.clone(), target.clone());
-        async move { Ok::<_, Infallible>(exchange(&ctx, send, req, &target.0, target.1).await) }
+        async move { Ok::<_, Infallible>(exchange(&ctx, send, req, &target.0, target.1, dialled).await) }
     });
     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(client), service)
@@ -57,11 +68,12 @@ pub(crate) async fn serve(
 }
 
 async fn exchange(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     mut send: Upstream,
     req: Request<Incoming>,
     host: &str,
     port: u16,
+    (addr, classified): (SocketAddr, bool),
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -149,7 +161,22 @@ async fn exchange(
     let Ok(upstream) = upstream.body(body) else {
         return refuse(400, "bad_request", "the request cannot be forwarded".into());
     };
-    match send.send_request(upstream).await {
+    // A reload that refuses this request ends its stream, whether the answer has begun or
+    // not.
+    let grant = ctx.grant(&who, &head, addr, classified);
+    let mut revoked: Revoked = Box::pin(crate::revoke::revoked(
+        ctx.policy().clone(),
+        grant,
+        generation,
+    ));
+    let sent = tokio::select! {
+        sent = send.send_request(upstream) => sent,
+        (report, now) = &mut revoked => {
+            let r = Refusal { status: 403, report, generation: now, addresses: Vec::new() };
+            return answer(ctx, r, started);
+        }
+    };
+    match sent {
         Ok(resp) => {
             let status = resp.status().as_u16();
             if let (300..=399, Some(location)) = (
@@ -168,7 +195,15 @@ async fn exchange(
                 started,
             };
             ctx.record("https", report, outcome);
-            resp.map(BodyExt::boxed)
+            resp.map(|body| {
+                Revocable {
+                    body,
+                    revoked: Some(revoked),
+                    ctx: ctx.clone(),
+                    started,
+                }
+                .boxed_unsync()
+            })
         }
         Err(e) => refuse(
             502,
@@ -200,13 +235,61 @@ fn answer(ctx: &Ctx, r: Refusal, started: Instant) -> Response<Body> {
         .body(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})
-                .boxed(),
+                .boxed_unsync(),
         )
         .unwrap_or_else(|_| {
             Response::new(
                 http_body_util::Empty::new()
                     .map_err(|never| match never {})
-                    .boxed(),
+                    .boxed_unsync(),
             )
         })
+}
+
+type Revoked = Pin<Box<dyn Future<Output = (Report, u64)> + Send>>;
+
+/// A response body that ends in an error (the client's stream is reset, the server's
+/// cancelled) when a reload refuses the request it answers; the cut is recorded like an
+/// HTTP/1.1 revocation.
+struct Revocable {
+    body: Incoming,
+    revoked: Option<Revoked>,
+    ctx: Arc<Ctx>,
+    started: Instant,
+}
+
+impl hyper::body::Body for Revocable {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(Poll::Ready((report, now))) = this.revoked.as_mut().map(|r| r.as_mut().poll(cx))
+        {
+            this.revoked = None;
+            let outcome = Outcome {
+                status: 0,
+                generation: now,
+                addresses: Vec::new(),
+                bytes: Default::default(),
+                started: this.started,
+            };
+            this.ctx.record("https", report, outcome);
+            return Poll::Ready(Some(Err(
+                "the request was revoked by a policy reload".into()
+            )));
+        }
+        Pin::new(&mut this.body).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -56,6 +56,7 @@ impl Conn {
         // chose it. If this handshake fails, the session speaks HTTP/1.1 and each request
         // reports the failure (a 502 naming it) when it tries its own connection.
         let limits = ctx.config().limits.clone();
+        let dialled_at = (dialled.addr, dialled.classified);
         let upstream_h2 = upstream::connect(
             intercept.upstream_alpn.clone(),
             &host,
@@ -90,7 +91,7 @@ impl Conn {
         let metrics = ctx.config().metrics.clone();
         metrics.tunnels_active.fetch_add(1, Relaxed);
         if let (Some(upstream), Some(b"h2")) = (upstream_h2, tls.get_ref().1.alpn_protocol()) {
-            super::h2::serve(ctx, tls, upstream, host, port).await;
+            super::h2::serve(ctx, tls, upstream, host, port, dialled_at).await;
             metrics.tunnels_active.fetch_sub(1, Relaxed);
             return;
         }

@@ -99,6 +99,8 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+/// `LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR` (ABI 1).
+const LANDLOCK_READ: u64 = (1 << 2) | (1 << 3);
 
 // SAFETY: the raw pointers point into the CStrings owned by the same plan; they are only
 // dereferenced by execve in the child.
@@ -613,6 +615,12 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
         }
         if let Some(tmp) = &plan.tmp {
             make_tmp_private(tmp, plan.landlock.as_ref().map(AsRawFd::as_raw_fd), rep);
+        }
+        // The /proc mounted above is a new procfs, which the read rules made on the host's
+        // /proc (or on a directory split around a hidden secret) do not reach; every view
+        // lets the sandbox read /proc.
+        if let Some(ruleset) = plan.landlock.as_ref().map(AsRawFd::as_raw_fd) {
+            allow_writing(ruleset, c"/proc", LANDLOCK_READ, rep);
         }
         if let Err(e) = loopback_up() {
             fail(rep, b"bringing up the loopback interface", e);
