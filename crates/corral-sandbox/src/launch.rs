@@ -69,6 +69,8 @@ pub struct NsMounts {
     pub blank: Option<PathBuf>,
     /// The private `/tmp`.
     pub tmp: Option<TmpMount>,
+    /// The view reads everything: the sandbox's own `/sys` too.
+    pub read_sys: bool,
 }
 
 /// The private `/tmp` of namespace mode ([`crate::private_tmp`]).
@@ -163,6 +165,9 @@ fn plan_mounts(plan: &mut ChildPlan, launch: &Launch) -> Result<(), StartError> 
         plan.read_only(cstring(dir.as_os_str())?, locked(dir)?);
     }
     let m = &launch.mounts;
+    if m.read_sys {
+        plan.read_sys();
+    }
     for dir in &m.pin {
         plan.pin(cstring(dir.as_os_str())?);
     }

@@ -267,6 +267,7 @@ fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<Path
             .cloned()
             .collect(),
         blank: private_tmp.map(PrivateTmp::blank),
+        read_sys: view.read_everything,
         tmp: match (&view.tmp_overlay, private_tmp) {
             (Some(carried), Some(t)) => Some(TmpMount {
                 upper: t.upper(),

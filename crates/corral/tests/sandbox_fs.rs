@@ -639,7 +639,7 @@ fn a_credentials_secret_file_is_never_readable_inside() {
 /// split around a hidden secret, and a `read_only` list (where /proc is implicit).
 /// (Claude Code's runtime aborts without it.)
 #[test]
-fn the_sandbox_reads_its_own_proc_in_every_view() {
+fn the_sandbox_reads_its_own_proc_in_every_view_and_sys_where_it_reads_everything() {
     for runner in runners() {
         for mode in MODES {
             let probe = Sandbox::new(&runner, mode, "version: 1\n", &[]);
@@ -660,10 +660,19 @@ fn the_sandbox_reads_its_own_proc_in_every_view() {
             ];
             for (view, yaml) in views {
                 probe.write_policy(&yaml);
-                let out = probe.sh("head -n 1 /proc/self/status; head -c 6 /proc/version; echo");
+                let out = probe.sh(
+                    "head -n 1 /proc/self/status; head -c 6 /proc/version; echo; \
+                     cat /sys/class/net/lo/mtu 2>/dev/null || echo no-sys",
+                );
+                // /sys is readable where the view reads everything.
+                let sys = if view == "read_only list" {
+                    "no-sys"
+                } else {
+                    "65536"
+                };
                 assert_eq!(
                     stdout(&out),
-                    "Name:\thead\nLinux \n",
+                    format!("Name:\thead\nLinux \n{sys}\n"),
                     "{view}: {}",
                     probe.context(&out)
                 );

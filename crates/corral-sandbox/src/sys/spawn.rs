@@ -56,6 +56,8 @@ pub struct ChildPlan {
     binds: Vec<Bind>,
     /// The private `/tmp` (namespace mode).
     tmp: Option<TmpPlan>,
+    /// The view reads everything, so the sandbox's own `/sys` too (namespace mode).
+    read_sys: bool,
 }
 
 /// A bind mount in the sandbox's mount namespace.
@@ -134,6 +136,7 @@ impl ChildPlan {
             supervisor_pid: std::process::id() as libc::pid_t,
             binds: Vec::new(),
             tmp: None,
+            read_sys: false,
         };
         plan.argv_ptrs = plan.argv.iter().map(|s| s.as_ptr()).collect();
         plan.argv_ptrs.push(std::ptr::null());
@@ -190,6 +193,11 @@ impl ChildPlan {
             flags,
             what: what.into_bytes(),
         });
+    }
+
+    /// Lets the sandbox read its own `/sys` (a view that reads everything).
+    pub fn read_sys(&mut self) {
+        self.read_sys = true;
     }
 
     /// Makes `/tmp` private to the sandbox (namespace mode).
@@ -473,15 +481,15 @@ fn make_tmp_private(tmp: &TmpPlan, ruleset: Option<RawFd>, rep: RawFd) {
     let Some(ruleset) = ruleset else {
         return;
     };
-    allow_writing(ruleset, c"/tmp", tmp.access, rep);
+    allow_beneath(ruleset, c"/tmp", tmp.access, rep);
     if shm {
-        allow_writing(ruleset, c"/dev/shm", tmp.access, rep);
+        allow_beneath(ruleset, c"/dev/shm", tmp.access, rep);
     }
 }
 
-/// Adds a Landlock rule letting the sandbox write below `path` (a mount made in the
-/// sandbox: a rule on the host's directory there does not reach through it).
-fn allow_writing(ruleset: RawFd, path: &CStr, access: u64, rep: RawFd) {
+/// Adds a Landlock rule granting `access` below `path`, a mount made in the sandbox: a
+/// rule on the host's directory there does not reach through it.
+fn allow_beneath(ruleset: RawFd, path: &CStr, access: u64, rep: RawFd) {
     // SAFETY: open with a NUL-terminated path; the descriptor is ours.
     let dir = unsafe {
         libc::open(
@@ -490,7 +498,11 @@ fn allow_writing(ruleset: RawFd, path: &CStr, access: u64, rep: RawFd) {
         )
     };
     if dir < 0 {
-        fail(rep, b"opening a private directory of the sandbox", errno());
+        fail(
+            rep,
+            b"opening a file system mounted for the sandbox",
+            errno(),
+        );
     }
     let attr = PathBeneathAttr {
         allowed_access: access,
@@ -571,22 +583,28 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
                 );
             }
         }
-        match super::sysfs::mount_own() {
-            Ok(Sysfs::Own) => {}
-            Ok(Sysfs::OwnWithoutCgroups(e)) => report(
-                rep,
-                b'W',
-                b"showing the cgroup tree in the sandbox's /sys",
-                e,
-            ),
-            Ok(Sysfs::Hidden(e)) => report(
-                rep,
-                b'W',
-                b"mounting a sysfs for the sandbox's network namespace (/sys is hidden instead)",
-                e,
-            ),
+        let own_sysfs = match super::sysfs::mount_own() {
+            Ok(Sysfs::Own) => true,
+            Ok(Sysfs::OwnWithoutCgroups(e)) => {
+                report(
+                    rep,
+                    b'W',
+                    b"showing the cgroup tree in the sandbox's /sys",
+                    e,
+                );
+                true
+            }
+            Ok(Sysfs::Hidden(e)) => {
+                report(
+                    rep,
+                    b'W',
+                    b"mounting a sysfs for the sandbox's network namespace (/sys is hidden instead)",
+                    e,
+                );
+                false
+            }
             Err(e) => fail(rep, b"hiding the host's /sys", e),
-        }
+        };
         for bind in &plan.binds {
             // SAFETY: mount with NUL-terminated paths the plan owns; the namespace is
             // private (above), so nothing propagates to the host.
@@ -616,11 +634,14 @@ fn child_main(plan: &ChildPlan, rep: RawFd) -> ! {
         if let Some(tmp) = &plan.tmp {
             make_tmp_private(tmp, plan.landlock.as_ref().map(AsRawFd::as_raw_fd), rep);
         }
-        // The /proc mounted above is a new procfs, which the read rules made on the host's
-        // /proc (or on a directory split around a hidden secret) do not reach; every view
-        // lets the sandbox read /proc.
+        // The /proc and /sys mounted above are new file systems, which the read rules made
+        // on the host's (or on a `/` split around a hidden secret) do not reach: every view
+        // reads /proc, and a view that reads everything reads /sys.
         if let Some(ruleset) = plan.landlock.as_ref().map(AsRawFd::as_raw_fd) {
-            allow_writing(ruleset, c"/proc", LANDLOCK_READ, rep);
+            allow_beneath(ruleset, c"/proc", LANDLOCK_READ, rep);
+            if plan.read_sys && own_sysfs {
+                allow_beneath(ruleset, c"/sys", LANDLOCK_READ, rep);
+            }
         }
         if let Err(e) = loopback_up() {
             fail(rep, b"bringing up the loopback interface", e);
