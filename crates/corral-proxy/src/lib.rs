@@ -28,7 +28,6 @@ mod credentials;
 mod decide;
 pub mod dial;
 mod fold;
-mod forward;
 pub mod head;
 mod hint;
 pub mod intercept;

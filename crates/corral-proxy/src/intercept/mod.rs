@@ -5,14 +5,13 @@
 //! Every other CONNECT stays a blind tunnel.
 //!
 //! One file per job: `ca` (the authority), `leaves` (per-host leaf cache), `accept` (the
-//! client's handshake, SNI checked), `upstream` (the verified client), `session` (the
-//! glue into the connection's request loop).
+//! client's handshake, SNI checked), `upstream` (the verified client). The connection's
+//! request loop inside a terminated tunnel is the connection's: `conn/intercepted.rs`
+//! and `conn/h2.rs`.
 
-mod accept;
+pub(crate) mod accept;
 pub mod ca;
-mod h2;
 mod leaves;
-mod session;
 pub mod upstream;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use corral_policy::Identity;
 use tokio::io::AsyncWriteExt;
 
-use crate::conn::{Conn, Outcome, Step};
+use super::{Conn, Outcome, Step};
 use crate::head::{self, BodyFraming, RequestHead};
 use crate::io::{Buffered, Stream, UpstreamStream};
 use crate::relay;

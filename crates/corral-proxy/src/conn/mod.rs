@@ -1,5 +1,11 @@
 //! One client connection: read a request head, decide, then tunnel (CONNECT) or forward
-//! (plain HTTP, in `forward.rs`: keep-alive, a fresh decision per request).
+//! (plain HTTP, in `forward.rs`: keep-alive, a fresh decision per request); a tunnel the
+//! policy terminates goes on in `intercepted.rs` (HTTP/1.1) and `h2.rs` (HTTP/2), request
+//! by request.
+
+mod forward;
+mod h2;
+mod intercepted;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -55,7 +61,7 @@ pub(crate) struct Conn {
     pub(crate) origin: Option<(String, u16)>,
     /// Inside a terminated tunnel: the upstream connection the last request left open,
     /// for the next one (each request is still decided first).
-    pub(crate) spare: Option<Box<crate::forward::Spare>>,
+    pub(crate) spare: Option<Box<forward::Spare>>,
 }
 
 /// How a request ended, for its record.

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::io::AsyncWriteExt;
 
-use super::accept::{self, Prefixed};
-use super::upstream;
-use crate::conn::{Conn, Outcome, Tunnel};
+use super::{Conn, Outcome, Tunnel};
+use crate::intercept::accept::{self, Prefixed};
+use crate::intercept::upstream;
 use crate::io::{Buffered, Stream};
 
 impl Conn {

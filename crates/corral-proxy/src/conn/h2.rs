@@ -22,9 +22,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::accept::Prefixed;
-use crate::conn::{report_body, Ctx, Outcome, Refusal};
+use super::{report_body, Ctx, Outcome, Refusal};
 use crate::head::{self, RequestHead, Target};
+use crate::intercept::Prefixed;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
