@@ -13,7 +13,7 @@
 //!    and the kernel's action). Nothing is answered with "continue";
 //! 3. `connect` of a TCP socket to the proxy's documented address: resolve the caller's
 //!    [`Identity`](corral_policy::Identity) (remembered per process and executable,
-//!    `known`), bind the duplicate to an ephemeral loopback
+//!    `known`), bind the duplicate to an ephemeral port of a random loopback address
 //!    port, record `client address → identity, socket inode` in the [`AttributionTable`],
 //!    then connect the duplicate to the real proxy listener and answer with the result;
 //! 4. unix sockets reach only the sandbox's own listeners ([`crate::unix_guard`]), netlink
@@ -302,26 +302,38 @@ impl Broker {
             // v4-mapped address).
             return Verdict::Fail(libc::ENETUNREACH);
         }
-        let (bind_to, target) = if v6 {
-            let mapped = |ip: IpAddr| match ip {
-                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
-                v6 => v6,
-            };
-            (
-                SocketAddr::new(mapped(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0),
-                SocketAddr::new(mapped(self.proxy.actual.ip()), self.proxy.actual.port()),
-            )
-        } else {
-            (
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-                self.proxy.actual,
-            )
+        let mapped = |ip: Ipv4Addr| {
+            if v6 {
+                IpAddr::V6(ip.to_ipv6_mapped())
+            } else {
+                IpAddr::V4(ip)
+            }
         };
-        match sys::net::bind(sock, &bind_to) {
-            Ok(()) => {}
-            // Already bound by the caller: its port is known already.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EADDRNOTAVAIL)),
+        let target = match self.proxy.actual.ip() {
+            IpAddr::V4(ip) => SocketAddr::new(mapped(ip), self.proxy.actual.port()),
+            IpAddr::V6(_) => self.proxy.actual,
+        };
+        // A random address of 127.0.0.0/8 as the client's: the ephemeral port is then
+        // found at once even when the host's loopback is full of TIME-WAIT sockets on
+        // 127.0.0.1 (seccomp-only mode shares it), which made every connect take 1.4 ms.
+        let mut bound = false;
+        for ip in [random_loopback(), Ipv4Addr::LOCALHOST] {
+            match sys::net::bind(sock, &SocketAddr::new(mapped(ip), 0)) {
+                Ok(()) => {
+                    bound = true;
+                    break;
+                }
+                // Already bound by the caller: its port is known already.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    bound = true;
+                    break;
+                }
+                Err(_) if ip != Ipv4Addr::LOCALHOST => {}
+                Err(e) => return Verdict::Fail(e.raw_os_error().unwrap_or(libc::EADDRNOTAVAIL)),
+            }
+        }
+        if !bound {
+            return Verdict::Fail(libc::EADDRNOTAVAIL);
         }
         let client = match sys::net::local_addr(sock) {
             Ok(a) if a.port() != 0 => a,
@@ -465,4 +477,15 @@ fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
         v4 => (v4, s.port()),
     };
     norm(a) == norm(b)
+}
+
+/// An address of 127.0.0.0/8 other than the network and broadcast ones, chosen at random.
+fn random_loopback() -> Ipv4Addr {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let [_, a, b, c, ..] = h.finish().to_le_bytes();
+    let c = c.clamp(1, 254);
+    Ipv4Addr::new(127, a, b, c)
 }
