@@ -54,10 +54,10 @@ pub struct Untrusted {
 pub struct Verdicts {
     /// (file, mapped as the executable) → why it may not carry a grant.
     by_file: Mutex<HashMap<(FileKey, bool), Option<String>>>,
-    /// Mappings (device, inode, as the executable, path) of files the sandbox cannot
-    /// write: their contents cannot change under the sandbox, so they are trusted on
-    /// sight, without a `stat`.
-    out_of_reach: Mutex<std::collections::HashSet<(u64, u64, bool, String)>>,
+    /// Files (device, inode, mapped as the executable) the sandbox cannot write and that
+    /// have no other name: their contents cannot change under the sandbox, so they are
+    /// trusted on sight, without a `stat`.
+    out_of_reach: Mutex<std::collections::HashSet<(u64, u64, bool)>>,
 }
 
 /// One executable file mapping of a `/proc/PID/maps` line.
@@ -132,6 +132,13 @@ impl TrustRules {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(MapsError::Gone),
             Err(e) => return Err(MapsError::Unreadable(e.to_string())),
         };
+        match crate::sys::procmap::exec_file_mappings(std::os::fd::AsFd::as_fd(&file)) {
+            Ok(Some(mappings)) => return self.check_queried(pid, &file, &mappings, verdicts),
+            Ok(None) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(MapsError::Gone),
+            Err(e) => return Err(MapsError::Unreadable(e.to_string())),
+        }
+        // Without PROCMAP_QUERY (before Linux 6.11): the text of the maps.
         let mut seen: Vec<&str> = Vec::new();
         let mut lines = Vec::new();
         for line in io::BufReader::new(file).lines() {
@@ -157,6 +164,53 @@ impl TrustRules {
         Ok(())
     }
 
+    /// The check with the kernel's answers to `PROCMAP_QUERY`: a mapping's path is asked
+    /// for only when its file is not yet known to be out of the sandbox's reach.
+    fn check_queried(
+        &self,
+        pid: u32,
+        maps: &File,
+        mappings: &[crate::sys::procmap::ExecMapping],
+        verdicts: &Verdicts,
+    ) -> Result<(), MapsError> {
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
+        let mut seen: Vec<(u64, u64)> = Vec::new();
+        let mut root: Option<File> = None;
+        for m in mappings {
+            if seen.contains(&(m.dev, m.ino)) {
+                continue;
+            }
+            seen.push((m.dev, m.ino));
+            let is_exe = exe == Some((m.dev, m.ino));
+            if lock(&verdicts.out_of_reach).contains(&(m.dev, m.ino, is_exe)) {
+                continue;
+            }
+            let (path, dev, ino) =
+                match crate::sys::procmap::mapping_name(std::os::fd::AsFd::as_fd(maps), m.start) {
+                    Ok(v) => v,
+                    // Unmapped since: what is mapped now is checked at the next connect.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(MapsError::Gone),
+                    Err(e) => return Err(MapsError::Unreadable(e.to_string())),
+                };
+            let mapped = Mapped {
+                path: &path,
+                dev,
+                ino,
+            };
+            let is_exe = exe == Some((dev, ino));
+            if let Some(why) = self.judge(pid, &mapped, is_exe, &mut root, verdicts) {
+                return Err(MapsError::Untrusted(Untrusted {
+                    path: path.trim_end_matches(" (deleted)").to_string(),
+                    why,
+                }));
+            }
+        }
+        Ok(())
+    }
+
     /// `None` when the mapped file may carry a grant, else why not. The file is examined
     /// as the caller sees it — its path resolved below its root (`/proc/PID/root`, the
     /// sandbox's mount namespace) — and must be the very file mapped (device and inode).
@@ -172,7 +226,7 @@ impl TrustRules {
         if path.ends_with(" (deleted)") || path.starts_with("/memfd:") {
             return Some("is not a file on disk any more (deleted, or an in-memory file)".into());
         }
-        let sight = (mapped.dev, mapped.ino, is_exe, path.to_string());
+        let sight = (mapped.dev, mapped.ino, is_exe);
         if lock(&verdicts.out_of_reach).contains(&sight) {
             return None;
         }
@@ -224,7 +278,10 @@ impl TrustRules {
             self.sandbox_could_write(p, &meta)
         };
         let verdict = if !reachable {
-            lock(&verdicts.out_of_reach).insert(sight);
+            // A file with another name might be writable through it: judged each time.
+            if meta.nlink() == 1 {
+                lock(&verdicts.out_of_reach).insert(sight);
+            }
             None
         } else {
             match std::fs::File::open(&opened).and_then(|mut f| sha256_of(&mut f)) {

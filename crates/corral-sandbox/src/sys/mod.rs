@@ -11,6 +11,7 @@
 
 pub mod bpf;
 pub mod net;
+pub mod procmap;
 pub mod seccomp;
 pub mod spawn;
 pub mod sysfs;
