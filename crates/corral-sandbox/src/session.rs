@@ -375,10 +375,7 @@ pub(crate) fn trust_rules(setting: &Setting, mode: Mode, policy: PolicyHandle) -
         .filter(|r| r.writes())
         .map(|r| r.path.clone())
         .collect();
-    let own_sha = std::env::current_exe()
-        .and_then(std::fs::File::open)
-        .and_then(|mut f| crate::trust::sha256_of(&mut f))
-        .ok();
+    let own_sha = crate::trust::OwnHash::of(std::env::current_exe().ok());
     TrustRules {
         sandbox_writable: fs.landlock.ruleset.is_some().then_some(writable),
         home: setting.home.clone(),

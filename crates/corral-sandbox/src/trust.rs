@@ -36,9 +36,44 @@ pub struct TrustRules {
     /// during a session is trusted at once.
     pub install_record: Option<PathBuf>,
     /// SHA-256 of corral's own executable.
-    pub own_sha: Option<String>,
+    pub own_sha: OwnHash,
     /// Whether the policy in force pins `path` to `sha`.
     pub pinned: Box<PinCheck>,
+}
+
+/// The SHA-256 of corral's own executable, computed the first time a decision needs it:
+/// hashing a release binary (16 MB) at every start cost ~10 ms, and most sessions never
+/// meet a file the sandbox can write whose hash could be corral's.
+pub struct OwnHash {
+    path: Option<PathBuf>,
+    value: std::sync::OnceLock<Option<String>>,
+}
+
+impl OwnHash {
+    /// The hash of the file at `path`, when asked.
+    pub fn of(path: Option<PathBuf>) -> OwnHash {
+        OwnHash {
+            path,
+            value: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A hash known already (or none).
+    pub fn known(sha: Option<String>) -> OwnHash {
+        OwnHash {
+            path: None,
+            value: std::sync::OnceLock::from(sha),
+        }
+    }
+
+    pub fn get(&self) -> Option<&str> {
+        self.value
+            .get_or_init(|| {
+                let path = self.path.as_ref()?;
+                File::open(path).and_then(|mut f| sha256_of(&mut f)).ok()
+            })
+            .as_deref()
+    }
 }
 
 /// A mapped file that may not carry a grant.
@@ -78,7 +113,7 @@ impl TrustRules {
             sandbox_writable: None,
             home: std::env::var_os("HOME").map(PathBuf::from),
             install_record: None,
-            own_sha: None,
+            own_sha: OwnHash::known(None),
             pinned: Box::new(|_, _| false),
         }
     }
@@ -110,7 +145,7 @@ impl TrustRules {
 
     /// Whether `sha` of `path` is vouched for.
     pub fn vouched(&self, path: &Path, sha: &str) -> bool {
-        self.own_sha.as_deref() == Some(sha)
+        self.own_sha.get() == Some(sha)
             || (self.pinned)(path, sha)
             || self
                 .install_record
@@ -438,7 +473,7 @@ mod tests {
         );
         let own = TrustRules {
             sandbox_writable: Some(vec![exe.parent().unwrap().to_path_buf()]),
-            own_sha: Some(sha),
+            own_sha: OwnHash::known(Some(sha)),
             ..TrustRules::strict()
         };
         assert_eq!(

@@ -79,7 +79,7 @@ impl Conn {
                 let connected = match intercept {
                     Some(i) => {
                         crate::intercept::upstream::connect(
-                            i.upstream.clone(),
+                            i.upstream.http1(),
                             head.target.host(),
                             dialled.stream,
                             timeout,

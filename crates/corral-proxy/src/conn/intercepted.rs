@@ -58,7 +58,7 @@ impl Conn {
         let limits = ctx.config().limits.clone();
         let dialled_at = (dialled.addr, dialled.classified);
         let upstream_h2 = upstream::connect(
-            intercept.upstream_alpn.clone(),
+            intercept.upstream.alpn(),
             &host,
             dialled.stream,
             limits.connect_timeout,

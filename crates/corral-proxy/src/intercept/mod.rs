@@ -27,23 +27,16 @@ pub use leaves::LeafCache;
 pub struct Intercept {
     pub ca: Arc<CertAuthority>,
     pub leaves: LeafCache,
-    /// Offers `http/1.1` only: one connection per HTTP/1.1 request.
-    pub upstream: Arc<rustls::ClientConfig>,
-    /// Offers `h2` then `http/1.1`: the handshake made when a tunnel opens, whose answer
-    /// decides what the client is offered.
-    pub upstream_alpn: Arc<rustls::ClientConfig>,
+    /// The TLS client towards the real servers.
+    pub upstream: upstream::UpstreamTls,
 }
 
 impl Intercept {
     pub fn new(ca: Arc<CertAuthority>, upstream_ca: &[PathBuf]) -> anyhow::Result<Intercept> {
-        let upstream = upstream::client_config(upstream_ca)?;
-        let mut alpn = (*upstream).clone();
-        alpn.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Intercept {
             ca,
             leaves: LeafCache::new(leaves::DEFAULT_CAPACITY),
-            upstream,
-            upstream_alpn: Arc::new(alpn),
+            upstream: upstream::UpstreamTls::new(upstream_ca)?,
         })
     }
 }

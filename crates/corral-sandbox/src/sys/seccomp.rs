@@ -152,8 +152,9 @@ pub fn set_sync_wake_up(listener: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Waits for the next notification. ENOENT means the caller vanished before we read it
-/// (the caller loops); other errors mean the listener is unusable (every sandboxed
-/// process is gone).
+/// (we wait again) — or that no process uses the filter any more: then the kernel answers
+/// every `RECV` at once, and waiting again would spin, so the listener's `POLLHUP` ends
+/// it. Other errors mean the listener is unusable.
 pub fn receive(listener: BorrowedFd<'_>) -> io::Result<Notification> {
     loop {
         let mut n = Notification::default();
@@ -171,10 +172,23 @@ pub fn receive(listener: BorrowedFd<'_>) -> io::Result<Notification> {
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EINTR) | Some(libc::ENOENT) => continue,
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOENT) if !hung_up(listener) => continue,
             _ => return Err(e),
         }
     }
+}
+
+/// Whether the filter behind `listener` has no process left (`POLLHUP`).
+fn hung_up(listener: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLHUP != 0
 }
 
 /// Whether notification `id` is still pending (its caller has not died and the pid was not
