@@ -555,6 +555,7 @@ fn code_written_inside_for_git_or_claude_never_runs_outside() {
                  try append 'echo \"[core] fsmonitor = touch {flag_s}\" >> .git/config'\n\
                  try hook 'printf \"#!/bin/sh\\ntouch {flag_s}\\n\" > .git/hooks/post-commit && chmod +x .git/hooks/post-commit'\n\
                  try forged 'mv .git .git.moved && cp -r .git.moved .git && printf \"[core]\\n\\tfsmonitor = touch {flag_s}\\n\" >> .git/config'\n\
+                 try unmount 'umount .git/config || umount -l .git/config || umount -l /tmp'\n\
                  try settings 'echo {{\\\"apiKeyHelper\\\": \\\"touch {flag_s}\\\"}} > ~/.claude/settings.json'\n\
                  git -c user.email=a@b.example -c user.name=a commit -q --allow-empty -m inside && echo committed\n"
             ));
@@ -568,6 +569,7 @@ fn code_written_inside_for_git_or_claude_never_runs_outside() {
                     "hook refused",
                     "forged refused",
                     "settings refused",
+                    "unmount refused",
                 ] {
                     assert!(text.contains(refused), "{refused}: {ctx}");
                 }
