@@ -93,7 +93,11 @@ pub struct ProcResolver {
     hashes: Mutex<HashMap<FileKey, String>>,
     /// The process that held the last attributed connection from each client address.
     last_owner: Mutex<HashMap<IpAddr, u32>>,
+    /// The proxy's own ancestors: when read, under which parent, and the chain.
+    own: Mutex<Option<OwnLineage>>,
 }
+
+type OwnLineage = (std::time::Instant, u32, Vec<u32>);
 
 /// How many client addresses [`ProcResolver`] remembers a last owner for (a proxy serves a
 /// host or a few; the map is cleared when it fills).
@@ -123,6 +127,7 @@ impl ProcResolver {
             proc_root: PathBuf::from("/proc"),
             hashes: Mutex::new(HashMap::new()),
             last_owner: Mutex::new(HashMap::new()),
+            own: Mutex::new(None),
         }
     }
 
@@ -134,9 +139,19 @@ impl ProcResolver {
     ) -> Result<(u64, Option<u32>), Unattributed> {
         // netlink sock_diag: one exact lookup (as IPv4, then as a v4-mapped IPv6 socket).
         if self.proc_root == Path::new("/proc") {
-            if let Ok(Some(owner)) = crate::sys::sock_diag_socket()
-                .and_then(|d| crate::sys::tcp_client_owner(d.as_fd(), peer, local))
-            {
+            // One netlink socket per thread, kept: opening one per connection cost more
+            // than the query.
+            thread_local! {
+                static DIAG: std::cell::OnceCell<Option<std::os::fd::OwnedFd>> =
+                    const { std::cell::OnceCell::new() };
+            }
+            let found = DIAG.with(|d| {
+                let diag = d
+                    .get_or_init(|| crate::sys::sock_diag_socket().ok())
+                    .as_ref()?;
+                crate::sys::tcp_client_owner(diag.as_fd(), peer, local).ok()?
+            });
+            if let Some(owner) = found {
                 return Ok((owner.inode, Some(owner.uid)));
             }
         }
@@ -170,7 +185,7 @@ impl ProcResolver {
         // The proxy's own ancestors started it and could start it otherwise (with
         // `--identity-exe`, say): a socket they hold changes nothing, and skipping them
         // spares reading their descriptors (shells, terminals, service managers) each time.
-        let trusted = self.lineage(me);
+        let trusted = self.own_lineage();
         let mut holders = vec![first];
         holders.extend(
             lineage.iter().filter(|p| {
@@ -178,6 +193,21 @@ impl ProcResolver {
             }),
         );
         Some((holders, lineage))
+    }
+
+    /// The proxy's own ancestors, read again when its parent changes or after a second
+    /// (an ancestor that exits frees its pid for another process).
+    fn own_lineage(&self) -> Vec<u32> {
+        let ppid = std::os::unix::process::parent_id();
+        let mut cached = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, parent, chain)) = cached.as_ref() {
+            if *parent == ppid && at.elapsed() < std::time::Duration::from_secs(1) {
+                return chain.clone();
+            }
+        }
+        let chain = self.lineage(std::process::id());
+        *cached = Some((std::time::Instant::now(), ppid, chain.clone()));
+        chain
     }
 
     /// `pid`'s parent, grandparent… up to init (at most 64).
