@@ -106,6 +106,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // there is undone when it ends (crate::code_guard).
     let git_before = crate::code_guard::Snapshot::take(&setting.fs_seccomp.view.git);
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
+    if started.mode == Mode::SeccompOnly {
+        for dir in git_before.too_large() {
+            eprintln!(
+                "corral: warning: {} is too large to keep a copy of: without a mount namespace, what the sandbox changes there is not undone",
+                dir.display()
+            );
+        }
+    }
     // From here on the sandbox cannot look into the supervisor (in seccomp-only mode it
     // could otherwise open /proc/PID/mem of its parent).
     sys::set_not_dumpable().context("making the supervisor non-dumpable")?;

@@ -5,7 +5,10 @@
 //!   runs `.git/hooks/*` — or the directory `core.hooksPath` names (husky's `.husky` in
 //!   the working tree);
 //! - Claude Code's `settings.json` in its state directory: its `hooks`, `apiKeyHelper`,
-//!   `statusLine` and MCP servers run when you start `claude` — outside corral too.
+//!   `statusLine` and MCP servers run when you start `claude` — outside corral too; and
+//!   its `plugins/` (their hooks and servers) and `hooks/` (where hook scripts usually
+//!   live). A script that `settings.json` names elsewhere in the state directory is not
+//!   guarded: keep such scripts out of it.
 //!
 //! - In namespace mode those files are bound read-only, and `.git` itself is a mount
 //!   point, so it cannot be renamed or replaced by a forged one; the rest of `.git`
@@ -43,15 +46,29 @@ pub struct CodeGuard {
 /// Git's files that configure or run code, relative to a `.git` directory.
 const GIT_CODE: &[&str] = &["config", "config.worktree", "hooks"];
 
+/// Claude Code's directories, in its state directory, whose files run outside it too:
+/// installed plugins (their hooks and MCP servers) and the usual home of hook scripts.
+pub const AGENT_CODE_DIRS: &[&str] = &["plugins", "hooks"];
+
 /// The `.git` of each writable grant and of the directories directly in it, and the
-/// agent's settings file.
-pub fn guard(grants: &[PathBuf], agent_settings: Option<PathBuf>) -> CodeGuard {
+/// agent's code files: its settings file (made as `{}` where missing) and those of
+/// [`AGENT_CODE_DIRS`] that exist, in `agent_dir`.
+pub fn guard(
+    grants: &[PathBuf],
+    agent_dir: Option<&Path>,
+    agent_settings: Option<PathBuf>,
+) -> CodeGuard {
     let mut g = CodeGuard::default();
     if let Some(settings) = agent_settings {
         if !settings.exists() {
             g.create_files.push(settings.clone());
         }
         g.read_only.push(settings);
+    }
+    for name in AGENT_CODE_DIRS {
+        if let Some(d) = agent_dir.map(|a| a.join(name)).filter(|d| d.is_dir()) {
+            g.read_only.push(d);
+        }
     }
     let mut repos: Vec<PathBuf> = Vec::new();
     for grant in grants {
@@ -163,38 +180,66 @@ fn guard_gitdir(dir: &Path, depth: usize, g: &mut CodeGuard) {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     files: Vec<(PathBuf, Option<Saved>)>,
-    /// `hooks` directories and the hooks they held.
-    hooks: Vec<(PathBuf, Vec<(PathBuf, Saved)>)>,
+    /// Guarded directories (`hooks`, Claude Code's `plugins`) and every file and link in
+    /// them, recursively.
+    trees: Vec<(PathBuf, Vec<(PathBuf, Saved)>)>,
+    /// Directories too large to keep a copy of: not guarded (said at start).
+    too_large: Vec<PathBuf>,
     /// Each pinned `.git` and its identity (device, inode).
     dirs: Vec<(PathBuf, (u64, u64))>,
 }
 
+/// How much of a guarded directory the snapshot keeps a copy of.
+const TREE_FILES: usize = 4096;
+const TREE_BYTES: usize = 64 << 20;
+
 #[derive(Debug, PartialEq, Eq)]
-struct Saved {
-    bytes: Vec<u8>,
-    mode: u32,
+enum Saved {
+    File { bytes: Vec<u8>, mode: u32 },
+    Link(PathBuf),
 }
 
 fn saved(path: &Path) -> Option<Saved> {
     let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        return std::fs::read_link(path).ok().map(Saved::Link);
+    }
     if !meta.is_file() {
         return None;
     }
-    Some(Saved {
+    Some(Saved::File {
         bytes: std::fs::read(path).ok()?,
         mode: meta.mode() & 0o7777,
     })
 }
 
-fn hooks_in(dir: &Path) -> Vec<(PathBuf, Saved)> {
-    let mut hooks: Vec<(PathBuf, Saved)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| saved(&e.path()).map(|s| (e.path(), s)))
-        .collect();
-    hooks.sort_by(|a, b| a.0.cmp(&b.0));
-    hooks
+/// Every file and link below `dir` (links not followed), or `None` past the bounds.
+fn tree_in(dir: &Path) -> Option<Vec<(PathBuf, Saved)>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(_) => {
+                    if let Some(s) = saved(&p) {
+                        if let Saved::File { bytes: b, .. } = &s {
+                            bytes += b.len();
+                        }
+                        out.push((p, s));
+                    }
+                }
+                Err(_) => {}
+            }
+            if out.len() > TREE_FILES || bytes > TREE_BYTES {
+                return None;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(out)
 }
 
 impl Snapshot {
@@ -202,7 +247,10 @@ impl Snapshot {
         let mut s = Snapshot::default();
         for p in &g.read_only {
             if p.is_dir() {
-                s.hooks.push((p.clone(), hooks_in(p)));
+                match tree_in(p) {
+                    Some(tree) => s.trees.push((p.clone(), tree)),
+                    None => s.too_large.push(p.clone()),
+                }
             } else {
                 s.files.push((p.clone(), saved(p)));
             }
@@ -213,6 +261,11 @@ impl Snapshot {
             }
         }
         s
+    }
+
+    /// Guarded directories too large to keep a copy of: changes there are not undone.
+    pub fn too_large(&self) -> &[PathBuf] {
+        &self.too_large
     }
 
     /// Undoes what the sandbox changed; one line per change undone (or not undoable).
@@ -228,61 +281,76 @@ impl Snapshot {
                 ));
             }
         }
-        for (path, before) in &self.files {
-            if saved(path).as_ref() == before.as_ref() && !is_link(path) {
-                continue;
-            }
-            let restored = match before {
-                Some(b) => put(path, b),
-                None => remove(path),
-            };
-            done.push(match restored {
-                Ok(()) => format!("{} was changed inside the sandbox: restored", path.display()),
+        let mut report = |path: &Path, what: &str, r: std::io::Result<()>| {
+            done.push(match r {
+                Ok(()) => format!("{} was {what} inside the sandbox: undone", path.display()),
                 Err(e) => format!(
-                    "{} was changed inside the sandbox and could NOT be restored ({e}): do not run git there before checking it",
+                    "{} was {what} inside the sandbox and could NOT be undone ({e}): check it before it runs outside",
                     path.display()
                 ),
             });
+        };
+        for (path, before) in &self.files {
+            if saved(path).as_ref() == before.as_ref() {
+                continue;
+            }
+            let r = match before {
+                Some(b) => put(path, b),
+                None => remove(path),
+            };
+            report(path, "changed", r);
         }
-        for (dir, before) in &self.hooks {
+        for (dir, before) in &self.trees {
             if is_link(dir) || (dir.exists() && !dir.is_dir()) {
                 let _ = remove(dir);
             }
             let _ = std::fs::create_dir_all(dir);
-            let now = hooks_in(dir);
-            let mut extras: Vec<PathBuf> = std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| !before.iter().any(|(b, _)| b == p))
-                .collect();
-            extras.sort();
-            for extra in &extras {
-                let r = remove(extra);
-                done.push(match r {
-                    Ok(()) => format!("{} was added inside the sandbox: removed", extra.display()),
-                    Err(e) => format!("{} was added inside the sandbox and could NOT be removed ({e}): remove it before running git there", extra.display()),
-                });
-            }
+            remove_extras(dir, before, &mut report);
             for (path, b) in before {
-                if now.iter().any(|(p, s)| p == path && s == b) {
+                if saved(path).as_ref() == Some(b) {
                     continue;
                 }
-                let r = put(path, b);
-                done.push(match r {
-                    Ok(()) => format!(
-                        "{} was changed inside the sandbox: restored",
-                        path.display()
-                    ),
-                    Err(e) => format!(
-                        "{} was changed inside the sandbox and could NOT be restored ({e})",
-                        path.display()
-                    ),
-                });
+                let r = path
+                    .parent()
+                    .map_or(Ok(()), |p| {
+                        if is_link(p) || (p.exists() && !p.is_dir()) {
+                            remove(p)?;
+                        }
+                        std::fs::create_dir_all(p)
+                    })
+                    .and_then(|()| put(path, b));
+                report(path, "changed", r);
             }
         }
         done
+    }
+}
+
+/// Removes what is below `dir` and not in `before` (a directory that holds none of
+/// `before` goes whole).
+fn remove_extras(
+    dir: &Path,
+    before: &[(PathBuf, Saved)],
+    report: &mut impl FnMut(&Path, &str, std::io::Result<()>),
+) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if before.iter().any(|(b, _)| *b == p) {
+            continue;
+        }
+        let holds_saved = before.iter().any(|(b, _)| b.starts_with(&p));
+        let real_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        if holds_saved && real_dir {
+            remove_extras(&p, before, report);
+        } else {
+            report(&p, "added", remove(&p));
+        }
     }
 }
 
@@ -300,18 +368,23 @@ fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes `saved` at `path` as a new file (whatever was there removed first, never
-/// followed).
+/// Writes `saved` at `path` as a new file or link (whatever was there removed first,
+/// never followed).
 fn put(path: &Path, saved: &Saved) -> std::io::Result<()> {
     use std::io::Write as _;
     remove(path)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(saved.mode)
-        .open(path)?;
-    f.write_all(&saved.bytes)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(saved.mode))
+    match saved {
+        Saved::Link(target) => std::os::unix::fs::symlink(target, path),
+        Saved::File { bytes, mode } => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(*mode)
+                .open(path)?;
+            f.write_all(bytes)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -327,7 +400,7 @@ mod tests {
         std::fs::write(project.join(".git/hooks/pre-push.sample"), "#!/bin/sh\n").unwrap();
         let victim = d.path().join("bashrc");
         std::fs::write(&victim, "# rc\n").unwrap();
-        let g = guard(std::slice::from_ref(&project), None);
+        let g = guard(std::slice::from_ref(&project), None, None);
         let snap = Snapshot::take(&g);
         assert!(snap.restore().is_empty());
 
@@ -356,7 +429,7 @@ mod tests {
             "[core]\n\thooksPath = .husky\n",
         )
         .unwrap();
-        let g2 = guard(std::slice::from_ref(&project), None);
+        let g2 = guard(std::slice::from_ref(&project), None, None);
         assert!(g2.read_only.contains(&project.join(".husky")), "{g2:?}");
         std::fs::write(project.join(".git/config"), "[core]\n").unwrap();
 

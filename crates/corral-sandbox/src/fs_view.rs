@@ -354,10 +354,13 @@ pub fn build(inp: &Inputs) -> View {
     });
     // Claude Code's settings run code when `claude` starts (hooks, apiKeyHelper…): read-only
     // unless the policy names the file itself (an installer session writes it).
-    let agent_settings = grants
+    let agent_dir = grants
         .iter()
         .find(|(_, o)| *o == Origin::AgentState)
-        .map(|(p, _)| p.join("settings.json"))
+        .map(|(p, _)| p.clone());
+    let agent_settings = agent_dir
+        .as_ref()
+        .map(|a| a.join("settings.json"))
         .filter(|s| !read_write.contains(s));
     let git = guard(
         &grants
@@ -365,8 +368,12 @@ pub fn build(inp: &Inputs) -> View {
             .filter(|(_, o)| matches!(o, Origin::Workdir | Origin::Policy))
             .map(|(p, _)| p.clone())
             .collect::<Vec<_>>(),
+        agent_dir.as_deref(),
         agent_settings,
     );
+    // A path the policy names in `read_write` is granted deliberately (an installer).
+    let mut git = git;
+    git.read_only.retain(|p| !read_write.contains(p));
     View {
         source,
         read_everything: read_only.is_empty(),

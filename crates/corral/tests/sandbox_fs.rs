@@ -546,6 +546,11 @@ fn code_written_inside_for_git_or_claude_never_runs_outside() {
             git(&["init", "-q"]);
             git(&["commit", "-q", "--allow-empty", "-m", "first"]);
             let config = std::fs::read(sb.work.join(".git/config")).unwrap();
+            // An installed Claude Code plugin with a hook script.
+            let plugin = sb.home.join(".claude/plugins/cache/tools/hooks");
+            std::fs::create_dir_all(&plugin).unwrap();
+            std::fs::write(plugin.join("start.sh"), "#!/bin/sh\necho hello\n").unwrap();
+            sb.give_to_runner(&sb.home.join(".claude"));
             // Only a hook or a config run on the host could make it: HOME is read-only inside.
             let flag = sb.home.join("ran-outside");
             let flag_s = flag.display();
@@ -555,6 +560,8 @@ fn code_written_inside_for_git_or_claude_never_runs_outside() {
                  try append 'echo \"[core] fsmonitor = touch {flag_s}\" >> .git/config'\n\
                  try hook 'printf \"#!/bin/sh\\ntouch {flag_s}\\n\" > .git/hooks/post-commit && chmod +x .git/hooks/post-commit'\n\
                  try forged 'mv .git .git.moved && cp -r .git.moved .git && printf \"[core]\\n\\tfsmonitor = touch {flag_s}\\n\" >> .git/config'\n\
+                 try plugin 'echo \"touch {flag_s}\" >> ~/.claude/plugins/cache/tools/hooks/start.sh'\n\
+                 try plugin-new 'echo \"touch {flag_s}\" > ~/.claude/plugins/cache/tools/hooks/more.sh'\n\
                  try unmount 'umount .git/config || umount -l .git/config || umount -l /tmp'\n\
                  try settings 'echo {{\\\"apiKeyHelper\\\": \\\"touch {flag_s}\\\"}} > ~/.claude/settings.json'\n\
                  git -c user.email=a@b.example -c user.name=a commit -q --allow-empty -m inside && echo committed\n"
@@ -570,12 +577,14 @@ fn code_written_inside_for_git_or_claude_never_runs_outside() {
                     "forged refused",
                     "settings refused",
                     "unmount refused",
+                    "plugin refused",
+                    "plugin-new refused",
                 ] {
                     assert!(text.contains(refused), "{refused}: {ctx}");
                 }
             } else {
                 let err = String::from_utf8_lossy(&out.stderr);
-                assert!(err.contains("restored"), "{ctx}");
+                assert!(err.contains("undone"), "{ctx}");
             }
             // Claude Code's settings (corral made an empty one) are as they were.
             assert_eq!(
@@ -583,6 +592,12 @@ fn code_written_inside_for_git_or_claude_never_runs_outside() {
                 "{}\n",
                 "{ctx}"
             );
+            assert_eq!(
+                std::fs::read_to_string(plugin.join("start.sh")).unwrap(),
+                "#!/bin/sh\necho hello\n",
+                "{ctx}"
+            );
+            assert!(!plugin.join("more.sh").exists(), "{ctx}");
             // What the user does next, outside: git in that repository.
             git(&["status", "--short"]);
             git(&["commit", "-q", "--allow-empty", "-m", "outside"]);
