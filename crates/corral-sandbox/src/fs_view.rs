@@ -231,8 +231,11 @@ pub fn build(inp: &Inputs) -> View {
     if fs.include_workdir {
         grants.push((canonical(inp.cwd), Origin::Workdir));
     }
-    // `/tmp` itself, or a parent of it, named by `read_write`: the host's /tmp, shared.
-    let shared_tmp = read_write.iter().any(|p| Path::new("/tmp").starts_with(p));
+    // `/tmp` itself, or a parent of it, named by `read_write` or being the working
+    // directory: the host's /tmp, shared (an overlay would make the project's files vanish
+    // with the session).
+    let shared_tmp = read_write.iter().any(|p| Path::new("/tmp").starts_with(p))
+        || (fs.include_workdir && Path::new("/tmp").starts_with(canonical(inp.cwd)));
     let mut overlay = false;
     if !shared_tmp && !covered_by_read_only(Path::new("/tmp")) {
         match &inp.tmp {
@@ -785,6 +788,15 @@ mod tests {
             ..FilesystemPolicy::default()
         };
         let v = view(home.path(), &project, fs, vec![]);
+        assert!(v.tmp_overlay.is_none());
+        assert!(v.writable(Path::new("/tmp/x")));
+        // So is working in /tmp itself: what the agent writes there must stay.
+        let v = view(
+            home.path(),
+            Path::new("/tmp"),
+            FilesystemPolicy::default(),
+            vec![],
+        );
         assert!(v.tmp_overlay.is_none());
         assert!(v.writable(Path::new("/tmp/x")));
     }
