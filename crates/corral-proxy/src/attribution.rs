@@ -95,7 +95,21 @@ pub struct ProcResolver {
     last_owner: Mutex<HashMap<IpAddr, u32>>,
     /// The proxy's own ancestors: when read, under which parent, and the chain.
     own: Mutex<Option<OwnLineage>>,
+    /// Clients resolved already, by pid.
+    known: Mutex<HashMap<u32, Known>>,
 }
+
+/// A client process resolved once: valid while its start time, executable file and
+/// ancestors are the same.
+struct Known {
+    start: u64,
+    exe: FileKey,
+    lineage: Vec<u32>,
+    identity: Identity,
+}
+
+/// How many client processes [`ProcResolver`] remembers (cleared when full).
+const KNOWN_PROCESSES: usize = 4096;
 
 type OwnLineage = (std::time::Instant, u32, Vec<u32>);
 
@@ -128,6 +142,7 @@ impl ProcResolver {
             hashes: Mutex::new(HashMap::new()),
             last_owner: Mutex::new(HashMap::new()),
             own: Mutex::new(None),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,7 +196,9 @@ impl ProcResolver {
         let needle = format!("socket:[{inode}]");
         let me = std::process::id();
         let first = self.first_holder(&needle, uid, client)?;
-        let lineage = self.lineage(first);
+        let lineage = self
+            .known_lineage(first)
+            .unwrap_or_else(|| self.lineage(first));
         // The proxy's own ancestors started it and could start it otherwise (with
         // `--identity-exe`, say): a socket they hold changes nothing, and skipping them
         // spares reading their descriptors (shells, terminals, service managers) each time.
@@ -193,6 +210,60 @@ impl ProcResolver {
             }),
         );
         Some((holders, lineage))
+    }
+
+    /// `pid`'s start time and parent, from one read of `/proc/PID/stat`.
+    fn start_and_parent(&self, pid: u32) -> Option<(u64, u32)> {
+        let stat =
+            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
+        let (_, after_comm) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        // After the name: state(0) ppid(1) … starttime(19).
+        Some((fields.get(19)?.parse().ok()?, fields.get(1)?.parse().ok()?))
+    }
+
+    /// The ancestors remembered for `pid` when it is the same process (start time) with the
+    /// same parent as when they were read.
+    fn known_lineage(&self, pid: u32) -> Option<Vec<u32>> {
+        let (start, ppid) = self.start_and_parent(pid)?;
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let k = known.get(&pid)?;
+        (k.start == start && k.lineage.first() == Some(&ppid)).then(|| k.lineage.clone())
+    }
+
+    /// `pid`'s identity, remembered per process (start time) and executable file: a client
+    /// that keeps connecting is resolved in full once.
+    fn identity_cached(&self, pid: u32, lineage: &[u32]) -> Result<Identity, String> {
+        use std::os::unix::fs::MetadataExt;
+        let exe_key = std::fs::metadata(self.proc_root.join(pid.to_string()).join("exe"))
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let start = self.start_and_parent(pid).map(|(s, _)| s);
+        if let (Some(exe_key), Some(start)) = (exe_key, start) {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(k) = known.get(&pid) {
+                if k.start == start && k.exe == exe_key && k.lineage == lineage {
+                    return Ok(k.identity.clone());
+                }
+            }
+        }
+        let identity = self.identity_of(pid, lineage)?;
+        if let (Some(exe), Some(start)) = (exe_key, start) {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.len() >= KNOWN_PROCESSES {
+                known.clear();
+            }
+            known.insert(
+                pid,
+                Known {
+                    start,
+                    exe,
+                    lineage: lineage.to_vec(),
+                    identity: identity.clone(),
+                },
+            );
+        }
+        Ok(identity)
     }
 
     /// The proxy's own ancestors, read again when its parent changes or after a second
@@ -364,7 +435,12 @@ impl Attribution for ProcResolver {
                 Some(i) => &lineage[i + 1..],
                 None => &lineage[..],
             };
-            match self.identity_of(*pid, above) {
+            let resolved = if Some(pid) == pids.first() {
+                self.identity_cached(*pid, above)
+            } else {
+                self.identity_of(*pid, above)
+            };
+            match resolved {
                 Ok(id) => {
                     if !by_exe.iter().any(|(exe, _)| *exe == id.exe) {
                         by_exe.push((id.exe.clone(), id));
