@@ -47,6 +47,17 @@ pub trait Attribution: Send + Sync + 'static {
     fn may_block(&self) -> bool {
         true
     }
+
+    /// The answer for a client seen before, from a few quick system calls, or `None` when
+    /// only [`identify`](Attribution::identify) can tell (then run as `may_block` says).
+    /// Called on the proxy's async workers.
+    fn identify_known(
+        &self,
+        _peer: SocketAddr,
+        _local: SocketAddr,
+    ) -> Option<Result<Identity, Unattributed>> {
+        None
+    }
 }
 
 /// Every connection is this identity (tests; `corral proxy --identity-exe`).
@@ -152,23 +163,8 @@ impl ProcResolver {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<(u64, Option<u32>), Unattributed> {
-        // netlink sock_diag: one exact lookup (as IPv4, then as a v4-mapped IPv6 socket).
-        if self.proc_root == Path::new("/proc") {
-            // One netlink socket per thread, kept: opening one per connection cost more
-            // than the query.
-            thread_local! {
-                static DIAG: std::cell::OnceCell<Option<std::os::fd::OwnedFd>> =
-                    const { std::cell::OnceCell::new() };
-            }
-            let found = DIAG.with(|d| {
-                let diag = d
-                    .get_or_init(|| crate::sys::sock_diag_socket().ok())
-                    .as_ref()?;
-                crate::sys::tcp_client_owner(diag.as_fd(), peer, local).ok()?
-            });
-            if let Some(owner) = found {
-                return Ok((owner.inode, Some(owner.uid)));
-            }
+        if let Some(found) = self.socket_owner_diag(peer, local) {
+            return Ok(found);
         }
         // Fallback: read the tables.
         let peer = canonical(peer);
@@ -185,6 +181,27 @@ impl ProcResolver {
         Err(Unattributed::new(format!(
             "no socket {peer} -> {local} in /proc/net/tcp{{,6}} (client in another network namespace, or already gone)"
         )))
+    }
+
+    /// The client socket's inode and creator uid from netlink `sock_diag`: one exact
+    /// lookup (as IPv4, then as a v4-mapped IPv6 socket).
+    fn socket_owner_diag(&self, peer: SocketAddr, local: SocketAddr) -> Option<(u64, Option<u32>)> {
+        if self.proc_root != Path::new("/proc") {
+            return None;
+        }
+        // One netlink socket per thread, kept: opening one per connection cost more than
+        // the query.
+        thread_local! {
+            static DIAG: std::cell::OnceCell<Option<std::os::fd::OwnedFd>> =
+                const { std::cell::OnceCell::new() };
+        }
+        DIAG.with(|d| {
+            let diag = d
+                .get_or_init(|| crate::sys::sock_diag_socket().ok())
+                .as_ref()?;
+            let owner = crate::sys::tcp_client_owner(diag.as_fd(), peer, local).ok()??;
+            Some((owner.inode, Some(owner.uid)))
+        })
     }
 
     /// The processes holding socket `inode` (see [`ProcResolver`]), with the ancestors of
@@ -234,18 +251,9 @@ impl ProcResolver {
     /// `pid`'s identity, remembered per process (start time) and executable file: a client
     /// that keeps connecting is resolved in full once.
     fn identity_cached(&self, pid: u32, lineage: &[u32]) -> Result<Identity, String> {
-        use std::os::unix::fs::MetadataExt;
-        let exe_key = std::fs::metadata(self.proc_root.join(pid.to_string()).join("exe"))
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-        let start = self.start_and_parent(pid).map(|(s, _)| s);
-        if let (Some(exe_key), Some(start)) = (exe_key, start) {
-            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(k) = known.get(&pid) {
-                if k.start == start && k.exe == exe_key && k.lineage == lineage {
-                    return Ok(k.identity.clone());
-                }
-            }
+        let (exe_key, start, hit) = self.identity_known(pid, lineage);
+        if let Some(identity) = hit {
+            return Ok(identity);
         }
         let identity = self.identity_of(pid, lineage)?;
         if let (Some(exe), Some(start)) = (exe_key, start) {
@@ -264,6 +272,31 @@ impl ProcResolver {
             );
         }
         Ok(identity)
+    }
+
+    /// `pid`'s executable file key and start time, and its remembered identity when they
+    /// and its ancestors are the same as when it was resolved.
+    fn identity_known(
+        &self,
+        pid: u32,
+        lineage: &[u32],
+    ) -> (Option<FileKey>, Option<u64>, Option<Identity>) {
+        use std::os::unix::fs::MetadataExt;
+        let exe_key = std::fs::metadata(self.proc_root.join(pid.to_string()).join("exe"))
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let start = self.start_and_parent(pid).map(|(s, _)| s);
+        let hit = match (exe_key, start) {
+            (Some(exe_key), Some(start)) => {
+                let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                known
+                    .get(&pid)
+                    .filter(|k| k.start == start && k.exe == exe_key && k.lineage == lineage)
+                    .map(|k| k.identity.clone())
+            }
+            _ => None,
+        };
+        (exe_key, start, hit)
     }
 
     /// The proxy's own ancestors, read again when its parent changes or after a second
@@ -420,6 +453,34 @@ impl ProcResolver {
 }
 
 impl Attribution for ProcResolver {
+    /// A client that connected before: the socket through `sock_diag`, held by the process
+    /// that held the last connection from its address, with the same ancestors (none of
+    /// which holds it) and executable as when it was resolved. Anything else, or a socket
+    /// its ancestors share, is left to [`identify`](Attribution::identify).
+    fn identify_known(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Result<Identity, Unattributed>> {
+        let (inode, _) = self.socket_owner_diag(peer, local)?;
+        let client = canonical(peer).ip();
+        let pid = self.lock_last().get(&client).copied()?;
+        let needle = format!("socket:[{inode}]");
+        let me = std::process::id();
+        if pid == me || !self.holds(pid, &needle) {
+            return None;
+        }
+        let lineage = self.known_lineage(pid)?;
+        let trusted = self.own_lineage();
+        if lineage
+            .iter()
+            .any(|p| *p > 1 && *p != me && !trusted.contains(p) && self.holds(*p, &needle))
+        {
+            return None;
+        }
+        self.identity_known(pid, &lineage).2.map(Ok)
+    }
+
     fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Result<Identity, Unattributed> {
         let (inode, uid) = self.socket_owner(peer, local)?;
         let client = canonical(peer).ip();

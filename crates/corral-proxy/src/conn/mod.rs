@@ -99,12 +99,14 @@ pub(crate) async fn handle(
     let id = shared.next_conn.fetch_add(1, Relaxed);
     let _ = stream.set_nodelay(true);
     let attribution = shared.attribution.clone();
-    let who = if attribution.may_block() {
-        tokio::task::spawn_blocking(move || attribution.identify(peer, local))
-            .await
-            .unwrap_or_else(|_| Err(Unattributed::new("the attribution task failed")))
-    } else {
-        attribution.identify(peer, local)
+    let who = match attribution.identify_known(peer, local) {
+        Some(known) => known,
+        None if attribution.may_block() => {
+            tokio::task::spawn_blocking(move || attribution.identify(peer, local))
+                .await
+                .unwrap_or_else(|_| Err(Unattributed::new("the attribution task failed")))
+        }
+        None => attribution.identify(peer, local),
     };
     let idle = shared.config.limits.idle_timeout;
     let conn = Conn {
