@@ -266,7 +266,9 @@ fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<Path
             .filter(|h| h.is_file())
             .cloned()
             .collect(),
-        blank: private_tmp.map(PrivateTmp::blank),
+        blank: private_tmp
+            .filter(|_| view.hidden.iter().any(|h| h.is_file()))
+            .and_then(|t| t.blank().ok()),
         read_sys: view.read_everything,
         tmp: match (&view.tmp_overlay, private_tmp) {
             (Some(carried), Some(t)) => Some(TmpMount {
