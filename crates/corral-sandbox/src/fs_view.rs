@@ -433,20 +433,8 @@ fn split_read(path: &Path, access: Access, inside: &[&PathBuf], out: &mut Vec<Ru
         path: path.to_path_buf(),
         access: Access::List,
     });
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return;
-    };
-    let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    names.sort();
-    for entry in names {
-        if inside.iter().any(|h| **h == entry) {
-            continue;
-        }
-        let below: Vec<&PathBuf> = inside
-            .iter()
-            .copied()
-            .filter(|h| h.starts_with(&entry))
-            .collect();
+    let (entries, _) = split_entries(path, inside, false);
+    for (entry, below) in entries {
         if below.is_empty() {
             out.push(Rule {
                 path: entry,
@@ -479,25 +467,9 @@ fn grant_around(
         path: path.to_path_buf(),
         access: Access::Read,
     });
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return;
-    };
-    let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    names.sort();
-    for entry in names {
-        if inside.iter().any(|p| **p == entry) {
-            kept.push(entry);
-            continue;
-        }
-        // A symlink would grant its target, wherever that is.
-        if std::fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink()) {
-            continue;
-        }
-        let below: Vec<&PathBuf> = inside
-            .iter()
-            .copied()
-            .filter(|p| p.starts_with(&entry))
-            .collect();
+    let (entries, excluded) = split_entries(path, inside, true);
+    kept.extend(excluded);
+    for (entry, below) in entries {
         grant_around(&entry, &below, rules, kept, split);
     }
     // Protected paths that do not exist yet cannot be created: the directory is split.
@@ -506,6 +478,41 @@ fn grant_around(
             kept.push((*p).clone());
         }
     }
+}
+
+/// A split of directory `path` around `inside` (paths strictly below it): its entries
+/// that get a rule of their own, in order, each with the paths of `inside` below it; and
+/// the entries that are in `inside` themselves. With `skip_links`, symlinks get no rule:
+/// one would grant its target, wherever that is.
+fn split_entries<'a>(
+    path: &Path,
+    inside: &[&'a PathBuf],
+    skip_links: bool,
+) -> (Vec<(PathBuf, Vec<&'a PathBuf>)>, Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    names.sort();
+    let mut granted = Vec::new();
+    let mut excluded = Vec::new();
+    for entry in names {
+        if inside.iter().any(|p| **p == entry) {
+            excluded.push(entry);
+            continue;
+        }
+        if skip_links && std::fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            continue;
+        }
+        let below: Vec<&PathBuf> = inside
+            .iter()
+            .copied()
+            .filter(|p| p.starts_with(&entry))
+            .collect();
+        granted.push((entry, below));
+    }
+    (granted, excluded)
 }
 
 /// The absolute, symlink-free form of `p` where it exists (else `p` made absolute and
