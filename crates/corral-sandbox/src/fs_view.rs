@@ -433,7 +433,7 @@ fn split_read(path: &Path, access: Access, inside: &[&PathBuf], out: &mut Vec<Ru
         path: path.to_path_buf(),
         access: Access::List,
     });
-    let (entries, _) = split_entries(path, inside, false);
+    let (entries, _) = split_entries(path, inside);
     for (entry, below) in entries {
         if below.is_empty() {
             out.push(Rule {
@@ -467,7 +467,7 @@ fn grant_around(
         path: path.to_path_buf(),
         access: Access::Read,
     });
-    let (entries, excluded) = split_entries(path, inside, true);
+    let (entries, excluded) = split_entries(path, inside);
     kept.extend(excluded);
     for (entry, below) in entries {
         grant_around(&entry, &below, rules, kept, split);
@@ -482,12 +482,11 @@ fn grant_around(
 
 /// A split of directory `path` around `inside` (paths strictly below it): its entries
 /// that get a rule of their own, in order, each with the paths of `inside` below it; and
-/// the entries that are in `inside` themselves. With `skip_links`, symlinks get no rule:
-/// one would grant its target, wherever that is.
+/// the entries that are in `inside` themselves. Symlinks get no rule: one would grant its
+/// target, wherever that is — a hidden file included.
 fn split_entries<'a>(
     path: &Path,
     inside: &[&'a PathBuf],
-    skip_links: bool,
 ) -> (Vec<(PathBuf, Vec<&'a PathBuf>)>, Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(path) else {
         return (Vec::new(), Vec::new());
@@ -501,8 +500,7 @@ fn split_entries<'a>(
             excluded.push(entry);
             continue;
         }
-        if skip_links && std::fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink())
-        {
+        if std::fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink()) {
             continue;
         }
         let below: Vec<&PathBuf> = inside
@@ -711,6 +709,7 @@ mod tests {
         let secret = home.join(".config/corral/gateway.key");
         std::fs::write(&secret, "sk").unwrap();
         std::fs::write(home.join(".config/corral/policy.yaml"), "").unwrap();
+        std::os::unix::fs::symlink(&secret, home.join("key-link")).unwrap();
         let v = build(&Inputs {
             policy: &FilesystemPolicy::default(),
             home: Some(&home),
@@ -727,6 +726,12 @@ mod tests {
                 .any(|r| p.starts_with(&r.path))
         };
         assert!(!covers(&secret), "{:#?}", v.rules);
+        // A link to it beside the split path gets no rule (one would grant its target).
+        assert!(
+            !v.rules.iter().any(|r| r.path == home.join("key-link")),
+            "{:#?}",
+            v.rules
+        );
         assert!(covers(&home.join(".config/corral/policy.yaml")));
         assert!(covers(Path::new("/usr/bin/env")));
         assert!(v.writable(&home.join("project/x")));

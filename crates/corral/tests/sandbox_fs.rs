@@ -626,6 +626,8 @@ fn a_credentials_secret_file_is_never_readable_inside() {
             std::fs::write(&secret, "sk-corral-test-secret\n").unwrap();
             std::fs::write(dir.join("notes"), "readable\n").unwrap();
             sb.give_to_runner(&dir);
+            // A link to it in HOME, beside the directories the view splits.
+            std::os::unix::fs::symlink(&secret, sb.home.join("key-link")).unwrap();
             std::fs::write(
                 &sb.policy,
                 format!(
@@ -637,6 +639,7 @@ fn a_credentials_secret_file_is_never_readable_inside() {
             let out = sb.sh(&format!(
                 "cat {s}; echo \"cat $?\"\n\
                  cp {s} copy 2>/dev/null; cat copy 2>/dev/null\n\
+                 cat ~/key-link 2>/dev/null\n\
                  grep -rs sk-corral ~ 2>/dev/null\n\
                  echo \"notes $(cat {d}/notes)\"\n",
                 s = secret.display(),
