@@ -82,8 +82,10 @@ impl IdentityError {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct FileKey {
+/// What `stat` tells of a file's contents: device, inode, size, modification and change
+/// times.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct FileKey {
     dev: u64,
     ino: u64,
     size: u64,
@@ -92,7 +94,7 @@ struct FileKey {
 }
 
 impl FileKey {
-    fn of(m: &std::fs::Metadata) -> FileKey {
+    pub(crate) fn of(m: &std::fs::Metadata) -> FileKey {
         FileKey {
             dev: m.dev(),
             ino: m.ino(),

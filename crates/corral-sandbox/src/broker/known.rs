@@ -17,12 +17,11 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use corral_policy::Identity;
 
-use crate::identity::{IdentityError, IdentityResolver};
+use crate::identity::{FileKey, IdentityError, IdentityResolver};
 use crate::procfs;
 
 /// How many processes are remembered; when full, the table starts over (an entry only
@@ -32,11 +31,7 @@ const CAPACITY: usize = 4096;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct ProcessKey {
     start_time: u64,
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    exe: FileKey,
 }
 
 impl ProcessKey {
@@ -53,11 +48,7 @@ impl ProcessKey {
         let start_time = procfs::stat(pid).map_err(gone)?.start_time;
         Ok(ProcessKey {
             start_time,
-            dev: exe.dev(),
-            ino: exe.ino(),
-            size: exe.size(),
-            mtime: (exe.mtime(), exe.mtime_nsec()),
-            ctime: (exe.ctime(), exe.ctime_nsec()),
+            exe: FileKey::of(&exe),
         })
     }
 }
