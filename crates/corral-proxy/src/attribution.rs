@@ -131,6 +131,11 @@ const LAST_OWNERS: usize = 1024;
 /// (dev, inode, size, mtime seconds, mtime nanoseconds) of an executable file.
 type FileKey = (u64, u64, u64, i64, i64);
 
+fn file_key(m: &std::fs::Metadata) -> FileKey {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())
+}
+
 /// SHA-256 (lowercase hex) of the file at `path`.
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest;
@@ -213,9 +218,10 @@ impl ProcResolver {
         let needle = format!("socket:[{inode}]");
         let me = std::process::id();
         let first = self.first_holder(&needle, uid, client)?;
-        let lineage = self
-            .known_lineage(first)
-            .unwrap_or_else(|| self.lineage(first));
+        let lineage = match self.known_lineage(first) {
+            Some((lineage, _)) => lineage,
+            None => self.lineage(first),
+        };
         // The proxy's own ancestors started it and could start it otherwise (with
         // `--identity-exe`, say): a socket they hold changes nothing, and skipping them
         // spares reading their descriptors (shells, terminals, service managers) each time.
@@ -229,7 +235,9 @@ impl ProcResolver {
         Some((holders, lineage))
     }
 
-    /// `pid`'s start time and parent, from one read of `/proc/PID/stat`.
+    /// `pid`'s start time and parent, from one read of `/proc/PID/stat` (much cheaper for
+    /// the kernel to produce than `status`): `PID (COMM) STATE PPID …`, where COMM may hold
+    /// spaces and ')'.
     fn start_and_parent(&self, pid: u32) -> Option<(u64, u32)> {
         let stat =
             std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
@@ -241,17 +249,22 @@ impl ProcResolver {
 
     /// The ancestors remembered for `pid` when it is the same process (start time) with the
     /// same parent as when they were read.
-    fn known_lineage(&self, pid: u32) -> Option<Vec<u32>> {
+    /// Also `pid`'s start time, read to tell.
+    fn known_lineage(&self, pid: u32) -> Option<(Vec<u32>, u64)> {
         let (start, ppid) = self.start_and_parent(pid)?;
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let k = known.get(&pid)?;
-        (k.start == start && k.lineage.first() == Some(&ppid)).then(|| k.lineage.clone())
+        (k.start == start && k.lineage.first() == Some(&ppid)).then(|| (k.lineage.clone(), start))
     }
 
     /// `pid`'s identity, remembered per process (start time) and executable file: a client
     /// that keeps connecting is resolved in full once.
     fn identity_cached(&self, pid: u32, lineage: &[u32]) -> Result<Identity, String> {
-        let (exe_key, start, hit) = self.identity_known(pid, lineage);
+        let start = self.start_and_parent(pid).map(|(s, _)| s);
+        let (exe_key, hit) = match start {
+            Some(start) => self.identity_known(pid, start, lineage),
+            None => (None, None),
+        };
         if let Some(identity) = hit {
             return Ok(identity);
         }
@@ -274,29 +287,26 @@ impl ProcResolver {
         Ok(identity)
     }
 
-    /// `pid`'s executable file key and start time, and its remembered identity when they
-    /// and its ancestors are the same as when it was resolved.
+    /// `pid`'s executable file key, and its remembered identity when that key, its start
+    /// time (`start`, read by the caller) and its ancestors are the same as when it was
+    /// resolved.
     fn identity_known(
         &self,
         pid: u32,
+        start: u64,
         lineage: &[u32],
-    ) -> (Option<FileKey>, Option<u64>, Option<Identity>) {
-        use std::os::unix::fs::MetadataExt;
+    ) -> (Option<FileKey>, Option<Identity>) {
         let exe_key = std::fs::metadata(self.proc_root.join(pid.to_string()).join("exe"))
             .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-        let start = self.start_and_parent(pid).map(|(s, _)| s);
-        let hit = match (exe_key, start) {
-            (Some(exe_key), Some(start)) => {
-                let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-                known
-                    .get(&pid)
-                    .filter(|k| k.start == start && k.exe == exe_key && k.lineage == lineage)
-                    .map(|k| k.identity.clone())
-            }
-            _ => None,
-        };
-        (exe_key, start, hit)
+            .map(|m| file_key(&m));
+        let hit = exe_key.and_then(|exe_key| {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            known
+                .get(&pid)
+                .filter(|k| k.start == start && k.exe == exe_key && k.lineage == lineage)
+                .map(|k| k.identity.clone())
+        });
+        (exe_key, hit)
     }
 
     /// The proxy's own ancestors, read again when its parent changes or after a second
@@ -397,22 +407,16 @@ impl ProcResolver {
         Some(link)
     }
 
-    /// The parent's pid, from `/proc/PID/stat` (much cheaper for the kernel to produce
-    /// than `status`): `PID (COMM) STATE PPID …`, where COMM may hold spaces and ')'.
+    /// The parent's pid.
     fn parent(&self, pid: u32) -> Option<u32> {
-        let stat =
-            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
-        let (_, after_comm) = stat.rsplit_once(')')?;
-        after_comm.split_whitespace().nth(1)?.parse().ok()
+        self.start_and_parent(pid).map(|(_, parent)| parent)
     }
 
     /// The executable's SHA-256, read through `/proc/PID/exe` (so a replaced or deleted
     /// file is hashed as it runs), cached by file identity.
     fn sha256(&self, pid: u32) -> Option<String> {
-        use std::os::unix::fs::MetadataExt;
         let link = self.proc_root.join(pid.to_string()).join("exe");
-        let key = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
-        let before = key(&std::fs::metadata(&link).ok()?);
+        let before = file_key(&std::fs::metadata(&link).ok()?);
         if let Some(h) = self
             .hashes
             .lock()
@@ -423,7 +427,7 @@ impl ProcResolver {
         }
         let hash = sha256_file(&link).ok()?;
         // Only cache when the file did not change while it was read.
-        if std::fs::metadata(&link).ok().map(|m| key(&m)) == Some(before) {
+        if std::fs::metadata(&link).ok().map(|m| file_key(&m)) == Some(before) {
             self.hashes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -470,7 +474,7 @@ impl Attribution for ProcResolver {
         if pid == me || !self.holds(pid, &needle) {
             return None;
         }
-        let lineage = self.known_lineage(pid)?;
+        let (lineage, start) = self.known_lineage(pid)?;
         let trusted = self.own_lineage();
         if lineage
             .iter()
@@ -478,7 +482,7 @@ impl Attribution for ProcResolver {
         {
             return None;
         }
-        self.identity_known(pid, &lineage).2.map(Ok)
+        self.identity_known(pid, start, &lineage).1.map(Ok)
     }
 
     fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Result<Identity, Unattributed> {
