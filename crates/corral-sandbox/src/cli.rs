@@ -104,10 +104,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     // Without a mount namespace git's code files stay writable: what the sandbox changes
     // there is undone when it ends (crate::code_guard).
-    let git_before = crate::code_guard::Snapshot::take(&setting.fs_seccomp.view.git);
+    let guarded_before = crate::code_guard::Snapshot::take(&setting.fs_seccomp.view.code);
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
     if started.mode == Mode::SeccompOnly {
-        for dir in git_before.too_large() {
+        for dir in guarded_before.too_large() {
             eprintln!(
                 "corral: warning: {} is too large to keep a copy of: without a mount namespace, what the sandbox changes there is not undone",
                 dir.display()
@@ -144,7 +144,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if started.mode == Mode::SeccompOnly {
         kill_leftovers();
-        for line in git_before.restore() {
+        for line in guarded_before.restore() {
             eprintln!("corral: warning: {line}");
         }
     }

@@ -179,8 +179,9 @@ pub struct View {
     pub tmp_overlay: Option<Vec<PathBuf>>,
     /// Files the sandbox may not read.
     pub hidden: Vec<PathBuf>,
-    /// Git's code-running files in writable repositories ([`crate::code_guard`]).
-    pub git: CodeGuard,
+    /// Files in writable directories that run code outside: git's, Claude Code's
+    /// ([`crate::code_guard`]).
+    pub code: CodeGuard,
     /// Where temporary files go (as asked).
     pub tmp: Tmp,
     pub warnings: Vec<String>,
@@ -365,7 +366,7 @@ pub fn build(inp: &Inputs) -> View {
         .as_ref()
         .map(|a| a.join("settings.json"))
         .filter(|s| !read_write.contains(s));
-    let git = guard(
+    let code = guard(
         &grants
             .iter()
             .filter(|(_, o)| matches!(o, Origin::Workdir | Origin::Policy))
@@ -375,8 +376,8 @@ pub fn build(inp: &Inputs) -> View {
         agent_settings,
     );
     // A path the policy names in `read_write` is granted deliberately (an installer).
-    let mut git = git;
-    git.read_only.retain(|p| !read_write.contains(p));
+    let mut code = code;
+    code.read_only.retain(|p| !read_write.contains(p));
     View {
         source,
         read_everything: read_only.is_empty(),
@@ -389,7 +390,7 @@ pub fn build(inp: &Inputs) -> View {
         create,
         tmp_overlay,
         hidden,
-        git,
+        code,
         tmp: inp.tmp.clone(),
         warnings,
     }
@@ -640,7 +641,7 @@ impl View {
                 "read-only in namespace mode; in seccomp-only mode undone when the sandbox ends"
             }
         };
-        for p in &self.git.read_only {
+        for p in &self.code.read_only {
             let _ = writeln!(s, "  code:  {} ({how})", p.display());
         }
         for (k, v) in &self.env {
@@ -757,7 +758,7 @@ mod tests {
         std::fs::write(project.join(".git/worktrees/wt/config.worktree"), "").unwrap();
         let v = view(&home, &project, FilesystemPolicy::default(), vec![]);
         assert_eq!(
-            v.git.pin,
+            v.code.pin,
             vec![
                 project.join(".git"),
                 project.join(".git/modules/sub"),
@@ -765,25 +766,25 @@ mod tests {
             ]
         );
         assert!(v
-            .git
+            .code
             .read_only
             .contains(&project.join(".git/modules/sub/config")));
         assert!(v
-            .git
+            .code
             .read_only
             .contains(&project.join(".git/modules/sub/hooks")));
         assert!(v
-            .git
+            .code
             .read_only
             .contains(&project.join(".git/worktrees/wt/config.worktree")));
-        assert!(v.git.read_only.contains(&project.join(".git/config")));
-        assert!(v.git.read_only.contains(&project.join(".git/hooks")));
+        assert!(v.code.read_only.contains(&project.join(".git/config")));
+        assert!(v.code.read_only.contains(&project.join(".git/hooks")));
         assert!(v
-            .git
+            .code
             .read_only
             .contains(&project.join("vendored/.git/hooks")));
-        assert!(v.git.read_only.contains(&project.join("worktree/.git")));
-        assert_eq!(v.git.create, vec![project.join(".git/hooks")]);
+        assert!(v.code.read_only.contains(&project.join("worktree/.git")));
+        assert_eq!(v.code.create, vec![project.join(".git/hooks")]);
     }
 
     #[test]

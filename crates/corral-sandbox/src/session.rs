@@ -138,8 +138,8 @@ pub(crate) fn fs_settings(
     );
     if !args.explain_fs {
         create_state_dirs(&namespaces.create);
-        create_state_dirs(&namespaces.git.create);
-        for file in &namespaces.git.create_files {
+        create_state_dirs(&namespaces.code.create);
+        for file in &namespaces.code.create_files {
             // Where its directory could not be made, the sandbox cannot make it either.
             if !file.parent().is_some_and(Path::is_dir) {
                 continue;
@@ -247,14 +247,14 @@ fn ns_mounts(fs: &FsSetting, private_tmp: Option<&PrivateTmp>, sockets: Vec<Path
     NsMounts {
         // What cannot be reached (a HOME this user may not enter) needs no guard.
         pin: view
-            .git
+            .code
             .pin
             .iter()
             .filter(|p| p.exists())
             .cloned()
             .collect(),
         read_only: view
-            .git
+            .code
             .read_only
             .iter()
             .filter(|p| p.exists())
