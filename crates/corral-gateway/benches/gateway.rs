@@ -32,19 +32,6 @@ impl Drop for Killed {
     }
 }
 
-fn corral_bin() -> PathBuf {
-    let bin = std::env::var_os("CORRAL_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/corral"),
-        PathBuf::from,
-    );
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release -p corral` first (make bench does)",
-        bin.display()
-    );
-    bin
-}
-
 fn litellm_bin() -> PathBuf {
     let prefix = std::env::var_os("CORRAL_BENCHDEPS")
         .filter(|v| !v.is_empty())
@@ -90,7 +77,7 @@ fn start_upstream(dir: &Path, split: bool) -> (Killed, u16) {
 }
 
 fn start_gateway(dir: &Path, one: u16, split: u16) -> (Killed, String, String) {
-    let corral = corral_bin();
+    let corral = corral_testsupport::process::release_corral_bin();
     let keys = dir.join("keys.toml");
     let key_file = dir.join("key.txt");
     let out = Command::new(&corral)

@@ -22,6 +22,21 @@ pub fn corral_bin() -> PathBuf {
     )
 }
 
+/// The release `corral` binary the benchmarks measure: `$CORRAL_BIN`, else the workspace's
+/// `target/release/corral` (`make bench` builds it first).
+pub fn release_corral_bin() -> PathBuf {
+    let bin = std::env::var_os("CORRAL_BIN").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/corral"),
+        PathBuf::from,
+    );
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release -p corral` first (make bench does)",
+        bin.display()
+    );
+    bin
+}
+
 /// A background process whose stdout and stderr go to files; killed when dropped.
 pub struct Background {
     child: Child,

@@ -12,21 +12,6 @@ use std::process::{Child, Command, Stdio};
 const CLIENT: &str = include_str!("ttfb_client.py");
 const UPSTREAM: &str = include_str!("echo_upstream.py");
 
-/// The release `corral` binary: `$CORRAL_BIN`, else the workspace's `target/release/corral`
-/// (`make bench` builds it first).
-pub fn corral_bin() -> PathBuf {
-    let bin = std::env::var_os("CORRAL_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/corral"),
-        PathBuf::from,
-    );
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release -p corral` first (make bench does)",
-        bin.display()
-    );
-    bin
-}
-
 fn python() -> PathBuf {
     std::fs::canonicalize("/usr/bin/python3").expect("python3")
 }
@@ -59,7 +44,7 @@ fn p50(v: &mut [f64]) -> f64 {
 
 /// Runs the rows and prints their table. `rounds` per row, in `blocks` interleaved blocks.
 pub fn run(dir: &Path, rounds: usize, blocks: usize) {
-    let corral = corral_bin();
+    let corral = corral_testsupport::process::release_corral_bin();
     let py = python();
     std::fs::write(dir.join("ttfb_client.py"), CLIENT).unwrap();
     std::fs::write(dir.join("echo_upstream.py"), UPSTREAM).unwrap();
