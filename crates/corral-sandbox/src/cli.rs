@@ -86,6 +86,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     supervised.block().context("blocking signals")?;
     sys::set_child_subreaper().context("becoming a child subreaper")?;
 
+    // Without a mount namespace the code files the guard keeps (git's, Claude Code's) stay
+    // writable: what the sandbox changes there is undone when it ends (crate::code_guard).
+    // Their copy is taken only when the sandbox starts in that mode.
+    let guarded_before = std::cell::OnceCell::new();
     let launch_in = |mode: Mode| Launch {
         command: args.command.clone(),
         env: session_ca.apply(sandbox_env(mode, &setting.fs(mode).view.env)),
@@ -98,16 +102,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         read_only: setting.read_only.clone(),
         mounts: setting.ns_mounts.clone(),
     };
+    let launch_in = |mode: Mode| {
+        if mode == Mode::SeccompOnly {
+            guarded_before
+                .get_or_init(|| crate::code_guard::Snapshot::take(&setting.fs_seccomp.view.code));
+        }
+        launch_in(mode)
+    };
     let seccomp_only = launch::seccomp_only_is_safe(
         setting.fs(Mode::SeccompOnly).landlock.ruleset.is_some(),
         sys::yama_ptrace_scope(),
     );
-    // Without a mount namespace git's code files stay writable: what the sandbox changes
-    // there is undone when it ends (crate::code_guard).
-    let guarded_before = crate::code_guard::Snapshot::take(&setting.fs_seccomp.view.code);
     let (started, downgrade) = start_sandbox(request, seccomp_only, &launch_in)?;
-    if started.mode == Mode::SeccompOnly {
-        for dir in guarded_before.too_large() {
+    if let Some(guarded) = guarded_before.get() {
+        for dir in guarded.too_large() {
             eprintln!(
                 "corral: warning: {} is too large to keep a copy of: without a mount namespace, what the sandbox changes there is not undone",
                 dir.display()
@@ -144,7 +152,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if started.mode == Mode::SeccompOnly {
         kill_leftovers();
-        for line in guarded_before.restore() {
+        for line in guarded_before
+            .get()
+            .map(|g| g.restore())
+            .unwrap_or_default()
+        {
             eprintln!("corral: warning: {line}");
         }
     }
