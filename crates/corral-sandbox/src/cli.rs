@@ -90,7 +90,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // writable: what the sandbox changes there is undone when it ends (crate::code_guard).
     // Their copy is taken only when the sandbox starts in that mode.
     let guarded_before = std::cell::OnceCell::new();
-    let launch_in = |mode: Mode| Launch {
+    let launch_for = |mode: Mode| Launch {
         command: args.command.clone(),
         env: session_ca.apply(sandbox_env(mode, &setting.fs(mode).view.env)),
         landlock: setting
@@ -107,7 +107,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             guarded_before
                 .get_or_init(|| crate::code_guard::Snapshot::take(&setting.fs_seccomp.view.code));
         }
-        launch_in(mode)
+        launch_for(mode)
     };
     let seccomp_only = launch::seccomp_only_is_safe(
         setting.fs(Mode::SeccompOnly).landlock.ruleset.is_some(),
