@@ -37,13 +37,7 @@ impl Ctx {
                 report.binary, report.reason
             );
         }
-        let outcome = Outcome {
-            status: 0,
-            generation,
-            addresses: Vec::new(),
-            bytes: Default::default(),
-            started: Instant::now(),
-        };
+        let outcome = Outcome::without_upstream(0, generation, Instant::now());
         self.record("redirect_hint", report, outcome);
     }
 }

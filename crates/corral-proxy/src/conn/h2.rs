@@ -187,13 +187,7 @@ async fn exchange(
             ) {
                 ctx.redirect_hint(&head, location);
             }
-            let outcome = Outcome {
-                status,
-                generation,
-                addresses: Vec::new(),
-                bytes: Default::default(),
-                started,
-            };
+            let outcome = Outcome::without_upstream(status, generation, started);
             ctx.record("https", report, outcome);
             resp.map(|body| {
                 Revocable {
@@ -270,13 +264,7 @@ impl hyper::body::Body for Revocable {
         if let Some(Poll::Ready((report, now))) = this.revoked.as_mut().map(|r| r.as_mut().poll(cx))
         {
             this.revoked = None;
-            let outcome = Outcome {
-                status: 0,
-                generation: now,
-                addresses: Vec::new(),
-                bytes: Default::default(),
-                started: this.started,
-            };
+            let outcome = Outcome::without_upstream(0, now, this.started);
             this.ctx.record("https", report, outcome);
             return Poll::Ready(Some(Err(
                 "the request was revoked by a policy reload".into()

@@ -42,13 +42,7 @@ impl Conn {
             .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             .await
             .is_ok();
-        let outcome = |status| Outcome {
-            status,
-            generation,
-            addresses: Vec::new(),
-            bytes: Default::default(),
-            started,
-        };
+        let outcome = |status| Outcome::without_upstream(status, generation, started);
         if !ok {
             return;
         }

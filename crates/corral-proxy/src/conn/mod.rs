@@ -73,6 +73,20 @@ pub(crate) struct Outcome {
     pub(crate) started: Instant,
 }
 
+impl Outcome {
+    /// An exchange that reached no upstream, or whose upstream is not recorded here: no
+    /// addresses, no bytes.
+    pub(crate) fn without_upstream(status: u16, generation: u64, started: Instant) -> Outcome {
+        Outcome {
+            status,
+            generation,
+            addresses: Vec::new(),
+            bytes: Default::default(),
+            started,
+        }
+    }
+}
+
 /// What happens after one request.
 pub(crate) enum Step {
     Continue,
@@ -416,13 +430,7 @@ impl Conn {
 
     /// A reload refused the last request of this idle kept-alive connection: close it.
     async fn revoke_idle(mut self, report: Report, generation: u64) {
-        let outcome = Outcome {
-            status: 0,
-            generation,
-            addresses: Vec::new(),
-            bytes: Default::default(),
-            started: Instant::now(),
-        };
+        let outcome = Outcome::without_upstream(0, generation, Instant::now());
         let kind = self.http_kind();
         self.ctx.record(kind, report, outcome);
         let _ = self.client.inner.shutdown().await;
